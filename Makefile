@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both set everything up on a fresh Debian machine (as root): system servers
+# with apt, a virtual environment with the project and its test extras.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test demo lint bench system venv clean
+
+test: system venv
+	$(PY) -m ruff check conductor jobboard tests bench
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/conductor demo
+
+lint: venv
+	$(PY) -m ruff check conductor jobboard tests bench
+
+bench: system venv
+	$(PY) bench/engine_overhead.py
+	$(PY) bench/board_throughput.py
+
+# redis-server and ZooKeeper for the integration tests (skipped when present).
+system:
+	@bash deploy/install-system-deps.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV) || (bash deploy/install-system-deps.sh --venv && $(PYTHON) -m venv $(VENV))
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,metrics]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,117 @@
+"""Job boards: post jobs, claim them with fenced leases, record progress.
+
+Open any backend with :func:`connect`::
+
+    board = jobboard.connect("redis://127.0.0.1:6379/0?namespace=prod")
+    board = jobboard.connect("zookeeper://zk1:2181,zk2:2181/conductor")
+    board = jobboard.connect("sqlite:///var/lib/conductor/board.db")
+    board = jobboard.connect("memory://tests")
+"""
+
+from __future__ import annotations
+
+from importlib import import_module, metadata
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from jobboard.base import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    BoardEvent,
+    Claim,
+    ClaimStatus,
+    Entity,
+    Job,
+    JobBoard,
+    JobPriority,
+    JobState,
+    unique_owner,
+)
+from jobboard.errors import (
+    BadURL,
+    BoardError,
+    BoardUnavailable,
+    ClaimError,
+    InvalidJob,
+    InvalidState,
+    JobNotFound,
+    NotOwner,
+    StaleToken,
+    UnclaimableJob,
+)
+
+__all__ = [
+    # opening a board
+    "connect",
+    "backend_for",
+    # the contract
+    "JobBoard",
+    "Job",
+    "Claim",
+    "ClaimStatus",
+    "Entity",
+    "BoardEvent",
+    "JobPriority",
+    "JobState",
+    "ACTIVE_STATES",
+    "FINISHED_STATES",
+    "unique_owner",
+    # errors
+    "BoardError",
+    "BoardUnavailable",
+    "InvalidJob",
+    "JobNotFound",
+    "ClaimError",
+    "UnclaimableJob",
+    "NotOwner",
+    "StaleToken",
+    "InvalidState",
+    "BadURL",
+]
+
+ENTRY_POINT_GROUP = "jobboard.backends"
+
+# Used when the package's entry points are not installed (running from a checkout).
+_BUILTIN = {
+    "memory": "jobboard.memory:MemoryBoard",
+    "redis": "jobboard.redis:RedisBoard",
+    "rediss": "jobboard.redis:RedisBoard",
+    "zookeeper": "jobboard.zookeeper:ZookeeperBoard",
+    "sqlite": "jobboard.sqlite:SqliteBoard",
+}
+
+
+def backend_for(scheme: str) -> type[JobBoard]:
+    """The board class registered for a URL scheme (entry point group ``jobboard.backends``)."""
+    target = None
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == scheme:
+            return ep.load()
+    target = _BUILTIN.get(scheme)
+    if target is None:
+        known = sorted(
+            {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)} | set(_BUILTIN)
+        )
+        raise BadURL(f"unknown board scheme {scheme!r}; known schemes: {', '.join(known)}")
+    module, _, attr = target.partition(":")
+    return getattr(import_module(module), attr)
+
+
+def parse_options(url: str) -> dict[str, str]:
+    """The query-string options of a board URL as a dict."""
+    return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+
+
+def connect(url: str, **options: Any) -> JobBoard:
+    """Open and connect the board a URL names.
+
+    Options come from the URL's query string and from keyword arguments
+    (keywords win). Common ones: ``namespace``, ``lease``, ``retention``,
+    ``max_payload``, ``max_attempts``.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise BadURL(f"board URL must look like scheme://..., got {url!r}")
+    scheme = urlsplit(url).scheme.lower()
+    cls = backend_for(scheme)
+    board = cls.from_url(url, **options)
+    return board.connect()

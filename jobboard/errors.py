@@ -1,0 +1,65 @@
+"""Errors raised by job boards.
+
+One root, a shallow tree::
+
+    BoardError
+    ├── BoardUnavailable        the backend cannot be reached (after retries)
+    ├── InvalidJob              bad input to ``post`` or a malformed stored record
+    ├── JobNotFound             no job with that id (or it was purged)
+    ├── ClaimError              a claim-related request was refused
+    │   ├── UnclaimableJob      the job is claimed by someone else or finished
+    │   ├── NotOwner            the caller does not own the job's claim
+    │   └── StaleToken          the fencing token is older than the job's current one
+    ├── InvalidState            the job is in the wrong state for the operation
+    └── BadURL                  a board URL that cannot be opened
+
+Backends translate their client library's exceptions at the boundary with
+``raise ... from err`` so callers only ever handle these.
+"""
+
+from __future__ import annotations
+
+
+class BoardError(Exception):
+    """Raised when a job board operation fails; the root of every board error."""
+
+
+class BoardUnavailable(BoardError):
+    """Raised when the backend cannot be reached, after the retry deadline."""
+
+
+class InvalidJob(BoardError, ValueError):
+    """Raised when a job's fields are invalid; the message names the field and the job."""
+
+    def __init__(self, message: str, *, field: str | None = None, job: str | None = None):
+        super().__init__(message)
+        self.field = field
+        self.job = job
+
+
+class JobNotFound(BoardError, LookupError):
+    """Raised when no job with the given id exists on the board."""
+
+
+class ClaimError(BoardError):
+    """Raised when a claim-related request is refused; nothing was changed."""
+
+
+class UnclaimableJob(ClaimError):
+    """Raised when claiming a job that is already claimed or already finished."""
+
+
+class NotOwner(ClaimError):
+    """Raised when consuming, abandoning, trashing or saving progress of a job one does not own."""
+
+
+class StaleToken(NotOwner):
+    """Raised when a fenced write carries a token older than the job's current claim."""
+
+
+class InvalidState(BoardError):
+    """Raised when a job is in the wrong state for the requested operation."""
+
+
+class BadURL(BoardError, ValueError):
+    """Raised when a board URL names an unknown scheme or has invalid options."""

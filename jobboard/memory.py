@@ -1,0 +1,648 @@
+"""In-process job board (``memory://NAME``).
+
+Honours the whole board contract — exclusive claims, leases, fencing tokens,
+progress, cancel, retention — so engine and conductor tests need no server.
+Boards opened with the same NAME in one process share one store. Board time
+comes from an injectable ``clock`` so tests can expire leases without sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from jobboard import errors
+from jobboard.base import (
+    FINISHED_STATES,
+    BoardEvent,
+    Claim,
+    Entity,
+    Job,
+    JobBoard,
+    JobPriority,
+    JobRef,
+    JobState,
+    coerce_options,
+)
+
+__all__ = ["MemoryBoard"]
+
+
+class _Store:
+    """The shared state of every MemoryBoard of one name."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.jobs: dict[str, Job] = {}
+        self.progress: dict[str, dict[str, str]] = {}
+        self.waiting: dict[str, list[tuple[int, int, str]]] = {}  # flow -> heap
+        self.leases: list[tuple[float, str, int]] = []  # heap of (expires_at, job, token)
+        self.finished: deque[tuple[float, str]] = deque()
+        self.entities: dict[tuple[str, str], Entity] = {}
+        self.counters: dict[str, int] = {}
+        self.seq = itertools.count(1)
+        self.subscribers: list[Callable[[BoardEvent], None]] = []
+
+
+_STORES: dict[str, _Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+class MemoryBoard(JobBoard):
+    """A thread-safe in-memory board; ``clock`` supplies board time (default ``time.time``)."""
+
+    scheme = "memory"
+
+    def __init__(
+        self, name: str = "default", *, clock: Callable[[], float] | None = None, **options: Any
+    ) -> None:
+        self._clock = clock or time.time
+        if clock is not None:
+            options.setdefault("local_clock", clock)
+        super().__init__(name, **options)
+        with _STORES_LOCK:
+            self._s = _STORES.setdefault(self.namespace, _Store())
+        self._connected = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """``memory://NAME?lease=5&...``."""
+        from jobboard import parse_options
+
+        parts = urlsplit(url)
+        name = (parts.netloc + parts.path).strip("/") or "default"
+        opts = coerce_options({**parse_options(url), **options}, url)
+        return cls(name, **opts)
+
+    @classmethod
+    def reset(cls, name: str) -> None:
+        """Forget every job of a named in-memory store (tests)."""
+        with _STORES_LOCK:
+            _STORES.pop(name, None)
+
+    def connect(self) -> Self:
+        with self._s.lock:
+            if not self._connected:
+                self._s.subscribers.append(self._emit)
+                self._connected = True
+        return self
+
+    def close(self) -> None:
+        with self._s.lock:
+            if self._connected:
+                self._s.subscribers.remove(self._emit)
+                self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # -- internals ----------------------------------------------------------
+
+    def _publish(self, events: list[BoardEvent]) -> None:
+        for event in events:
+            for subscriber in list(self._s.subscribers):
+                subscriber(event)
+
+    def _require(self, job_id: str) -> Job:
+        job = self._s.jobs.get(job_id)
+        if job is None:
+            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+        return job
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self._s.counters[key] = self._s.counters.get(key, 0) + n
+
+    def _push_waiting(self, job: Job) -> None:
+        heapq.heappush(
+            self._s.waiting.setdefault(job.flow, []), (job.priority.rank, job.seq, job.id)
+        )
+
+    def _reap(self, now: float, events: list[BoardEvent]) -> None:
+        """Turn claims whose lease ran out back into waiting jobs; purge old finished jobs."""
+        s = self._s
+        while s.leases and s.leases[0][0] <= now:
+            _, job_id, token = heapq.heappop(s.leases)
+            job = s.jobs.get(job_id)
+            if job is None or job.state is not JobState.CLAIMED or job.token != token:
+                continue
+            if job.lease_expires_at is not None and job.lease_expires_at > now:
+                heapq.heappush(s.leases, (job.lease_expires_at, job_id, token))
+                continue
+            s.jobs[job_id] = replace(
+                job,
+                state=JobState.WAITING,
+                owner=None,
+                claimed_at=None,
+                lease_expires_at=None,
+                updated_at=now,
+                last_error=f"lease of {job.owner} expired",
+            )
+            self._push_waiting(job)
+            self._count("expired")
+            events.append(BoardEvent("expired", job_id, {"token": token, "owner": job.owner}))
+            s.changed.notify_all()
+        while s.finished and s.finished[0][0] + self.retention <= now:
+            _, job_id = s.finished.popleft()
+            job = s.jobs.get(job_id)
+            if (
+                job is not None
+                and job.state in FINISHED_STATES
+                and (job.finished_at or 0) + self.retention <= now
+            ):
+                del s.jobs[job_id]
+                s.progress.pop(job_id, None)
+
+    def _fenced(self, job_id: str, who: str, token: int | None, force: bool, now: float) -> Job:
+        """Return the job if ``who``/``token`` own it (or ``force``); raise otherwise."""
+        self._check_owner_args(job_id, who, token, force)
+        job = self._require(job_id)
+        if job.state.finished:
+            raise errors.InvalidState(f"job {job_id!r} is already {job.state.value}")
+        if force:
+            return job
+        if job.state is not JobState.CLAIMED:
+            if token is not None and token < job.token:
+                raise errors.StaleToken(
+                    f"job {job_id!r}: token {token} is stale (current {job.token}); not claimed now"
+                )
+            raise errors.NotOwner(f"job {job_id!r} is not claimed (its lease may have expired)")
+        if token != job.token:
+            cls = errors.StaleToken if token < job.token else errors.NotOwner
+            raise cls(
+                f"job {job_id!r}: token {token} does not match the current claim ({job.token})"
+            )
+        if job.owner != who:
+            raise errors.NotOwner(f"job {job_id!r} is owned by {job.owner!r}, not {who!r}")
+        return job
+
+    def _finish(
+        self,
+        job_id: str,
+        who: str,
+        token: int | None,
+        *,
+        state: JobState,
+        force: bool = False,
+        result: Any = None,
+        error: str | None = None,
+        event: str,
+    ) -> Job:
+        result_json = self._encode(result, "result", job_id) if result is not None else None
+        events: list[BoardEvent] = []
+        with self._s.lock:
+            now = self._clock()
+            self._reap(now, events)
+            job = self._fenced(job_id, who, token, force, now)
+            done = replace(
+                job,
+                state=state,
+                owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+                finished_at=now,
+                cancel_requested=job.cancel_requested,
+                result=json.loads(result_json) if result_json is not None else None,
+                last_error=error if error is not None else job.last_error,
+            )
+            self._s.jobs[job_id] = done
+            self._s.finished.append((now, job_id))
+            self._count(event)
+            events.append(
+                BoardEvent(
+                    event,
+                    job_id,
+                    {"token": job.token, "owner": who, "forced": force, "flow": job.flow},
+                )
+            )
+        self._untrack(job_id)
+        self._publish(events)
+        return done
+
+    # -- producers ----------------------------------------------------------
+
+    def post(
+        self,
+        name: str,
+        flow: str,
+        store: Mapping[str, Any] | None = None,
+        *,
+        priority: JobPriority | str = JobPriority.NORMAL,
+        max_attempts: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Job:
+        prio, attempts, store_json, details_json = self._validate_post(
+            name, flow, store, priority, max_attempts, details
+        )
+        events: list[BoardEvent] = []
+        with self._s.lock:
+            now = self._clock()
+            self._reap(now, events)
+            job = Job(
+                id=uuid.uuid4().hex,
+                name=name,
+                flow=flow,
+                store=json.loads(store_json),
+                priority=prio,
+                created_at=now,
+                updated_at=now,
+                seq=next(self._s.seq),
+                max_attempts=attempts,
+                details=json.loads(details_json),
+            )
+            self._s.jobs[job.id] = job
+            self._push_waiting(job)
+            self._count("posted")
+            self._s.changed.notify_all()
+            events.append(BoardEvent("posted", job.id, {"flow": flow, "name": name}))
+        self._publish(events)
+        return job
+
+    def get(self, job: JobRef) -> Job:
+        job_id = self._job_id(job)
+        events: list[BoardEvent] = []
+        with self._s.lock:
+            self._reap(self._clock(), events)
+            found = self._require(job_id)
+        self._publish(events)
+        return found
+
+    def iterjobs(
+        self,
+        only_unclaimed: bool = False,
+        ensure_fresh: bool = False,
+        *,
+        states: Collection[JobState | str] | None = None,
+        flow: str | None = None,
+    ) -> Iterator[Job]:
+        wanted = self._normalise_states(states, only_unclaimed)
+        events: list[BoardEvent] = []
+        with self._s.lock:
+            self._reap(self._clock(), events)
+            jobs = [
+                j
+                for j in self._s.jobs.values()
+                if j.state in wanted and (flow is None or j.flow == flow)
+            ]
+        self._publish(events)
+        jobs.sort(key=lambda j: (j.priority.rank, j.seq))
+        return iter(jobs)
+
+    def cancel(self, job: JobRef) -> Job:
+        job_id = self._job_id(job)
+        events: list[BoardEvent] = []
+        with self._s.lock:
+            now = self._clock()
+            self._reap(now, events)
+            current = self._require(job_id)
+            if current.state.finished:
+                raise errors.InvalidState(
+                    f"job {job_id!r} is already {current.state.value}; nothing to cancel"
+                )
+            if current.state is JobState.WAITING:
+                updated = replace(
+                    current,
+                    state=JobState.CANCELLED,
+                    updated_at=now,
+                    finished_at=now,
+                    cancel_requested=True,
+                    last_error="cancelled before it started",
+                )
+                self._s.finished.append((now, job_id))
+                self._count("cancelled")
+                events.append(BoardEvent("cancelled", job_id, {"token": current.token}))
+            else:
+                updated = replace(current, cancel_requested=True, updated_at=now)
+                events.append(BoardEvent("cancel_requested", job_id, {"token": current.token}))
+            self._s.jobs[job_id] = updated
+        self._publish(events)
+        return updated
+
+    # -- conductors ---------------------------------------------------------
+
+    def _claim_locked(
+        self, job: Job, who: str, lease: float, now: float, started: float, events: list[BoardEvent]
+    ) -> Claim | None:
+        """Claim a waiting job (lock held); trash it instead if it is poison."""
+        if job.attempts >= job.max_attempts:
+            reason = self._poison_reason(job.attempts, job.max_attempts)
+            self._s.jobs[job.id] = replace(
+                job, state=JobState.TRASHED, updated_at=now, finished_at=now, last_error=reason
+            )
+            self._s.finished.append((now, job.id))
+            self._count("trashed")
+            self._count("poison")
+            events.append(BoardEvent("trashed", job.id, {"reason": reason, "forced": True}))
+            return None
+        token = job.token + 1
+        claimed = replace(
+            job,
+            state=JobState.CLAIMED,
+            owner=who,
+            token=token,
+            claimed_at=now,
+            lease_expires_at=now + lease,
+            attempts=job.attempts + 1,
+            updated_at=now,
+        )
+        self._s.jobs[job.id] = claimed
+        heapq.heappush(self._s.leases, (now + lease, job.id, token))
+        self._count("claimed")
+        events.append(BoardEvent("claimed", job.id, {"token": token, "owner": who}))
+        return self._track(
+            Claim(
+                job_id=job.id,
+                owner=who,
+                token=token,
+                lease=lease,
+                expires_at=now + lease,
+                deadline=started + lease,
+                job=claimed,
+            )
+        )
+
+    def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
+        job_id = self._job_id(job)
+        self._check_owner_args(job_id, who, 0, False)
+        length = self._lease_for(lease)
+        started = self._local_clock()
+        events: list[BoardEvent] = []
+        try:
+            with self._s.lock:
+                now = self._clock()
+                self._reap(now, events)
+                current = self._require(job_id)
+                if current.state is not JobState.WAITING:
+                    owner = f" by {current.owner!r}" if current.owner else ""
+                    raise errors.UnclaimableJob(
+                        f"job {job_id!r} is {current.state.value}{owner}; it cannot be claimed"
+                    )
+                claim = self._claim_locked(current, who, length, now, started, events)
+                if claim is None:
+                    raise errors.UnclaimableJob(
+                        f"job {job_id!r} was trashed: {self._s.jobs[job_id].last_error}"
+                    )
+                return claim
+        finally:
+            self._publish(events)
+
+    def claim_next(
+        self, who: str, flows: Collection[str] | None = None, *, lease: float | None = None
+    ) -> Claim | None:
+        self._check_owner_args("?", who, 0, False)
+        length = self._lease_for(lease)
+        started = self._local_clock()
+        events: list[BoardEvent] = []
+        try:
+            with self._s.lock:
+                now = self._clock()
+                self._reap(now, events)
+                while True:
+                    best = self._best_waiting(flows)
+                    if best is None:
+                        return None
+                    claim = self._claim_locked(best, who, length, now, started, events)
+                    if claim is not None:
+                        return claim
+        finally:
+            self._publish(events)
+
+    def _best_waiting(self, flows: Collection[str] | None) -> Job | None:
+        """Pop stale heap entries and return the best waiting job (lock held)."""
+        best: tuple[tuple[int, int, str], list[tuple[int, int, str]]] | None = None
+        names = self._s.waiting.keys() if flows is None else flows
+        for flow in list(names):
+            heap = self._s.waiting.get(flow)
+            while heap:
+                rank, seq, job_id = heap[0]
+                job = self._s.jobs.get(job_id)
+                if job is not None and job.state is JobState.WAITING and job.seq == seq:
+                    break
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0] < best[0]):
+                best = (heap[0], heap)
+        if best is None:
+            return None
+        heapq.heappop(best[1])
+        return self._s.jobs[best[0][2]]
+
+    def renew(
+        self, claims: Iterable[Claim], *, lease: float | None = None
+    ) -> dict[str, Claim | None]:
+        length = self._lease_for(lease)
+        started = self._local_clock()
+        out: dict[str, Claim | None] = {}
+        events: list[BoardEvent] = []
+        with self._s.lock:
+            now = self._clock()
+            self._reap(now, events)
+            for claim in claims:
+                job = self._s.jobs.get(claim.job_id)
+                if (
+                    job is None
+                    or job.state is not JobState.CLAIMED
+                    or job.token != claim.token
+                    or job.owner != claim.owner
+                ):
+                    out[claim.job_id] = None
+                    continue
+                self._s.jobs[job.id] = replace(job, lease_expires_at=now + length)
+                heapq.heappush(self._s.leases, (now + length, job.id, job.token))
+                if job.cancel_requested:
+                    self._mark_cancel(job.id)
+                out[claim.job_id] = replace(
+                    claim, lease=length, expires_at=now + length, deadline=started + length
+                )
+        self._publish(events)
+        self._apply_renewals(out)
+        return out
+
+    def save_progress(
+        self, job: JobRef, who: str, token: int, atom_name: str, record: Mapping[str, Any]
+    ) -> None:
+        job_id = self._job_id(job)
+        encoded = self._validate_atom(job_id, atom_name, record)
+        events: list[BoardEvent] = []
+        with self._s.lock:
+            now = self._clock()
+            self._reap(now, events)
+            self._fenced(job_id, who, token, False, now)
+            self._s.progress.setdefault(job_id, {})[atom_name] = encoded
+        self._publish(events)
+
+    def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
+        job_id = self._job_id(job)
+        with self._s.lock:
+            self._require(job_id)
+            records = dict(self._s.progress.get(job_id, {}))
+        return {name: json.loads(text) for name, text in records.items()}
+
+    def consume(self, job: JobRef, who: str, token: int, *, result: Any = None) -> Job:
+        return self._finish(
+            self._job_id(job), who, token, state=JobState.COMPLETE, result=result, event="consumed"
+        )
+
+    def fail(
+        self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False
+    ) -> Job:
+        job_id = self._job_id(job)
+        message = self._validate_error(job_id, error)
+        state = JobState.CANCELLED if cancelled else JobState.FAILED
+        return self._finish(
+            job_id,
+            who,
+            token,
+            state=state,
+            error=message,
+            event="cancelled" if cancelled else "failed",
+        )
+
+    def abandon(
+        self,
+        job: JobRef,
+        who: str,
+        token: int | None = None,
+        *,
+        reason: str | None = None,
+        force: bool = False,
+    ) -> Job:
+        job_id = self._job_id(job)
+        message = self._validate_error(job_id, reason, "reason") if reason is not None else None
+        events: list[BoardEvent] = []
+        with self._s.lock:
+            now = self._clock()
+            self._reap(now, events)
+            current = self._fenced(job_id, who, token, force, now)
+            if current.state is not JobState.CLAIMED:
+                raise errors.InvalidState(f"job {job_id!r} is not claimed; nothing to abandon")
+            released = replace(
+                current,
+                state=JobState.WAITING,
+                owner=None,
+                claimed_at=None,
+                lease_expires_at=None,
+                updated_at=now,
+                last_error=message if message is not None else current.last_error,
+            )
+            self._s.jobs[job_id] = released
+            self._push_waiting(released)
+            self._count("abandoned")
+            self._s.changed.notify_all()
+            events.append(
+                BoardEvent(
+                    "abandoned",
+                    job_id,
+                    {"token": current.token, "owner": who, "forced": force, "flow": current.flow},
+                )
+            )
+        self._untrack(job_id)
+        self._publish(events)
+        return released
+
+    def trash(
+        self,
+        job: JobRef,
+        who: str,
+        token: int | None = None,
+        *,
+        reason: str | None = None,
+        force: bool = False,
+    ) -> Job:
+        job_id = self._job_id(job)
+        message = self._validate_error(job_id, reason or "trashed", "reason")
+        return self._finish(
+            job_id, who, token, state=JobState.TRASHED, force=force, error=message, event="trashed"
+        )
+
+    def find_owner(self, job: JobRef) -> str | None:
+        return self.get(job).owner
+
+    def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        events: list[BoardEvent] = []
+        try:
+            with self._s.changed:
+                while True:
+                    self._reap(self._clock(), events)
+                    if self._has_waiting(flows):
+                        return True
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    # Bounded so that leases expiring on the injected clock are noticed.
+                    self._s.changed.wait(0.5 if remaining is None else min(remaining, 0.5))
+        finally:
+            self._publish(events)
+
+    def _has_waiting(self, flows: Collection[str] | None) -> bool:
+        names = self._s.waiting.keys() if flows is None else flows
+        for flow in names:
+            for _, seq, job_id in self._s.waiting.get(flow, ()):
+                job = self._s.jobs.get(job_id)
+                if job is not None and job.state is JobState.WAITING and job.seq == seq:
+                    return True
+        return False
+
+    # -- entities -----------------------------------------------------------
+
+    def register_entity(
+        self, name: str, kind: str = "conductor", metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        encoded = self._encode(dict(metadata or {}), "metadata", name)
+        with self._s.lock:
+            self._s.entities[(kind, name)] = Entity(name, kind, json.loads(encoded), self._clock())
+
+    def unregister_entity(self, name: str, kind: str = "conductor") -> None:
+        with self._s.lock:
+            self._s.entities.pop((kind, name), None)
+
+    def iter_entities(self, kind: str = "conductor") -> list[Entity]:
+        horizon = self._clock() - self.DEFAULT_ENTITY_TTL
+        with self._s.lock:
+            return sorted(
+                (
+                    e
+                    for (k, _), e in self._s.entities.items()
+                    if k == kind and e.last_seen >= horizon
+                ),
+                key=lambda e: e.name,
+            )
+
+    # -- operators ----------------------------------------------------------
+
+    def purge(
+        self, states: Collection[JobState | str] = FINISHED_STATES, older_than: float = 0.0
+    ) -> int:
+        wanted = self._normalise_states(states, False)
+        if not wanted <= FINISHED_STATES:
+            raise errors.InvalidState(
+                "only finished jobs (complete, failed, trashed, cancelled) can be purged"
+            )
+        with self._s.lock:
+            horizon = self._clock() - older_than
+            doomed = [
+                j.id
+                for j in self._s.jobs.values()
+                if j.state in wanted and (j.finished_at or 0) <= horizon
+            ]
+            for job_id in doomed:
+                del self._s.jobs[job_id]
+                self._s.progress.pop(job_id, None)
+            self._count("purged", len(doomed))
+        if doomed:
+            self._publish([BoardEvent("purged", None, {"count": len(doomed)})])
+        return len(doomed)
+
+    def counters(self) -> dict[str, int]:
+        with self._s.lock:
+            return dict(self._s.counters)
