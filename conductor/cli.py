@@ -1,23 +1,234 @@
-"""The ``conductor`` command (daemon and demo)."""
+"""The ``conductor`` command: ``conductor run`` (the daemon) and ``conductor demo``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import signal
+import socket
 import sys
+import time
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+EPILOG = """\
+examples:
+  conductor run --board redis://127.0.0.1:6379/0 --flows myapp.flows --max-jobs 4
+  CONDUCTOR_BOARD=sqlite:///var/lib/conductor/board.db conductor run --flows myapp.flows
+  conductor run --board zookeeper://zk1:2181,zk2:2181/conductor --flows myapp.flows \\
+      --engine parallel --metrics-port 9464 --log-format json
+  conductor demo                      # three conductors on a SQLite board, one killed
+  conductor demo --board redis://127.0.0.1:6379/0
+
+exit codes: 0 ok, 1 failure, 2 bad usage (bad URL, no flows), 3 board unreachable
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conductor", description="Run conductor daemons.")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="run a conductor daemon")
-    sub.add_parser("demo", help="run the demo")
+    """The argument parser of the ``conductor`` command."""
+    parser = argparse.ArgumentParser(
+        prog="conductor",
+        description="Run conductor daemons that claim jobs from a job board and run their flows.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="run a conductor daemon", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--board", default=os.environ.get("CONDUCTOR_BOARD"),
+                     help="board URL (default: $CONDUCTOR_BOARD)")
+    run.add_argument("--flows", action="append", default=[], metavar="MODULE",
+                     help="module registering flows (repeatable)")
+    run.add_argument("--entry-points", action="store_true",
+                     help="also load flows installed under the 'conductor.flows' entry point group")
+    run.add_argument("--name", default=None, help="conductor name (default: host-pid)")
+    run.add_argument("--max-jobs", type=_positive_int, default=1,
+                     help="jobs run at the same time (default 1)")
+    run.add_argument("--engine", choices=("serial", "parallel"), default="serial")
+    run.add_argument("--lease", type=_positive_float, default=None,
+                     help="claim lease in seconds (default: the board's)")
+    run.add_argument("--drain-timeout", type=_positive_float, default=30.0,
+                     help="seconds running jobs get to finish on SIGTERM (default 30)")
+    run.add_argument("--connect-timeout", type=_positive_float, default=15.0,
+                     help="seconds to keep retrying an unreachable board (default 15)")
+    run.add_argument("--metrics-port", type=int, default=None,
+                     help="serve Prometheus /metrics and /healthz on this port (0: any free port)")
+    run.add_argument("--metrics-host", default="127.0.0.1")
+    _logging_args(run)
+
+    demo = sub.add_parser("demo", help="run the demo: conductors sharing a board, one killed")
+    demo.add_argument("--board", default=None,
+                      help="board URL (default: a new SQLite board in a temporary directory)")
+    demo.add_argument("--jobs", type=_positive_int, default=30)
+    demo.add_argument("--conductors", type=_positive_int, default=3)
+    demo.add_argument("--lease", type=_positive_float, default=2.0)
+    demo.add_argument("--task-seconds", type=_positive_float, default=0.15)
+    demo.add_argument("--timeout", type=_positive_float, default=180.0)
+    _logging_args(demo, default_level="WARNING")
     return parser
 
 
+def _logging_args(parser: argparse.ArgumentParser, default_level: str = "INFO") -> None:
+    parser.add_argument("--log-level", default=default_level,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line, with the job fields when a record carries them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("job_id", "flow", "conductor", "event"):
+            value = getattr(record, key, None)
+            if value is not None:
+                data[key] = value
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Configure the root logger (only the daemon does this)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _error(message: str) -> None:
+    print(f"conductor: error: {message}", file=sys.stderr)
+
+
+def connect_board(url: str, timeout: float) -> Any:
+    """Connect to the board, retrying an unreachable one until ``timeout``."""
+    import tenacity
+
+    import jobboard
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(jobboard.BoardUnavailable),
+        wait=tenacity.wait_exponential_jitter(initial=0.2, max=2.0),
+        stop=tenacity.stop_after_delay(timeout),
+        reraise=True,
+    )
+    return retrying(jobboard.connect, url)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``conductor run``: serve flows from a board until signalled."""
+    import jobboard
+    from conductor.conductor import Conductor
+    from conductor.registry import FlowRegistry, RegistryError
+
+    configure_logging(args.log_level, args.log_format)
+    if not args.board:
+        _error("no board: give --board URL or set CONDUCTOR_BOARD")
+        return EXIT_USAGE
+    if not args.flows and not args.entry_points:
+        _error("no flows: give --flows MODULE (or --entry-points)")
+        return EXIT_USAGE
+    registry = FlowRegistry()
+    try:
+        for module in args.flows:
+            registry.update(FlowRegistry.from_module(module))
+        if args.entry_points:
+            registry.update(FlowRegistry.from_entry_points())
+    except RegistryError as err:
+        _error(str(err))
+        return EXIT_USAGE
+    if not len(registry):
+        _error("no flows registered by the given modules or entry points")
+        return EXIT_USAGE
+    try:
+        board = connect_board(args.board, args.connect_timeout)
+    except jobboard.BadURL as err:
+        _error(f"bad board URL: {err}")
+        return EXIT_USAGE
+    except jobboard.BoardUnavailable as err:
+        _error(f"board unreachable after {args.connect_timeout:.0f}s: {err}")
+        return EXIT_UNREACHABLE
+    except jobboard.BoardError as err:
+        _error(f"cannot open board: {err}")
+        return EXIT_UNREACHABLE
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    conductor = Conductor(
+        name, board, registry, max_simultaneous_jobs=args.max_jobs, engine=args.engine,
+        lease=args.lease, drain_timeout=args.drain_timeout,
+    )
+    metrics = None
+    if args.metrics_port is not None:
+        from conductor.metrics import attach_metrics
+
+        metrics = attach_metrics(conductor, args.metrics_port, args.metrics_host)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger("conductor").warning(
+            "received %s: %s", signal.Signals(signum).name,
+            "stopping now" if conductor._stopping.is_set() else "draining",
+        )
+        conductor.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        conductor.run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
+        board.close()
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command is None:
-        build_parser().print_help()
-        return 2
-    print(f"conductor {args.command}: not available yet", file=sys.stderr)
-    return 0
+    """Entry point of the ``conductor`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "demo":
+        from conductor.demo import run_demo
+
+        configure_logging(args.log_level, args.log_format)
+        started = time.monotonic()
+        code = run_demo(args)
+        print(f"demo finished in {time.monotonic() - started:.1f}s")
+        return code
+    parser.print_help()
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

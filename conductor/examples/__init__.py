@@ -1,0 +1,1 @@
+"""Example flows (the demo's, and the fencing-token pattern)."""
