@@ -110,6 +110,7 @@ class RunningJob:
     job: Job
     engine: Any = None
     stop_reason: str | None = None  # why we suspended it: "claim lost", "shutdown"
+    cancel_seen: bool = False
     started: float = field(default_factory=time.monotonic)
     future: Future[None] | None = None
 
@@ -329,6 +330,9 @@ class Conductor:
         except NotOwner as err:  # a fenced write was rejected: the claim is gone
             self._claim_lost(running, f"fenced write rejected: {err}")
             return
+        except InvalidJob as err:  # a task's record is not storable: retrying cannot help
+            self._finish_failed(running, f"progress rejected: {err}")
+            return
         except BoardError as err:
             self._board_error("save_progress", err)
             self._release(running, f"board error while running: {err}")
@@ -436,11 +440,27 @@ class Conductor:
                     for job_id, claim in renewed.items():
                         if claim is None:
                             LOG.warning("job %s: lease renewal refused; claim lost", job_id)
+            self._notice_cancels()
             if time.monotonic() >= next_entity:
                 next_entity = time.monotonic() + self.ENTITY_REFRESH
                 self._register()
             else:
                 self.last_heartbeat = time.monotonic()
+
+    def _notice_cancels(self) -> None:
+        """Tell engines about cancel requests that reached us (a local check).
+
+        The claim listener acts on them at the next transition; this makes the
+        request visible (and logged) even while a long task runs.
+        """
+        for running in self.running_jobs:
+            if running.engine is None or running.cancel_seen:
+                continue
+            if self.board.cancel_requested(running.job.id):
+                running.cancel_seen = True
+                LOG.info("job %s flow=%s conductor=%s: cancel requested", running.job.id,
+                         running.job.flow, self.name)
+                running.engine.cancel(f"job {running.job.id} was cancelled")
 
     def _register(self) -> None:
         metadata = {

@@ -1,0 +1,80 @@
+"""Flows used by the conductor tests (importable by conductor subprocesses).
+
+Tasks append one JSON line per execution to ``$CONDUCTOR_TEST_LOG`` so tests
+can count executions across processes. Their behaviour is steered by the
+job's store: ``pause`` seconds per task, ``fail_at`` a task to raise in,
+``block_at`` a task that waits for a file to appear, ``crash_at`` a task that
+kills its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from conductor import context, task
+from conductor.patterns import linear_flow
+from conductor.registry import FlowRegistry
+
+FLOWS = FlowRegistry()
+STEPS = ("one", "two", "three")
+
+
+def record(event: str, step: str) -> None:
+    ctx = context.current()
+    path = os.environ.get("CONDUCTOR_TEST_LOG")
+    line = {
+        "event": event, "job": ctx.get("job_id"), "task": step, "conductor": ctx.get("conductor"),
+        "pid": os.getpid(), "token": ctx.get("fencing_token"), "at": time.time(),
+    }
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(line) + "\n").encode())
+        finally:
+            os.close(fd)
+    RECORDED.append(line)
+
+
+RECORDED: list[dict] = []
+
+
+class Step(task.Task):
+    """One step; behaviour chosen by the store."""
+
+    def execute(self, spec: dict) -> str:
+        step = self.name
+        record("start", step)
+        if spec.get("crash_at") == step:
+            os._exit(17)
+        gate = spec.get("block_at") == step and spec.get("gate")
+        deadline = time.monotonic() + float(spec.get("block_limit", 30))
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if spec.get("pause"):
+            time.sleep(float(spec["pause"]))
+        if spec.get("fail_at") == step:
+            raise RuntimeError(f"{step} failed on purpose")
+        record("done", step)
+        return f"{step}-ok"
+
+    def revert(self, spec: dict, **kwargs) -> None:
+        record("revert", self.name)
+
+
+@FLOWS.register("steps")
+def steps_flow():
+    """one -> two -> three."""
+    return linear_flow.Flow("steps").add(*(Step(name, provides=f"{name}_result") for name in STEPS))
+
+
+@FLOWS.register("big-result")
+def big_result_flow():
+    """A flow whose result is too large for the board."""
+
+    class Big(task.Task):
+        def execute(self) -> str:
+            return "x" * (2 << 20)
+
+    return linear_flow.Flow("big-result").add(Big("big", provides="blob"))
