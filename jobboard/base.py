@@ -549,7 +549,11 @@ class JobBoard(abc.ABC):
             ours = data.get("token") == held.token and (
                 event.kind == "claimed" or data.get("owner") == held.owner
             )
-            if event.kind == "expired" or data.get("forced") or not ours:
+            if event.kind == "expired":
+                # Only the claim whose lease ran out is lost (not a newer claim of ours).
+                if data.get("token") in (None, held.token):
+                    self._lost.add(job_id)
+            elif data.get("forced") or not ours:
                 self._lost.add(job_id)
 
     def _track(self, claim: Claim) -> Claim:
