@@ -32,7 +32,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || (bash deploy/install-system-deps.sh --venv && $(PYTHON) -m venv $(VENV))
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,metrics]'
+	$(PY) -m pip install -q -e '.[test,metrics,redis]'
 	touch $@
 
 clean:

@@ -546,6 +546,9 @@ class JobBoard(abc.ABC):
             if held is None or event.kind not in _CLAIM_ENDING_EVENTS:
                 return
             data = event.data
+            token = data.get("token")
+            if isinstance(token, int) and token < held.token:
+                return  # a late event about an earlier claim of a job we hold again
             ours = data.get("token") == held.token and (
                 event.kind == "claimed" or data.get("owner") == held.owner
             )

@@ -139,14 +139,21 @@ class ServerProcess:
 
 
 class RedisServer(ServerProcess):
-    """``redis-server`` on a free loopback port; ``persistent`` turns on AOF."""
+    """``redis-server`` on a free loopback port; ``persistent`` turns on AOF,
+    ``password`` sets ``requirepass``, ``tls`` serves TLS only (a throwaway CA
+    made with the ``openssl`` command; see :meth:`tls_available`)."""
 
     name = "redis"
 
-    def __init__(self, persistent: bool = False, password: str | None = None) -> None:
+    def __init__(
+        self, persistent: bool = False, password: str | None = None, tls: bool = False
+    ) -> None:
         super().__init__()
         self.persistent = persistent
         self.password = password
+        self.tls = tls
+        if tls:
+            self._make_certificates()
 
     @staticmethod
     def binary() -> str | None:
@@ -154,11 +161,40 @@ class RedisServer(ServerProcess):
             "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
         )
 
+    @staticmethod
+    def tls_available() -> bool:
+        """True when the openssl command (to make certificates) and redis-server are installed."""
+        return shutil.which("openssl") is not None and RedisServer.binary() is not None
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "ca.crt"
+
+    def _make_certificates(self) -> None:
+        """A CA and a server certificate for 127.0.0.1, valid for one day."""
+        (self.dir / "san.cnf").write_text(f"subjectAltName=IP:{LOOPBACK}\n")
+        steps = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=conductor-test-ca", "-keyout", "ca.key", "-out", "ca.crt"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={LOOPBACK}",
+             "-keyout", "server.key", "-out", "server.csr"],
+            ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "1", "-extfile", "san.cnf", "-out", "server.crt"],
+        ]  # fmt: skip
+        for step in steps:
+            subprocess.run(["openssl", *step], cwd=self.dir, check=True, capture_output=True)
+
     def command(self) -> list[str]:
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port)]
+            ports += ["--tls-cert-file", str(self.dir / "server.crt")]
+            ports += ["--tls-key-file", str(self.dir / "server.key")]
+            ports += ["--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"]
+        else:
+            ports = ["--port", str(self.port)]
         cmd = [
             self.binary() or "redis-server",
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             LOOPBACK,
             "--dir",
@@ -183,4 +219,99 @@ class RedisServer(ServerProcess):
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}{LOOPBACK}:{self.port}/0?ssl_ca_certs={self.ca_file}"
         return f"redis://{auth}{LOOPBACK}:{self.port}/0"
+
+
+ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
+#: Logging binding for ZooKeeper's slf4j (the Debian package ships several).
+SLF4J_BINDING = Path("/usr/share/java/slf4j-simple.jar")
+
+
+def four_letter_word(port: int, word: str = "ruok", host: str = LOOPBACK) -> str:
+    """Send one of ZooKeeper's four-letter admin commands; '' when nobody answers."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(word.encode())
+            sock.settimeout(0.5)
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+            return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class ZooKeeperServer(ServerProcess):
+    """A standalone ZooKeeper (Debian's jars run with ``java``) on a free loopback port.
+
+    Its data directory lives in the server's temporary directory, so a kill -9
+    and :meth:`restart` keep every persistent znode (and the sessions that
+    have not timed out yet). ``tick_time`` is small so that tests may use
+    session timeouts of one to a few seconds.
+    """
+
+    name = "zookeeper"
+
+    def __init__(self, tick_time: int = 500, max_session_timeout: int = 30_000) -> None:
+        super().__init__()
+        self.tick_time = tick_time
+        self.max_session_timeout = max_session_timeout
+
+    @staticmethod
+    def binary() -> str | None:
+        """The ``java`` that can run the installed ZooKeeper, or None."""
+        java = shutil.which("java") or ("/usr/bin/java" if os.path.exists("/usr/bin/java") else None)
+        return java if java and ZOOKEEPER_JAR.exists() else None
+
+    def classpath(self) -> str:
+        # zookeeper.jar's manifest names its dependencies; add a logging binding.
+        jars = [ZOOKEEPER_JAR] + ([SLF4J_BINDING] if SLF4J_BINDING.exists() else [])
+        return ":".join(str(jar) for jar in jars)
+
+    def write_config(self) -> Path:
+        data = self.dir / "data"
+        data.mkdir(exist_ok=True)
+        config = self.dir / "zoo.cfg"
+        config.write_text(
+            "\n".join(
+                [
+                    f"tickTime={self.tick_time}",
+                    f"dataDir={data}",
+                    f"clientPort={self.port}",
+                    f"clientPortAddress={LOOPBACK}",
+                    "admin.enableServer=false",
+                    f"minSessionTimeout={2 * self.tick_time}",
+                    f"maxSessionTimeout={self.max_session_timeout}",
+                    "4lw.commands.whitelist=ruok,srvr,stat,cons",
+                    "autopurge.purgeInterval=0",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def command(self) -> list[str]:
+        config = self.write_config()
+        return [
+            self.binary() or "java",
+            "-Xmx192m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-Dzookeeper.jmx.log4j.disable=true",
+            "-cp",
+            self.classpath(),
+            "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+            str(config),
+        ]
+
+    def ready(self) -> bool:
+        # ``ruok`` answers before the server serves; ``srvr`` reports a mode only then.
+        return "Mode:" in four_letter_word(self.port, "srvr")
+
+    @property
+    def hosts(self) -> str:
+        """The connection string for kazoo: ``127.0.0.1:PORT``."""
+        return f"{LOOPBACK}:{self.port}"

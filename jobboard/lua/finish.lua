@@ -1,0 +1,28 @@
+-- finish: end a job as complete, failed, cancelled or trashed, fenced by the
+-- claim token (unless forced: an operator trashing any unfinished job).
+-- KEYS[1]  P.."job:"..id (routes the call; layout in _lib.lua)
+-- ARGV     P, id, who, token ("" when forced), forced "1"/"0", state, event name,
+--          retention seconds, has result "1"/"0", result JSON, has error "1"/"0", error
+-- Keys     job:<id>, progress:<id> (both expire after retention), leases,
+--          waiting:<flow>, flows, finished, counters; publishes <event>.
+-- Returns  the finished job's hash as a flat list, or an error as save_progress.
+local f, err, P, id, who, forced, t = fenced_head()
+if not f then
+  return fail(err)
+end
+if f[1] == 'waiting' then
+  dequeue(P, id, f[4])
+end
+local extra = {}
+if ARGV[9] == '1' then
+  table.insert(extra, 'result')
+  table.insert(extra, ARGV[10])
+end
+if ARGV[11] == '1' then
+  table.insert(extra, 'last_error')
+  table.insert(extra, ARGV[12])
+end
+finish(P, id, ARGV[6], t, tonumber(ARGV[8]), extra)
+count(P, ARGV[7])
+emit(P, ARGV[7], id, {token = f[2], owner = who, forced = forced, flow = f[4]})
+return redis.call('HGETALL', P .. 'job:' .. id)
