@@ -64,16 +64,29 @@ def start_redis() -> tuple[subprocess.Popen, str, str]:
     return proc, f"redis://127.0.0.1:{port}/0", workdir
 
 
-def redis_commands(url: str) -> int | None:
+def redis_commands(url: str) -> tuple[int, int] | None:
+    """(client round trips, all commands) executed by the server so far.
+
+    Round trips are the commands clients send: script calls plus direct
+    commands. Commands run inside scripts are counted in ``all`` only. The
+    bench's own polling (HGETALL/EXISTS of one job) is excluded.
+    """
     if not url.startswith(("redis://", "rediss://")):
         return None
     import redis
 
     client = redis.Redis.from_url(url.split("?")[0])
     try:
-        return int(client.info("stats")["total_commands_processed"])
+        stats = client.info("commandstats")
+        total = int(client.info("stats")["total_commands_processed"])
     finally:
         client.close()
+    direct = ("evalsha", "eval", "evalsha_ro", "eval_ro", "ping", "subscribe")
+    calls = sum(
+        int(v["calls"]) for k, v in stats.items()
+        if k.removeprefix("cmdstat_").split("|")[0] in direct
+    )
+    return calls, total
 
 
 def main() -> int:
@@ -126,18 +139,26 @@ def main() -> int:
             claimed_at = got.claimed_at or got.updated_at
             latencies.append((claimed_at - got.created_at) * 1000)
 
+        # Post the backlog while the conductors are frozen, then let them loose.
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGSTOP)
+        t_post = time.monotonic()
+        ids = [board.post(f"job-{n}", "noop3").id for n in range(args.jobs)]
+        post_rate = args.jobs / (time.monotonic() - t_post)
         cpu0 = sum(cpu_seconds(p.pid) for p in procs)
         cmd0 = redis_commands(base_url)
         t0 = time.monotonic()
-        ids = [board.post(f"job-{n}", "noop3").id for n in range(args.jobs)]
-        post_done = time.monotonic()
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGCONT)
+        # Jobs are claimed in post order: the last one finishes (about) last.
         polls = 0
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not board.get(ids[-1]).state.finished:
             polls += 1
-            if board.job_count == 0:
-                break
-            time.sleep(0.05)
+            time.sleep(0.01)
+        while time.monotonic() < deadline and board.job_count:
+            polls += 1
+            time.sleep(0.01)
         elapsed = time.monotonic() - t0
         cpu1 = sum(cpu_seconds(p.pid) for p in procs)
         cmd1 = redis_commands(base_url)
@@ -146,12 +167,14 @@ def main() -> int:
             s = board.get(job_id).state.value
             states[s] = states.get(s, 0) + 1
         print(f"board: {base_url}  conductors: {args.conductors}  jobs: {args.jobs}")
-        print(f"throughput: {args.jobs / elapsed:8.1f} jobs/s  ({elapsed:.2f}s; posting took {post_done - t0:.2f}s)")
+        print(f"throughput: {args.jobs / elapsed:8.1f} jobs/s  ({elapsed:.2f}s; posts ran at {post_rate:.0f}/s)")
         print(f"conductor CPU per job: {(cpu1 - cpu0) / args.jobs * 1000:6.2f} ms")
         if cmd0 is not None and cmd1 is not None:
-            # Exclude the bench's own commands: one per post, a few per poll, INFO itself.
-            per_job = (cmd1 - cmd0 - args.jobs - polls * 3 - 1) / args.jobs
-            print(f"redis commands per job: {per_job:6.2f} (posts excluded)")
+            calls = cmd1[0] - cmd0[0]
+            total = cmd1[1] - cmd0[1]
+            print(f"redis round trips per job: {calls / args.jobs:6.2f} "
+                  f"(script calls and direct commands of the conductors; "
+                  f"{total / args.jobs:.1f} server commands counting those inside scripts)")
         print(f"post->claim latency (idle): p50 {statistics.median(latencies):.2f} ms, "
               f"p99 {sorted(latencies)[int(len(latencies) * 0.99) - 1]:.2f} ms")
         print(f"sampled states: {states}")

@@ -438,7 +438,10 @@ class Conductor:
                     self._emit(None, None, event=ConductorEvents.RENEWED,
                                seconds=time.monotonic() - started, count=len(claims))
                     for job_id, claim in renewed.items():
-                        if claim is None:
+                        held = self._running.get(job_id)
+                        # A job finished while the renewal was in flight is not a loss.
+                        if claim is None and held is not None and held.engine is not None \
+                                and self.board.held_claim(job_id) is not None:
                             LOG.warning("job %s: lease renewal refused; claim lost", job_id)
             self._notice_cancels()
             if time.monotonic() >= next_entity:

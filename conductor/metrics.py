@@ -1,0 +1,277 @@
+"""Prometheus metrics and a health endpoint for a conductor daemon.
+
+:class:`ConductorMetrics` owns its own ``CollectorRegistry`` (so two
+conductors in one process, or a test, never share counters) and serves it
+over a small threaded HTTP server::
+
+    metrics = ConductorMetrics()
+    health = HealthCheck(board, max_heartbeat_age=15.0)
+    port = metrics.serve(9108, health=health)   # GET /metrics, GET /healthz
+    metrics.on_event("claimed", flow="billing")
+    metrics.observe_task("billing", "charge", 0.42)
+    health.beat()                                 # after every successful heartbeat
+    metrics.stop()
+
+Exposed series (all prefixed ``conductor_``): ``jobs_claimed_total``,
+``jobs_consumed_total``, ``jobs_failed_total``, ``jobs_abandoned_total``,
+``jobs_trashed_total``, ``jobs_cancelled_total``, ``claim_losses_total``,
+``resumes_total`` (label ``flow``); ``board_errors_total`` (label ``kind``);
+``running_jobs``; ``task_duration_seconds`` (labels ``flow``, ``task``);
+``lease_renewal_seconds``; plus the standard ``process_*`` series.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+__all__ = ["ConductorMetrics", "HealthCheck", "HealthFn"]
+
+log = logging.getLogger(__name__)
+
+#: A health probe: ``(True, "ok")`` when healthy, ``(False, reason)`` otherwise.
+HealthFn = Callable[[], tuple[bool, str]]
+
+
+class HealthCheck:
+    """Healthy while the board connection is up and heartbeats are fresh.
+
+    The conductor calls :meth:`beat` after every successful lease renewal /
+    entity heartbeat; the probe fails once none happened for
+    ``max_heartbeat_age`` seconds or when ``board.connected`` is false.
+    The clock starts at construction, so a starting conductor is healthy for
+    one heartbeat period before its first beat.
+    """
+
+    #: Seconds without a heartbeat after which the conductor is unhealthy.
+    DEFAULT_MAX_HEARTBEAT_AGE: ClassVar[float] = 15.0
+
+    def __init__(
+        self,
+        board: Any = None,
+        max_heartbeat_age: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.board = board
+        self.max_heartbeat_age = (
+            self.DEFAULT_MAX_HEARTBEAT_AGE if max_heartbeat_age is None else max_heartbeat_age
+        )
+        self._clock = clock
+        self._last_beat = clock()
+
+    def beat(self) -> None:
+        """Record a successful heartbeat."""
+        self._last_beat = self._clock()
+
+    def __call__(self) -> tuple[bool, str]:
+        if self.board is not None and not getattr(self.board, "connected", True):
+            return False, "board connection is down"
+        age = self._clock() - self._last_beat
+        if age > self.max_heartbeat_age:
+            return False, f"last heartbeat {age:.1f}s ago (limit {self.max_heartbeat_age:g}s)"
+        return True, "ok"
+
+
+class ConductorMetrics:
+    """The counters, gauge and histograms of one conductor, in a private registry."""
+
+    #: Prefix of every series.
+    NAMESPACE: ClassVar[str] = "conductor"
+    #: Task duration buckets (seconds): from a few milliseconds to an hour.
+    TASK_BUCKETS: ClassVar[tuple[float, ...]] = (
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    )  # fmt: skip
+    #: Lease renewal latency buckets (seconds): one round trip to the board.
+    RENEWAL_BUCKETS: ClassVar[tuple[float, ...]] = (
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    )  # fmt: skip
+    #: Seconds between the HTTP server's shutdown checks (bounds how long ``stop`` takes).
+    POLL_INTERVAL: ClassVar[float] = 0.2
+    #: Label value used when an event names no flow.
+    UNKNOWN_FLOW: ClassVar[str] = "unknown"
+    #: The counters of job events, all labelled by ``flow``: name -> help text.
+    JOB_COUNTERS: ClassVar[dict[str, str]] = {
+        "jobs_claimed": "Jobs claimed.",
+        "jobs_consumed": "Jobs completed and consumed.",
+        "jobs_failed": "Jobs ended failed.",
+        "jobs_abandoned": "Claims given back.",
+        "jobs_trashed": "Jobs trashed.",
+        "jobs_cancelled": "Jobs ended cancelled.",
+        "claim_losses": "Claims lost while running.",
+        "resumes": "Jobs resumed from saved progress.",
+    }
+    #: Event kinds :meth:`on_event` counts, and the counter each one increments.
+    EVENTS: ClassVar[dict[str, str]] = {
+        "claimed": "jobs_claimed",
+        "consumed": "jobs_consumed",
+        "failed": "jobs_failed",
+        "abandoned": "jobs_abandoned",
+        "trashed": "jobs_trashed",
+        "cancelled": "jobs_cancelled",
+        "claim_lost": "claim_losses",
+        "lost": "claim_losses",
+        "resumed": "resumes",
+    }
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        ns, reg = self.NAMESPACE, self.registry
+        self.job_counters = {
+            name: Counter(name, text, ["flow"], namespace=ns, registry=reg)
+            for name, text in self.JOB_COUNTERS.items()
+        }
+        self.board_errors = Counter(
+            "board_errors", "Failed board operations.", ["kind"], namespace=ns, registry=reg
+        )
+        self.running_jobs = Gauge("running_jobs", "Jobs running now.", namespace=ns, registry=reg)
+        self.task_duration = Histogram(
+            "task_duration_seconds",
+            "Task execution time.",
+            ["flow", "task"],
+            buckets=self.TASK_BUCKETS,
+            namespace=ns,
+            registry=reg,
+        )
+        self.lease_renewal = Histogram(
+            "lease_renewal_seconds",
+            "Latency of one lease renewal round trip.",
+            buckets=self.RENEWAL_BUCKETS,
+            namespace=ns,
+            registry=reg,
+        )
+        ProcessCollector(registry=reg)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    # -- what the conductor reports -------------------------------------------
+
+    def on_event(self, kind: str, /, **labels: Any) -> bool:
+        """Count a job event (``claimed``, ``consumed``, ``failed``, ``abandoned``,
+        ``trashed``, ``cancelled``, ``claim_lost``, ``resumed``); ``flow=`` labels it.
+
+        Spellings like ``claim lost`` or ``job-claimed`` are accepted. Returns
+        False (and counts nothing) for an event kind that has no counter, so a
+        daemon can forward every notifier event without filtering.
+        """
+        name = kind.strip().lower().replace("-", "_").replace(" ", "_")
+        name = name.removeprefix("job_")
+        counter = self.EVENTS.get(name)
+        if counter is None:
+            log.debug("no metric for conductor event %r", kind)
+            return False
+        flow = labels.get("flow") or self.UNKNOWN_FLOW
+        self.job_counters[counter].labels(flow=str(flow)).inc()
+        return True
+
+    def observe_task(self, flow: str, task: str, seconds: float) -> None:
+        """Record one task execution's duration."""
+        self.task_duration.labels(flow=flow, task=task).observe(seconds)
+
+    def observe_renewal(self, seconds: float) -> None:
+        """Record the latency of one lease renewal round trip."""
+        self.lease_renewal.observe(seconds)
+
+    def set_running(self, count: int) -> None:
+        """Set how many jobs run now."""
+        self.running_jobs.set(count)
+
+    def board_error(self, kind: str) -> None:
+        """Count a failed board operation, by kind (e.g. ``unavailable``, ``stale_token``)."""
+        self.board_errors.labels(kind=kind).inc()
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    # -- the HTTP endpoint ------------------------------------------------------
+
+    def serve(self, port: int, host: str = "127.0.0.1", health: HealthFn | None = None) -> int:
+        """Serve ``/metrics`` and ``/healthz`` from a background thread; returns the bound port.
+
+        ``port=0`` picks a free port. ``/healthz`` answers 200 ``ok`` while
+        ``health()`` returns True (always, when no probe is given) and 503
+        with the reason otherwise.
+        """
+        if self._server is not None:
+            raise RuntimeError(f"metrics are already served on port {self.port}")
+        handler = type("MetricsHandler", (_Handler,), {"metrics": self, "health": health})
+        server = ThreadingHTTPServer((host, port), handler)
+        server.daemon_threads = True
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": self.POLL_INTERVAL},
+            name="conductor-metrics",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        self.port = int(server.server_address[1])
+        log.info("serving metrics on http://%s:%s/metrics", host, self.port)
+        return self.port
+
+    def stop(self) -> None:
+        """Stop the HTTP server (idempotent)."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """``GET /metrics`` and ``GET /healthz``; everything else is 404."""
+
+    metrics: ClassVar[ConductorMetrics]
+    health: ClassVar[HealthFn | None]
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            ok, reason = self._probe()
+            body = "ok" if ok else reason
+            self._reply(200 if ok else 503, f"{body}\n".encode(), "text/plain; charset=utf-8")
+        else:
+            self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+
+    def _probe(self) -> tuple[bool, str]:
+        probe = type(self).health
+        if probe is None:
+            return True, "ok"
+        try:
+            ok, reason = probe()
+        except Exception as err:  # noqa: BLE001 - a broken probe means unhealthy
+            log.warning("health probe failed: %s", err)
+            return False, f"health check failed: {type(err).__name__}: {err}"
+        return bool(ok), str(reason)
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        log.debug("metrics http: " + format, *args)

@@ -1,0 +1,1 @@
+"""Small shared types of the engine."""
