@@ -158,6 +158,8 @@ class Conductor:
         self.max_simultaneous_jobs = max_simultaneous_jobs
         self.engine_kind = engine
         self.engine_options = dict(engine_options or {})
+        # None keeps the board's own kind of claim (session-bound on ZooKeeper).
+        self._claim_lease = lease
         self.lease = lease if lease is not None else board.lease
         self.drain_timeout = drain_timeout
         self.on_job_loss = on_job_loss
@@ -246,7 +248,7 @@ class Conductor:
             if self._stopping.is_set():
                 break
             try:
-                claim = self.board.claim_next(self.owner, flows, lease=self.lease)
+                claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
             except BoardError as err:
                 self._board_error("claim", err)
                 self._stopping.wait(min(1.0, self.lease / 4))
@@ -431,7 +433,7 @@ class Conductor:
             if claims:
                 started = time.monotonic()
                 try:
-                    renewed = self.board.renew(claims, lease=self.lease)
+                    renewed = self.board.renew(claims, lease=self._claim_lease)
                 except BoardError as err:
                     self._board_error("renew", err)
                 else:
@@ -500,8 +502,8 @@ class Conductor:
 
     # -- events -------------------------------------------------------------
 
-    def _emit(self, kind: str | None, job: Job | None, **details: Any) -> None:
-        event = kind or details.pop("event")
+    def _emit(self, event_kind: str | None, job: Job | None, /, **details: Any) -> None:
+        event = event_kind or details.pop("event")
         self.stats[event] = self.stats.get(event, 0) + 1
         if job is not None:
             details.update(job_id=job.id, job_name=job.name, flow=job.flow)
@@ -525,8 +527,8 @@ _LOGGED_EVENTS = frozenset({
 
 
 def _outputs(engine: Any) -> Any:
-    """The flow's outputs (every named result) as the job's JSON result."""
-    return engine.storage.fetch_all()
+    """The flow's outputs (every value a task provided) as the job's JSON result."""
+    return engine.storage.fetch_outputs()
 
 
 def _flow_succeeded(engine: Any) -> bool:

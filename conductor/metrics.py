@@ -39,6 +39,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from conductor.types.notifier import ANY
+
 __all__ = ["ConductorMetrics", "HealthCheck", "HealthFn"]
 
 log = logging.getLogger(__name__)
@@ -275,3 +277,46 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
         log.debug("metrics http: " + format, *args)
+
+
+class _Attached:
+    """Metrics fed by one conductor's notifier, served over HTTP; ``stop()`` ends both."""
+
+    def __init__(self, conductor: Any, metrics: ConductorMetrics) -> None:
+        self.conductor = conductor
+        self.metrics = metrics
+
+    def __call__(self, event: str, details: dict[str, Any]) -> None:
+        metrics = self.metrics
+        if event == "task_done":
+            execution = (details.get("record") or {}).get("execution") or {}
+            info = execution.get("execution") or execution
+            start, end = info.get("task_start_time"), info.get("task_end_time")
+            if start and end:
+                metrics.observe_task(details.get("flow", ""), details.get("task", ""), end - start)
+            return
+        if event == "leases_renewed":
+            metrics.observe_renewal(details.get("seconds", 0.0))
+            return
+        if event == "board_error":
+            metrics.board_error(details.get("kind", "unknown"))
+            return
+        metrics.on_event(event, flow=details.get("flow"))
+
+    def stop(self) -> None:
+        self.conductor.notifier.deregister(ANY, self)
+        self.metrics.stop()
+
+
+def attach_metrics(conductor: Any, port: int, host: str = "127.0.0.1") -> _Attached:
+    """Count a conductor's events and serve ``/metrics`` and ``/healthz`` on ``host:port``.
+
+    Health is the conductor's own view: board connected and heartbeats fresh.
+    """
+    metrics = ConductorMetrics()
+    attached = _Attached(conductor, metrics)
+    metrics.running_jobs.set_function(lambda: len(conductor.running_jobs))
+    conductor.notifier.register(ANY, attached)
+    bound = metrics.serve(port, host=host, health=conductor.healthy)
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return attached

@@ -238,6 +238,14 @@ class Storage:
                 continue
         return result
 
+    def fetch_outputs(self) -> dict[str, Any]:
+        """The values provided by atoms that finished (the flow's outputs, not its inputs)."""
+        result: dict[str, Any] = {}
+        for name, (atom, key, index) in self._providers.items():
+            if atom.state == states.SUCCESS:
+                result[name] = extract(atom.result, key, index, atom.name)
+        return result
+
     def get_flow_state(self) -> str:
         """The flow's state."""
         return self.flow_state

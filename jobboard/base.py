@@ -657,6 +657,43 @@ class JobBoard(abc.ABC):
                 f"job {job_id!r}: a fenced operation needs the claim's integer token (got {token!r})"
             )
 
+    @staticmethod
+    def _check_fence(
+        job_id: str,
+        state: JobState,
+        current: int,
+        owner: str | None,
+        who: str,
+        token: int | None,
+        force: bool,
+    ) -> None:
+        """Raise the contract's error when ``who``/``token`` may not write to a job.
+
+        ``state``, ``current`` (token) and ``owner`` are the job's as stored,
+        with an expired lease already reported as waiting. Backends call this
+        inside their atomic check-and-write.
+        """
+        if state.finished:
+            if not force and token is not None and token < current:
+                raise errors.StaleToken(
+                    f"job {job_id!r}: token {token} is stale; the job is {state.value}"
+                )
+            raise errors.InvalidState(f"job {job_id!r} is already {state.value}")
+        if force:
+            return
+        assert token is not None
+        if state is not JobState.CLAIMED:
+            if token < current:
+                raise errors.StaleToken(
+                    f"job {job_id!r}: token {token} is stale (current {current}); not claimed now"
+                )
+            raise errors.NotOwner(f"job {job_id!r} is not claimed (its claim has ended)")
+        if token != current:
+            cls = errors.StaleToken if token < current else errors.NotOwner
+            raise cls(f"job {job_id!r}: token {token} does not match the current claim ({current})")
+        if owner != who:
+            raise errors.NotOwner(f"job {job_id!r} is owned by {owner!r}, not {who!r}")
+
     def _encode(self, value: Any, field_name: str, job: str | None) -> str:
         """JSON-encode a payload, enforcing JSON-only content and the size limit."""
         try:

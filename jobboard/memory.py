@@ -167,23 +167,7 @@ class MemoryBoard(JobBoard):
         """Return the job if ``who``/``token`` own it (or ``force``); raise otherwise."""
         self._check_owner_args(job_id, who, token, force)
         job = self._require(job_id)
-        if job.state.finished:
-            raise errors.InvalidState(f"job {job_id!r} is already {job.state.value}")
-        if force:
-            return job
-        if job.state is not JobState.CLAIMED:
-            if token is not None and token < job.token:
-                raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale (current {job.token}); not claimed now"
-                )
-            raise errors.NotOwner(f"job {job_id!r} is not claimed (its lease may have expired)")
-        if token != job.token:
-            cls = errors.StaleToken if token < job.token else errors.NotOwner
-            raise cls(
-                f"job {job_id!r}: token {token} does not match the current claim ({job.token})"
-            )
-        if job.owner != who:
-            raise errors.NotOwner(f"job {job_id!r} is owned by {job.owner!r}, not {who!r}")
+        self._check_fence(job_id, job.state, job.token, job.owner, who, token, force)
         return job
 
     def _finish(

@@ -630,23 +630,9 @@ class SqliteBoard(JobBoard):
         """
         self._check_owner_args(job_id, who, token, force)
         row = self._fetch(conn, job_id)
-        state, current = JobState(row["state"]), row["token"]
-        if state.finished:
-            raise errors.InvalidState(f"job {job_id!r} is already {state.value}")
-        if force:
-            return row
-        assert token is not None
-        if state is not JobState.CLAIMED:
-            if token < current:
-                raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale (current {current}); not claimed now"
-                )
-            raise errors.NotOwner(f"job {job_id!r} is not claimed (its lease may have expired)")
-        if token != current:
-            cls = errors.StaleToken if token < current else errors.NotOwner
-            raise cls(f"job {job_id!r}: token {token} does not match the current claim ({current})")
-        if row["owner"] != who:
-            raise errors.NotOwner(f"job {job_id!r} is owned by {row['owner']!r}, not {who!r}")
+        self._check_fence(
+            job_id, JobState(row["state"]), row["token"], row["owner"], who, token, force
+        )
         return row
 
     # -- producers ----------------------------------------------------------

@@ -1619,25 +1619,7 @@ class ZookeeperBoard(JobBoard):
     def _check(self, snap: _Snapshot, who: str, token: int | None, force: bool) -> None:
         """Raise as MemoryBoard would when ``who``/``token`` may not write to the job."""
         job = self._job(snap)
-        job_id = snap.job_id
-        if job.state.finished:
-            raise errors.InvalidState(f"job {job_id!r} is already {job.state.value}")
-        if force:
-            return
-        assert token is not None
-        if job.state is not JobState.CLAIMED:
-            if token < job.token:
-                raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale (current {job.token}); not claimed now"
-                )
-            raise errors.NotOwner(f"job {job_id!r} is not claimed (its session or lease ended)")
-        if token != job.token:
-            cls = errors.StaleToken if token < job.token else errors.NotOwner
-            raise cls(
-                f"job {job_id!r}: token {token} does not match the current claim ({job.token})"
-            )
-        if job.owner != who:
-            raise errors.NotOwner(f"job {job_id!r} is owned by {job.owner!r}, not {who!r}")
+        self._check_fence(snap.job_id, job.state, job.token, job.owner, who, token, force)
 
     def _checks(self, job_id: str, fence: _Fence) -> list[tuple[Any, ...]]:
         """The version checks that make a write fenced."""

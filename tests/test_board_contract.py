@@ -232,6 +232,11 @@ def test_stale_token_after_abandon_and_reclaim(board):
     # Progress made under the first claim is there for the second owner.
     assert board.load_progress(job) == {"t1": {"state": "SUCCESS", "result": 1}}
     board.consume(job, second.owner, second.token, result={"ok": True})
+    # Once the job is finished, the stale owner is still told its token is stale.
+    with pytest.raises(StaleToken):
+        board.save_progress(job, first.owner, first.token, "t3", {"state": "SUCCESS"})
+    with pytest.raises(StaleToken):
+        board.consume(job, first.owner, first.token)
     done = board.get(job)
     assert done.state is JobState.COMPLETE and done.result == {"ok": True}
     assert done.attempts == 2

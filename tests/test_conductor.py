@@ -194,3 +194,12 @@ def test_bad_store_fails_the_job_with_a_clear_error(board, conductors):
     failed = board.get(job.id)
     assert failed.state is JobState.FAILED
     assert "spec" in failed.last_error
+
+
+def test_the_job_result_holds_the_flow_outputs_only(board, conductors):
+    job = board.post("j", "steps", {"spec": {}})
+    conductors.start(board)
+    wait_until(lambda: _finished(board, job.id), timeout=10)
+    assert board.get(job.id).result == {
+        "one_result": "one-ok", "two_result": "two-ok", "three_result": "three-ok",
+    }

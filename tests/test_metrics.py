@@ -162,3 +162,57 @@ def test_serve_twice_is_refused_and_stop_is_idempotent(metrics):
     metrics.stop()
     with pytest.raises(OSError):
         get(port, "/metrics")
+
+
+def test_running_conductor_serves_metrics_and_health(tmp_path):
+    """A real `conductor run --metrics-port` process, scraped over loopback."""
+    import json as _json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    import jobboard
+    from tests.helpers import wait_until
+    from tests.servers import free_port
+
+    url = f"sqlite:///{tmp_path / 'board.db'}"
+    port = free_port()
+    board = jobboard.connect(url)
+    job = board.post("j", "steps", {"spec": {}})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conductor", "run", "--board", url,
+         "--flows", "tests.flows_for_tests", "--metrics-port", str(port), "--lease", "1",
+         "--log-format", "json"],
+        cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE,
+        env=dict(os.environ, CONDUCTOR_TEST_LOG=str(tmp_path / "log.jsonl")),
+    )
+    try:
+        wait_until(lambda: board.get(job.id).state.finished, timeout=30)
+
+        def scrape(path: str) -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode()
+            except OSError:
+                return 0, ""
+
+        status, text = wait_until(
+            lambda: (r := scrape("/metrics"))[0] == 200
+            and 'conductor_jobs_consumed_total{flow="steps"} 1.0' in r[1] and r, timeout=15)
+        assert 'conductor_jobs_claimed_total{flow="steps"} 1.0' in text
+        assert 'conductor_task_duration_seconds_count{flow="steps",task="one"} 1.0' in text
+        assert "conductor_running_jobs 0.0" in text
+        status, body = wait_until(lambda: (r := scrape("/healthz"))[0] == 200 and r, timeout=15)
+        assert body.strip() == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        board.close()
+    assert proc.returncode == 0
+    lines = [_json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert any(line.get("message", "").endswith("job consumed") for line in lines)

@@ -114,6 +114,10 @@ local function fenced(P, id, who, token, force, t)
     return nil, err
   end
   if f[1] ~= 'waiting' and f[1] ~= 'claimed' then
+    -- A stale owner of a finished job is told its token is stale.
+    if not force and f[2] and token < f[2] then
+      return nil, 'STALE ' .. f[2]
+    end
     return nil, 'FINISHED ' .. f[1]
   end
   if force then
