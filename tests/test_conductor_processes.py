@@ -65,9 +65,11 @@ class Fleet:
     def start(self, name: str, *extra: str) -> subprocess.Popen:
         env = dict(os.environ, CONDUCTOR_TEST_LOG=str(self.log), PYTHONUNBUFFERED="1")
         out = open(self.workdir / f"{name}.log", "ab")
+        # ZooKeeper claims live as long as the session; the others are leases.
+        lease = [] if self.url.startswith("zookeeper") else ["--lease", str(LEASE)]
         proc = subprocess.Popen(
             [sys.executable, "-m", "conductor", "run", "--board", self.url,
-             "--flows", "tests.flows_for_tests", "--name", name, "--lease", str(LEASE),
+             "--flows", "tests.flows_for_tests", "--name", name, *lease,
              "--log-level", "INFO", "--drain-timeout", "10", *extra],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
