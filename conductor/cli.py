@@ -140,7 +140,7 @@ def connect_board(url: str, timeout: float) -> Any:
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(jobboard.BoardUnavailable),
-        wait=tenacity.wait_exponential_jitter(initial=0.2, max=2.0),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=2.0) + tenacity.wait_random(0, 0.2),
         stop=tenacity.stop_after_delay(timeout),
         reraise=True,
     )

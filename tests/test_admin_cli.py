@@ -8,7 +8,6 @@ rendering helpers and the watch loop's refresh policy.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -113,19 +112,19 @@ def populate(board: JobBoard) -> dict[str, Job]:
     return {k: board.get(j) for k, j in jobs.items()}
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "zookeeper"])
 def real_board(request, tmp_path):
     """A board that ``python -m jobboard`` processes open too: (url, board).
 
-    SQLite (a file under ``tmp_path``) and Redis (the session's server, a
-    fresh namespace); Redis also pushes other processes' events to ``watch``.
+    SQLite (a file under ``tmp_path``), Redis and ZooKeeper (the session's
+    servers, a fresh namespace); Redis and ZooKeeper also push other
+    processes' events to ``watch``.
     """
-    if importlib.util.find_spec(f"jobboard.{request.param}") is None:
-        pytest.skip(f"SKIPPED LOUDLY: jobboard/{request.param}.py is not there yet")
     if request.param == "sqlite":
         url = f"sqlite://{tmp_path.resolve()}/board.db"
     else:
-        url = f"{request.getfixturevalue('redis_url')}?namespace=cli{uuid.uuid4().hex[:12]}"
+        base = request.getfixturevalue(f"{request.param}_url")
+        url = f"{base}?namespace=cli{uuid.uuid4().hex[:12]}"
     board = jobboard.connect(url)
     yield url, board
     board.close()
