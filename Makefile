@@ -19,9 +19,11 @@ demo: venv
 lint: venv
 	$(PY) -m ruff check conductor jobboard tests bench
 
+# Figures, not tests: engine overhead, board and conductor throughput on a private redis-server.
 bench: system venv
 	$(PY) bench/engine_overhead.py
-	$(PY) bench/board_throughput.py
+	$(PY) bench/board_throughput.py --spawn-redis --jobs 5000 --workers 4 --processes
+	$(PY) bench/conductor_throughput.py --start-redis --jobs 3000
 
 # redis-server and ZooKeeper for the integration tests (skipped when present).
 system:
