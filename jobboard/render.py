@@ -231,6 +231,11 @@ PHASES = (
 STATE_ORDER = ("waiting", "claimed", "complete", "failed", "trashed", "cancelled")
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (records may hold anything)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _timestamp(value: Any) -> float | None:
     """A timestamp of an execution record; 0 (a phase never reached) counts as missing."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -244,10 +249,7 @@ def execution_of(record: Any) -> dict[str, Any]:
     Accepts the engine's flat record and a task-info record that nests the
     timing under a second ``execution`` key.
     """
-    execution = record.get("execution") if isinstance(record, Mapping) else None
-    if not isinstance(execution, Mapping):
-        return {}
-    flat = dict(execution)
+    flat = dict(_mapping(_mapping(record).get("execution")))
     nested = flat.pop("execution", None)
     if isinstance(nested, Mapping):
         for key, value in nested.items():
@@ -288,21 +290,18 @@ def error_text(value: Any) -> str | None:
 
 def task_record(name: str, record: Any) -> dict[str, Any]:
     """One task's progress as the tool reports it (``show --json`` schema, ``progress`` items)."""
-    record = record if isinstance(record, Mapping) else {}
+    record = _mapping(record)
     execution = execution_of(record)
-    metadata = record.get("metadata") if isinstance(record.get("metadata"), Mapping) else {}
+    metadata = _mapping(record.get("metadata"))
     durations = {}
     for phase, start, end in PHASES:
         a, b = _timestamp(execution.get(start)), _timestamp(execution.get(end))
         durations[phase] = None if a is None or b is None else b - a
-    start = next(
-        (
-            _timestamp(execution.get(k))
-            for k in ("execution_start_time", "task_start_time", "submit_time")
-            if _timestamp(execution.get(k)) is not None
-        ),
-        None,
+    starts = (
+        _timestamp(execution.get(k))
+        for k in ("execution_start_time", "task_start_time", "submit_time")
     )
+    start = next((t for t in starts if t is not None), None)
     error = error_text(record.get("failure")) or error_text(execution.get("exception"))
     success = execution.get("success")
     if not isinstance(success, bool):
@@ -366,7 +365,7 @@ def owner_known(owner: str | None, entities: Iterable[Any]) -> bool:
         return False
     base = owner.split("@", 1)[0]
     for entity in entities:
-        meta = entity.metadata if isinstance(entity.metadata, Mapping) else {}
+        meta = _mapping(entity.metadata)
         owners = meta.get("owners") if isinstance(meta.get("owners"), list) else []
         if owner in (entity.name, meta.get("owner")) or owner in owners or base == entity.name:
             return True
@@ -412,7 +411,7 @@ def claim_record(
 
 def conductor_record(entity: Any, now: float) -> dict[str, Any]:
     """A registered conductor as the ``conductors`` listing reports it."""
-    meta = entity.metadata if isinstance(entity.metadata, Mapping) else {}
+    meta = _mapping(entity.metadata)
     flows = meta.get("flows")
     if isinstance(flows, str):
         flows = [flows]
@@ -494,6 +493,11 @@ def render_conductors(conductors: Sequence[Mapping[str, Any]], width: int = DEFA
 def render_show(view: Mapping[str, Any], now: float, width: int = DEFAULT_WIDTH) -> str:
     """The ``show`` page: every field, the claim, then per-task progress and failures."""
     job = view["job"]
+
+    def moment(key: str) -> str:
+        """A timestamp field as ``ISO time (age ago)``."""
+        return f"{fmt_time(job[key])} ({fmt_age(job[key], now)} ago)"
+
     fields = [
         ("id", job["id"]),
         ("name", job["name"]),
@@ -503,8 +507,8 @@ def render_show(view: Mapping[str, Any], now: float, width: int = DEFAULT_WIDTH)
         ("attempts", f"{job['attempts']} of {job['max_attempts']}"),
         ("token", job["token"]),
         ("seq", job["seq"]),
-        ("created", f"{fmt_time(job['created_at'])} ({fmt_age(job['created_at'], now)} ago)"),
-        ("updated", f"{fmt_time(job['updated_at'])} ({fmt_age(job['updated_at'], now)} ago)"),
+        ("created", moment("created_at")),
+        ("updated", moment("updated_at")),
         ("finished", fmt_time(job["finished_at"])),
         ("cancel requested", "yes" if job["cancel_requested"] else "no"),
         ("last error", job["last_error"]),
