@@ -42,6 +42,7 @@ from __future__ import annotations
 import abc
 import enum
 import json
+import logging
 import math
 import os
 import re
@@ -68,6 +69,8 @@ __all__ = [
     "JobState",
     "unique_owner",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class JobPriority(enum.StrEnum):
@@ -405,27 +408,53 @@ class JobBoard(abc.ABC):
         the backend allows. Returns ``{job_id: renewed claim or None if lost}``;
         lost claims are also marked lost locally."""
 
-    @abc.abstractmethod
     def save_progress(
         self, job: JobRef, who: str, token: int, atom_name: str, record: Mapping[str, Any]
     ) -> None:
         """Store one task's JSON progress record, fenced by ``token``."""
+        job_id = self._job_id(job)
+        encoded = self._validate_atom(job_id, atom_name, record)
+        self._check_owner_args(job_id, who, token, False)
+        self._store_progress(job_id, who, token, atom_name, encoded)
 
     @abc.abstractmethod
     def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
         """Every progress record of the job, keyed by atom name."""
 
-    @abc.abstractmethod
     def consume(self, job: JobRef, who: str, token: int, *, result: Any = None) -> Job:
         """Finish an owned job as complete with its JSON ``result``. Fenced."""
+        job_id = self._job_id(job)
+        result_json = None if result is None else self._encode(result, "result", job_id)
+        self._check_owner_args(job_id, who, token, False)
+        return self._finish(
+            job_id,
+            who,
+            token,
+            state=JobState.COMPLETE,
+            force=False,
+            result_json=result_json,
+            error=None,
+            event="consumed",
+        )
 
-    @abc.abstractmethod
     def fail(
         self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False
     ) -> Job:
         """Finish an owned job as failed (or cancelled) with ``error``. Fenced."""
+        job_id = self._job_id(job)
+        message = self._validate_error(job_id, error)
+        self._check_owner_args(job_id, who, token, False)
+        return self._finish(
+            job_id,
+            who,
+            token,
+            state=JobState.CANCELLED if cancelled else JobState.FAILED,
+            force=False,
+            result_json=None,
+            error=message,
+            event="cancelled" if cancelled else "failed",
+        )
 
-    @abc.abstractmethod
     def abandon(
         self,
         job: JobRef,
@@ -436,8 +465,11 @@ class JobBoard(abc.ABC):
         force: bool = False,
     ) -> Job:
         """Give a claimed job back (waiting again at once). Fenced unless ``force``."""
+        job_id = self._job_id(job)
+        message = None if reason is None else self._validate_error(job_id, reason, "reason")
+        self._check_owner_args(job_id, who, token, force)
+        return self._release_claim(job_id, who, token, reason=message, force=force)
 
-    @abc.abstractmethod
     def trash(
         self,
         job: JobRef,
@@ -449,10 +481,23 @@ class JobBoard(abc.ABC):
     ) -> Job:
         """Finish an owned job as trashed (never run again). Fenced unless ``force``,
         with which an operator may trash any unfinished job."""
+        job_id = self._job_id(job)
+        message = self._validate_error(job_id, reason or "trashed", "reason")
+        self._check_owner_args(job_id, who, token, force)
+        return self._finish(
+            job_id,
+            who,
+            token,
+            state=JobState.TRASHED,
+            force=force,
+            result_json=None,
+            error=message,
+            event="trashed",
+        )
 
-    @abc.abstractmethod
     def find_owner(self, job: JobRef) -> str | None:
         """The owner of the job's live claim, or ``None``."""
+        return self.get(job).owner
 
     @abc.abstractmethod
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
@@ -478,12 +523,17 @@ class JobBoard(abc.ABC):
 
     # -- operators ----------------------------------------------------------
 
-    @abc.abstractmethod
     def purge(
         self, states: Collection[JobState | str] = FINISHED_STATES, older_than: float = 0.0
     ) -> int:
         """Delete finished jobs in ``states`` finished more than ``older_than``
         seconds ago; returns how many. Unfinished jobs are never purged."""
+        wanted = self._normalise_states(states, False)
+        if not wanted <= FINISHED_STATES:
+            raise errors.InvalidState(
+                "only finished jobs (complete, failed, trashed, cancelled) can be purged"
+            )
+        return self._purge(wanted, older_than)
 
     def counters(self) -> dict[str, int]:
         """Board-wide event counters (claims, expired leases, trashed, poison...)."""
@@ -530,9 +580,7 @@ class JobBoard(abc.ABC):
             try:
                 callback(event)
             except Exception:  # a listener must never break the board
-                import logging
-
-                logging.getLogger(__name__).exception("board listener %r failed", callback)
+                log.exception("board listener %r failed", callback)
 
     def _apply_event(self, event: BoardEvent) -> None:
         """Mark a held claim lost when an event shows someone else ended or took it."""
@@ -626,6 +674,49 @@ class JobBoard(abc.ABC):
     def held_claim(self, job: JobRef) -> Claim | None:
         """The latest local copy of our claim on ``job`` (with the renewed deadline)."""
         return self._held.get(self._job_id(job))
+
+    # -- the atomic part of writes, one per backend --------------------------
+    #
+    # The public methods have validated every argument (``who`` and ``token``
+    # too) before they call a hook; a hook checks the fence and writes, atomically.
+
+    @abc.abstractmethod
+    def _store_progress(
+        self, job_id: str, who: str, token: int, atom_name: str, encoded: str
+    ) -> None:
+        """Write the encoded progress record if ``who``/``token`` hold the claim."""
+
+    @abc.abstractmethod
+    def _finish(
+        self,
+        job_id: str,
+        who: str,
+        token: int | None,
+        *,
+        state: JobState,
+        force: bool,
+        result_json: str | None,
+        error: str | None,
+        event: str,
+    ) -> Job:
+        """End an unfinished job in the finished ``state``, fenced unless ``force``.
+
+        ``result_json`` (already encoded) becomes the result; ``error``, when
+        given, replaces ``last_error``. Counts and publishes ``event``, forgets
+        the local claim and returns the finished job.
+        """
+
+    @abc.abstractmethod
+    def _release_claim(
+        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
+    ) -> Job:
+        """Make a claimed job waiting again, fenced unless ``force``; ``reason``, when
+        given, replaces ``last_error``. Publishes ``abandoned`` and forgets the claim."""
+
+    @abc.abstractmethod
+    def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:
+        """Delete the finished jobs in ``wanted`` states older than ``older_than``
+        seconds; count and publish ``purged`` when any went; return how many."""
 
     # -- helpers shared by backends -----------------------------------------
 

@@ -163,9 +163,8 @@ class MemoryBoard(JobBoard):
                 del s.jobs[job_id]
                 s.progress.pop(job_id, None)
 
-    def _fenced(self, job_id: str, who: str, token: int | None, force: bool, now: float) -> Job:
+    def _fenced(self, job_id: str, who: str, token: int | None, force: bool) -> Job:
         """Return the job if ``who``/``token`` own it (or ``force``); raise otherwise."""
-        self._check_owner_args(job_id, who, token, force)
         job = self._require(job_id)
         self._check_fence(job_id, job.state, job.token, job.owner, who, token, force)
         return job
@@ -177,17 +176,16 @@ class MemoryBoard(JobBoard):
         token: int | None,
         *,
         state: JobState,
-        force: bool = False,
-        result: Any = None,
-        error: str | None = None,
+        force: bool,
+        result_json: str | None,
+        error: str | None,
         event: str,
     ) -> Job:
-        result_json = self._encode(result, "result", job_id) if result is not None else None
         events: list[BoardEvent] = []
         with self._s.lock:
             now = self._clock()
             self._reap(now, events)
-            job = self._fenced(job_id, who, token, force, now)
+            job = self._fenced(job_id, who, token, force)
             done = replace(
                 job,
                 state=state,
@@ -195,7 +193,6 @@ class MemoryBoard(JobBoard):
                 lease_expires_at=None,
                 updated_at=now,
                 finished_at=now,
-                cancel_requested=job.cancel_requested,
                 result=json.loads(result_json) if result_json is not None else None,
                 last_error=error if error is not None else job.last_error,
             )
@@ -451,16 +448,13 @@ class MemoryBoard(JobBoard):
         self._apply_renewals(out)
         return out
 
-    def save_progress(
-        self, job: JobRef, who: str, token: int, atom_name: str, record: Mapping[str, Any]
+    def _store_progress(
+        self, job_id: str, who: str, token: int, atom_name: str, encoded: str
     ) -> None:
-        job_id = self._job_id(job)
-        encoded = self._validate_atom(job_id, atom_name, record)
         events: list[BoardEvent] = []
         with self._s.lock:
-            now = self._clock()
-            self._reap(now, events)
-            self._fenced(job_id, who, token, False, now)
+            self._reap(self._clock(), events)
+            self._fenced(job_id, who, token, False)
             self._s.progress.setdefault(job_id, {})[atom_name] = encoded
         self._publish(events)
 
@@ -471,42 +465,14 @@ class MemoryBoard(JobBoard):
             records = dict(self._s.progress.get(job_id, {}))
         return {name: json.loads(text) for name, text in records.items()}
 
-    def consume(self, job: JobRef, who: str, token: int, *, result: Any = None) -> Job:
-        return self._finish(
-            self._job_id(job), who, token, state=JobState.COMPLETE, result=result, event="consumed"
-        )
-
-    def fail(
-        self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False
+    def _release_claim(
+        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
     ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, error)
-        state = JobState.CANCELLED if cancelled else JobState.FAILED
-        return self._finish(
-            job_id,
-            who,
-            token,
-            state=state,
-            error=message,
-            event="cancelled" if cancelled else "failed",
-        )
-
-    def abandon(
-        self,
-        job: JobRef,
-        who: str,
-        token: int | None = None,
-        *,
-        reason: str | None = None,
-        force: bool = False,
-    ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, reason, "reason") if reason is not None else None
         events: list[BoardEvent] = []
         with self._s.lock:
             now = self._clock()
             self._reap(now, events)
-            current = self._fenced(job_id, who, token, force, now)
+            current = self._fenced(job_id, who, token, force)
             if current.state is not JobState.CLAIMED:
                 raise errors.InvalidState(f"job {job_id!r} is not claimed; nothing to abandon")
             released = replace(
@@ -516,7 +482,7 @@ class MemoryBoard(JobBoard):
                 claimed_at=None,
                 lease_expires_at=None,
                 updated_at=now,
-                last_error=message if message is not None else current.last_error,
+                last_error=reason if reason is not None else current.last_error,
             )
             self._s.jobs[job_id] = released
             self._push_waiting(released)
@@ -532,24 +498,6 @@ class MemoryBoard(JobBoard):
         self._untrack(job_id)
         self._publish(events)
         return released
-
-    def trash(
-        self,
-        job: JobRef,
-        who: str,
-        token: int | None = None,
-        *,
-        reason: str | None = None,
-        force: bool = False,
-    ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, reason or "trashed", "reason")
-        return self._finish(
-            job_id, who, token, state=JobState.TRASHED, force=force, error=message, event="trashed"
-        )
-
-    def find_owner(self, job: JobRef) -> str | None:
-        return self.get(job).owner
 
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -604,14 +552,7 @@ class MemoryBoard(JobBoard):
 
     # -- operators ----------------------------------------------------------
 
-    def purge(
-        self, states: Collection[JobState | str] = FINISHED_STATES, older_than: float = 0.0
-    ) -> int:
-        wanted = self._normalise_states(states, False)
-        if not wanted <= FINISHED_STATES:
-            raise errors.InvalidState(
-                "only finished jobs (complete, failed, trashed, cancelled) can be purged"
-            )
+    def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:
         with self._s.lock:
             horizon = self._clock() - older_than
             doomed = [

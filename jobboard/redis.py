@@ -73,7 +73,8 @@ _BOARD_OPTIONS = frozenset(
 _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 _CERT_REQS = ("none", "optional", "required")
 _WAKE_KINDS = frozenset({"posted", "abandoned", "expired"})
-_MISSING = object()
+#: The operation named in errors about finishing writes, by the event they publish.
+_OP_OF_EVENT = {"consumed": "consume", "failed": "fail", "cancelled": "fail", "trashed": "trash"}
 #: Error replies of the scripts ("JB <CODE> <rest>") and what they mean here.
 _REFUSALS: dict[str, tuple[type[errors.BoardError], str]] = {
     "NOTFOUND": (errors.JobNotFound, "no job {job} on board {board}"),
@@ -696,12 +697,9 @@ class RedisBoard(JobBoard):
         self._apply_renewals(out)
         return out
 
-    def save_progress(
-        self, job: JobRef, who: str, token: int, atom_name: str, record: Mapping[str, Any]
+    def _store_progress(
+        self, job_id: str, who: str, token: int, atom_name: str, encoded: str
     ) -> None:
-        job_id = self._job_id(job)
-        encoded = self._validate_atom(job_id, atom_name, record)
-        self._check_owner_args(job_id, who, token, False)
         self._call(
             "save_progress",
             job_id,
@@ -732,22 +730,18 @@ class RedisBoard(JobBoard):
 
     def _finish(
         self,
-        op: str,
         job_id: str,
         who: str,
         token: int | None,
         *,
         state: JobState,
+        force: bool,
+        result_json: str | None,
+        error: str | None,
         event: str,
-        force: bool = False,
-        result: Any = _MISSING,
-        error: str | None = None,
     ) -> Job:
-        has_result = result is not _MISSING and result is not None
-        result_json = self._encode(result, "result", job_id) if has_result else ""
-        self._check_owner_args(job_id, who, token, force)
         raw = self._call(
-            op,
+            _OP_OF_EVENT[event],
             job_id,
             lambda: self._script(
                 "finish",
@@ -759,8 +753,8 @@ class RedisBoard(JobBoard):
                 state.value,
                 event,
                 repr(self.retention),
-                int(has_result),
-                result_json,
+                int(result_json is not None),
+                result_json or "",
                 int(error is not None),
                 error or "",
             ),
@@ -769,39 +763,9 @@ class RedisBoard(JobBoard):
         self._untrack(job_id)
         return _decode_job(job_id, _pairs(raw))
 
-    def consume(self, job: JobRef, who: str, token: int, *, result: Any = None) -> Job:
-        return self._finish(
-            "consume",
-            self._job_id(job),
-            who,
-            token,
-            state=JobState.COMPLETE,
-            event="consumed",
-            result=result,
-        )
-
-    def fail(
-        self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False
+    def _release_claim(
+        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
     ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, error)
-        state, event = (
-            (JobState.CANCELLED, "cancelled") if cancelled else (JobState.FAILED, "failed")
-        )
-        return self._finish("fail", job_id, who, token, state=state, event=event, error=message)
-
-    def abandon(
-        self,
-        job: JobRef,
-        who: str,
-        token: int | None = None,
-        *,
-        reason: str | None = None,
-        force: bool = False,
-    ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, reason, "reason") if reason is not None else None
-        self._check_owner_args(job_id, who, token, force)
         raw = self._call(
             "abandon",
             job_id,
@@ -812,38 +776,13 @@ class RedisBoard(JobBoard):
                 who,
                 "" if token is None else token,
                 int(force),
-                int(message is not None),
-                message or "",
+                int(reason is not None),
+                reason or "",
             ),
             safe=False,
         )
         self._untrack(job_id)
         return _decode_job(job_id, _pairs(raw))
-
-    def trash(
-        self,
-        job: JobRef,
-        who: str,
-        token: int | None = None,
-        *,
-        reason: str | None = None,
-        force: bool = False,
-    ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, reason or "trashed", "reason")
-        return self._finish(
-            "trash",
-            job_id,
-            who,
-            token,
-            state=JobState.TRASHED,
-            event="trashed",
-            force=force,
-            error=message,
-        )
-
-    def find_owner(self, job: JobRef) -> str | None:
-        return self.get(job).owner
 
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         """Block until a job of ``flows`` may be waiting; False on timeout.
@@ -1021,14 +960,7 @@ class RedisBoard(JobBoard):
 
     # -- operators ----------------------------------------------------------
 
-    def purge(
-        self, states: Collection[JobState | str] = FINISHED_STATES, older_than: float = 0.0
-    ) -> int:
-        wanted = self._normalise_states(states, False)
-        if not wanted <= FINISHED_STATES:
-            raise errors.InvalidState(
-                "only finished jobs (complete, failed, trashed, cancelled) can be purged"
-            )
+    def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:
         names = sorted(s.value for s in wanted)
 
         def batch(offset: int) -> list[int]:

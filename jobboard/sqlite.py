@@ -6,25 +6,9 @@ read-modify-write is atomic against every other process), the file is in WAL
 mode so readers never wait for writers, and ``busy_timeout`` makes writers
 queue for the lock instead of failing.
 
-Schema (``PRAGMA user_version`` = :attr:`SqliteBoard.SCHEMA_VERSION`), every
-table keyed by ``namespace`` so that many boards share one file:
-
-``jobs``
-    one row a job: ``seq`` (rowid, FIFO order), ``id``, ``name``, ``flow``,
-    ``store``/``result``/``details`` (JSON text), ``priority`` (rank 0-4),
-    ``state``, times, ``attempts``/``max_attempts``, and the claim: ``owner``,
-    ``token`` (fencing token, bumped by every claim), ``claimed_at``,
-    ``lease_expires_at``, ``cancel_requested``. Indexes:
-    ``(namespace, state, flow, priority, seq)`` serves claims of given flows,
-    ``(namespace, state, priority, seq)`` claims of any flow,
-    ``(namespace, state, lease_expires_at)`` finds expired leases,
-    ``(namespace, finished_at)`` serves retention.
-``progress``
-    ``(namespace, job_id, atom) -> record`` (JSON text).
-``entities``
-    ``(namespace, kind, name) -> metadata, last_seen``.
-``counters``
-    ``(namespace, name) -> value``.
+The schema (one table each for jobs, progress, entities and counters, every row
+keyed by ``namespace`` so that many boards share one file) and the queries are
+in :mod:`jobboard._sqlschema`.
 
 Leases: a claim holds until ``lease_expires_at`` (board time: ``time.time()``
 of the host). A row ``state='claimed' AND lease_expires_at <= now`` is a
@@ -68,6 +52,17 @@ from tenacity import (
 )
 
 from jobboard import errors
+from jobboard._sqlschema import (
+    SCHEMA_VERSION,
+    SQL_BEST_ANY,
+    SQL_BEST_OF_FLOW,
+    SQL_COUNT,
+    SQL_EXPIRED,
+    SQL_NEXT_EXPIRY,
+    SQL_RETENTION_IDS,
+    ensure_schema,
+    row_job,
+)
 from jobboard.base import (
     FINISHED_STATES,
     BoardEvent,
@@ -87,7 +82,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_PRIORITIES = list(JobPriority)
 _EVENT_OF_STATE = {
     JobState.COMPLETE: "consumed",
     JobState.FAILED: "failed",
@@ -99,85 +93,6 @@ _URL_OPTIONS = frozenset(
 )
 # Primary SQLite result codes that matter at the boundary.
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS jobs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        namespace TEXT NOT NULL,
-        name TEXT NOT NULL,
-        flow TEXT NOT NULL,
-        store TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        finished_at REAL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        max_attempts INTEGER NOT NULL,
-        owner TEXT,
-        token INTEGER NOT NULL DEFAULT 0,
-        claimed_at REAL,
-        lease_expires_at REAL,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        result TEXT,
-        last_error TEXT,
-        details TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (namespace, state, flow, priority, seq)",
-    "CREATE INDEX IF NOT EXISTS jobs_order ON jobs (namespace, state, priority, seq)",
-    "CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (namespace, state, lease_expires_at)",
-    "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (namespace, finished_at)"
-    " WHERE finished_at IS NOT NULL",
-    """CREATE TABLE IF NOT EXISTS progress (
-        namespace TEXT NOT NULL,
-        job_id TEXT NOT NULL,
-        atom TEXT NOT NULL,
-        record TEXT NOT NULL,
-        PRIMARY KEY (namespace, job_id, atom)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS entities (
-        namespace TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        name TEXT NOT NULL,
-        metadata TEXT NOT NULL,
-        last_seen REAL NOT NULL,
-        PRIMARY KEY (namespace, kind, name)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS counters (
-        namespace TEXT NOT NULL,
-        name TEXT NOT NULL,
-        value INTEGER NOT NULL,
-        PRIMARY KEY (namespace, name)
-    ) WITHOUT ROWID""",
-)
-
-#: The best waiting job of one flow (index ``jobs_claim``).
-SQL_BEST_OF_FLOW = (
-    "SELECT seq, priority FROM jobs WHERE namespace = ? AND state = 'waiting' AND flow = ?"
-    " ORDER BY priority, seq LIMIT 1"
-)
-#: The best waiting job of any flow (index ``jobs_order``).
-SQL_BEST_ANY = (
-    "SELECT seq, priority FROM jobs WHERE namespace = ? AND state = 'waiting'"
-    " ORDER BY priority, seq LIMIT 1"
-)
-#: Claims whose lease ran out (index ``jobs_lease``).
-SQL_EXPIRED = (
-    "SELECT seq, id, token, owner FROM jobs"
-    " WHERE namespace = ? AND state = 'claimed' AND lease_expires_at <= ?"
-)
-_SQL_NEXT_EXPIRY = (
-    "SELECT MIN(lease_expires_at) FROM jobs WHERE namespace = ? AND state = 'claimed'"
-)
-_SQL_RETENTION_IDS = (
-    "SELECT id FROM jobs WHERE namespace = ? AND finished_at IS NOT NULL AND finished_at <= ?"
-    " LIMIT ?"
-)
-_SQL_COUNT = (
-    "INSERT INTO counters (namespace, name, value) VALUES (?, ?, ?)"
-    " ON CONFLICT (namespace, name) DO UPDATE SET value = value + excluded.value"
-)
 
 
 def _primary_code(err: sqlite3.Error) -> int | None:
@@ -206,7 +121,7 @@ class SqliteBoard(JobBoard):
 
     scheme = "sqlite"
     #: ``PRAGMA user_version`` of the schema this module writes.
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = SCHEMA_VERSION
     #: Seconds a writer waits for the file's write lock before ``BoardUnavailable``.
     BUSY_TIMEOUT: ClassVar[float] = 5.0
     #: Shortest sleep of the change poll (right after a change), in seconds.
@@ -364,55 +279,13 @@ class SqliteBoard(JobBoard):
         for attempt in self._retrying():
             with attempt:
                 try:
-                    self._setup_once(conn)
+                    ensure_schema(conn, self.path, self.in_memory)
                 except sqlite3.Error as err:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     if _is_transient(err):
                         raise
                     raise self._translate("connect", err) from err
-
-    def _setup_once(self, conn: sqlite3.Connection) -> None:
-        self._schema_version(conn)  # refuse a foreign file before changing anything
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal" and not self.in_memory:
-            log.warning(
-                "sqlite board %s: journal_mode is %s, not wal (readers will wait for writers)",
-                self.path,
-                mode,
-            )
-        if self._schema_version(conn) == self.SCHEMA_VERSION:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if self._schema_version(conn) == 0:  # nobody created it meanwhile
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def _schema_version(self, conn: sqlite3.Connection) -> int:
-        """The file's schema version; refuses files this module did not write."""
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > self.SCHEMA_VERSION:
-            raise errors.BoardError(
-                f"sqlite board {self.path!r} has schema version {version}; this version of "
-                f"jobboard understands {self.SCHEMA_VERSION} (upgrade jobboard)"
-            )
-        if (
-            version == 0
-            and conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
-            ).fetchone()
-        ):
-            raise errors.BoardError(
-                f"sqlite file {self.path!r} has a 'jobs' table but no board schema version; "
-                "it is not a job board database"
-            )
-        return version
 
     def _acquire(self, op: str) -> sqlite3.Connection:
         if self._state == "new":
@@ -531,36 +404,6 @@ class SqliteBoard(JobBoard):
 
     # -- row helpers --------------------------------------------------------
 
-    def _row_job(self, row: sqlite3.Row, now: float) -> Job:
-        """A Job from a row; a claim whose lease ran out reads as waiting."""
-        state = JobState(row["state"])
-        owner, claimed_at, expires = row["owner"], row["claimed_at"], row["lease_expires_at"]
-        if state is JobState.CLAIMED and expires is not None and expires <= now:
-            state, owner, claimed_at, expires = JobState.WAITING, None, None, None
-        result = row["result"]
-        return Job(
-            id=row["id"],
-            name=row["name"],
-            flow=row["flow"],
-            store=json.loads(row["store"]),
-            priority=_PRIORITIES[row["priority"]],
-            state=state,
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            seq=row["seq"],
-            attempts=row["attempts"],
-            max_attempts=row["max_attempts"],
-            owner=owner,
-            token=row["token"],
-            claimed_at=claimed_at,
-            lease_expires_at=expires,
-            cancel_requested=bool(row["cancel_requested"]),
-            finished_at=row["finished_at"],
-            result=None if result is None else json.loads(result),
-            last_error=row["last_error"],
-            details=json.loads(row["details"]),
-        )
-
     def _fetch(self, conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
         row = conn.execute(
             "SELECT * FROM jobs WHERE id = ? AND namespace = ?", (job_id, self.namespace)
@@ -577,7 +420,7 @@ class SqliteBoard(JobBoard):
         ).fetchone()
 
     def _count(self, conn: sqlite3.Connection, key: str, n: int = 1) -> None:
-        conn.execute(_SQL_COUNT, (self.namespace, key, n))
+        conn.execute(SQL_COUNT, (self.namespace, key, n))
 
     def _reap(self, conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> None:
         """Turn claims whose lease ran out back into waiting jobs (inside a write)."""
@@ -599,7 +442,7 @@ class SqliteBoard(JobBoard):
         ids = [
             r[0]
             for r in conn.execute(
-                _SQL_RETENTION_IDS, (self.namespace, now - self.retention, self.RETENTION_BATCH)
+                SQL_RETENTION_IDS, (self.namespace, now - self.retention, self.RETENTION_BATCH)
             )
         ]
         self._delete_jobs(conn, ids)
@@ -628,7 +471,6 @@ class SqliteBoard(JobBoard):
 
         Runs inside the write transaction, after expired leases were reaped.
         """
-        self._check_owner_args(job_id, who, token, force)
         row = self._fetch(conn, job_id)
         self._check_fence(
             job_id, JobState(row["state"]), row["token"], row["owner"], who, token, force
@@ -672,7 +514,7 @@ class SqliteBoard(JobBoard):
             ).fetchone()
             self._count(conn, "posted")
             events.append(BoardEvent("posted", job_id, {"flow": flow, "name": name}))
-            return self._row_job(row, now)
+            return row_job(row, now)
 
         job, events = self._write("post", insert)
         self._publish(events)
@@ -692,7 +534,7 @@ class SqliteBoard(JobBoard):
 
     def get(self, job: JobRef) -> Job:
         job_id = self._job_id(job)
-        return self._read("get", lambda conn, now: self._row_job(self._fetch(conn, job_id), now))
+        return self._read("get", lambda conn, now: row_job(self._fetch(conn, job_id), now))
 
     def iterjobs(
         self,
@@ -719,7 +561,7 @@ class SqliteBoard(JobBoard):
 
         def select(conn: sqlite3.Connection, now: float) -> list[Job]:
             params = {"ns": self.namespace, "now": now, "flow": flow}
-            return [self._row_job(row, now) for row in conn.execute(sql, params)]
+            return [row_job(row, now) for row in conn.execute(sql, params)]
 
         return iter(self._read("iterjobs", select))
 
@@ -758,7 +600,7 @@ class SqliteBoard(JobBoard):
             else:
                 row = self._update(conn, row["seq"], cancel_requested=1, updated_at=now)
                 events.append(BoardEvent("cancel_requested", job_id, {"token": row["token"]}))
-            return self._row_job(row, now)
+            return row_job(row, now)
 
         updated, events = self._write("cancel", flag)
         self._publish(events)
@@ -812,7 +654,7 @@ class SqliteBoard(JobBoard):
             lease=lease,
             expires_at=now + lease,
             deadline=started + lease,
-            job=self._row_job(claimed, now),
+            job=row_job(claimed, now),
         )
 
     def _start_claim(self, claim: Claim, events: list[BoardEvent]) -> Claim:
@@ -926,12 +768,9 @@ class SqliteBoard(JobBoard):
         self._apply_renewals(out)
         return out
 
-    def save_progress(
-        self, job: JobRef, who: str, token: int, atom_name: str, record: Mapping[str, Any]
+    def _store_progress(
+        self, job_id: str, who: str, token: int, atom_name: str, encoded: str
     ) -> None:
-        job_id = self._job_id(job)
-        encoded = self._validate_atom(job_id, atom_name, record)
-
         def store(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> None:
             self._fenced(conn, job_id, who, token, False)
             conn.execute(
@@ -963,13 +802,11 @@ class SqliteBoard(JobBoard):
         token: int | None,
         *,
         state: JobState,
+        force: bool,
+        result_json: str | None,
+        error: str | None,
         event: str,
-        force: bool = False,
-        result: Any = None,
-        error: str | None = None,
     ) -> Job:
-        result_json = self._encode(result, "result", job_id) if result is not None else None
-
         def end(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> Job:
             row = self._fenced(conn, job_id, who, token, force)
             done = self._update(
@@ -991,7 +828,7 @@ class SqliteBoard(JobBoard):
                     {"token": row["token"], "owner": who, "forced": force, "flow": row["flow"]},
                 )
             )
-            return self._row_job(done, now)
+            return row_job(done, now)
 
         with self._ending_job(job_id):
             done, events = self._write(event, end)
@@ -1010,32 +847,9 @@ class SqliteBoard(JobBoard):
             with self._local_lock:
                 self._ending.discard(job_id)
 
-    def consume(self, job: JobRef, who: str, token: int, *, result: Any = None) -> Job:
-        return self._finish(
-            self._job_id(job), who, token, state=JobState.COMPLETE, result=result, event="consumed"
-        )
-
-    def fail(
-        self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False
+    def _release_claim(
+        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
     ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, error)
-        state = JobState.CANCELLED if cancelled else JobState.FAILED
-        event = "cancelled" if cancelled else "failed"
-        return self._finish(job_id, who, token, state=state, error=message, event=event)
-
-    def abandon(
-        self,
-        job: JobRef,
-        who: str,
-        token: int | None = None,
-        *,
-        reason: str | None = None,
-        force: bool = False,
-    ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, reason, "reason") if reason is not None else None
-
         def release(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> Job:
             row = self._fenced(conn, job_id, who, token, force)
             if row["state"] != JobState.CLAIMED.value:
@@ -1048,7 +862,7 @@ class SqliteBoard(JobBoard):
                 claimed_at=None,
                 lease_expires_at=None,
                 updated_at=now,
-                last_error=message if message is not None else row["last_error"],
+                last_error=reason if reason is not None else row["last_error"],
             )
             self._count(conn, "abandoned")
             events.append(
@@ -1058,31 +872,13 @@ class SqliteBoard(JobBoard):
                     {"token": row["token"], "owner": who, "forced": force, "flow": row["flow"]},
                 )
             )
-            return self._row_job(released, now)
+            return row_job(released, now)
 
         with self._ending_job(job_id):
             released, events = self._write("abandon", release)
             self._untrack(job_id)
         self._publish(events)
         return released
-
-    def trash(
-        self,
-        job: JobRef,
-        who: str,
-        token: int | None = None,
-        *,
-        reason: str | None = None,
-        force: bool = False,
-    ) -> Job:
-        job_id = self._job_id(job)
-        message = self._validate_error(job_id, reason or "trashed", "reason")
-        return self._finish(
-            job_id, who, token, state=JobState.TRASHED, force=force, error=message, event="trashed"
-        )
-
-    def find_owner(self, job: JobRef) -> str | None:
-        return self.get(job).owner
 
     # -- waiting ------------------------------------------------------------
 
@@ -1137,7 +933,7 @@ class SqliteBoard(JobBoard):
             params += tuple(flows)
         if conn.execute(sql + " LIMIT 1", params).fetchone() is not None:
             return True, None
-        next_expiry = conn.execute(_SQL_NEXT_EXPIRY, (self.namespace,)).fetchone()[0]
+        next_expiry = conn.execute(SQL_NEXT_EXPIRY, (self.namespace,)).fetchone()[0]
         return False, next_expiry if next_expiry is None or next_expiry > now else None
 
     def _bump(self) -> None:
@@ -1267,14 +1063,7 @@ class SqliteBoard(JobBoard):
 
     # -- operators ----------------------------------------------------------
 
-    def purge(
-        self, states: Collection[JobState | str] = FINISHED_STATES, older_than: float = 0.0
-    ) -> int:
-        wanted = self._normalise_states(states, False)
-        if not wanted <= FINISHED_STATES:
-            raise errors.InvalidState(
-                "only finished jobs (complete, failed, trashed, cancelled) can be purged"
-            )
+    def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:
         names = sorted(s.value for s in wanted)
 
         def delete(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> int:
