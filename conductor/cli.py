@@ -41,33 +41,66 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
-        "run", help="run a conductor daemon", epilog=EPILOG,
+        "run",
+        help="run a conductor daemon",
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--board", default=os.environ.get("CONDUCTOR_BOARD"),
-                     help="board URL (default: $CONDUCTOR_BOARD)")
-    run.add_argument("--flows", action="append", default=[], metavar="MODULE",
-                     help="module registering flows (repeatable)")
-    run.add_argument("--entry-points", action="store_true",
-                     help="also load flows installed under the 'conductor.flows' entry point group")
+    run.add_argument(
+        "--board",
+        default=os.environ.get("CONDUCTOR_BOARD"),
+        help="board URL (default: $CONDUCTOR_BOARD)",
+    )
+    run.add_argument(
+        "--flows",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module registering flows (repeatable)",
+    )
+    run.add_argument(
+        "--entry-points",
+        action="store_true",
+        help="also load flows installed under the 'conductor.flows' entry point group",
+    )
     run.add_argument("--name", default=None, help="conductor name (default: host-pid)")
-    run.add_argument("--max-jobs", type=_positive_int, default=1,
-                     help="jobs run at the same time (default 1)")
+    run.add_argument(
+        "--max-jobs", type=_positive_int, default=1, help="jobs run at the same time (default 1)"
+    )
     run.add_argument("--engine", choices=("serial", "parallel"), default="serial")
-    run.add_argument("--lease", type=_positive_float, default=None,
-                     help="claim lease in seconds (default: the board's)")
-    run.add_argument("--drain-timeout", type=_positive_float, default=30.0,
-                     help="seconds running jobs get to finish on SIGTERM (default 30)")
-    run.add_argument("--connect-timeout", type=_positive_float, default=15.0,
-                     help="seconds to keep retrying an unreachable board (default 15)")
-    run.add_argument("--metrics-port", type=int, default=None,
-                     help="serve Prometheus /metrics and /healthz on this port (0: any free port)")
+    run.add_argument(
+        "--lease",
+        type=_positive_float,
+        default=None,
+        help="claim lease in seconds (default: the board's)",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds running jobs get to finish on SIGTERM (default 30)",
+    )
+    run.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=15.0,
+        help="seconds to keep retrying an unreachable board (default 15)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics and /healthz on this port (0: any free port)",
+    )
     run.add_argument("--metrics-host", default="127.0.0.1")
     _logging_args(run)
 
     demo = sub.add_parser("demo", help="run the demo: conductors sharing a board, one killed")
-    demo.add_argument("--board", default=None,
-                      help="board URL (default: a new SQLite board in a temporary directory)")
+    demo.add_argument(
+        "--board",
+        default=None,
+        help="board URL (default: a new SQLite board in a temporary directory)",
+    )
     demo.add_argument("--jobs", type=_positive_int, default=30)
     demo.add_argument("--conductors", type=_positive_int, default=3)
     demo.add_argument("--lease", type=_positive_float, default=2.0)
@@ -78,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _logging_args(parser: argparse.ArgumentParser, default_level: str = "INFO") -> None:
-    parser.add_argument("--log-level", default=default_level,
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument(
+        "--log-level", default=default_level, choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
 
@@ -185,8 +219,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     conductor = Conductor(
-        name, board, registry, max_simultaneous_jobs=args.max_jobs, engine=args.engine,
-        lease=args.lease, drain_timeout=args.drain_timeout,
+        name,
+        board,
+        registry,
+        max_simultaneous_jobs=args.max_jobs,
+        engine=args.engine,
+        lease=args.lease,
+        drain_timeout=args.drain_timeout,
     )
     metrics = None
     if args.metrics_port is not None:
@@ -196,7 +235,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, _frame: Any) -> None:
         logging.getLogger("conductor").warning(
-            "received %s: %s", signal.Signals(signum).name,
+            "received %s: %s",
+            signal.Signals(signum).name,
             "stopping now" if conductor._stopping.is_set() else "draining",
         )
         conductor.stop()

@@ -46,6 +46,9 @@ __all__ = ["Conductor", "ConductorEvents", "RunningJob"]
 
 LOG = logging.getLogger(__name__)
 
+#: Why a job is released when its conductor stops (the attempt is refunded).
+SHUTDOWN = "conductor stopping"
+
 
 class ConductorEvents:
     """Names of the events a conductor's ``notifier`` emits (details: job, conductor...)."""
@@ -63,8 +66,17 @@ class ConductorEvents:
     RENEWED = "leases_renewed"
 
     ALL = (
-        CLAIMED, RESUMED, CONSUMED, FAILED, CANCELLED, ABANDONED, TRASHED,
-        CLAIM_LOST, TASK_DONE, BOARD_ERROR, RENEWED,
+        CLAIMED,
+        RESUMED,
+        CONSUMED,
+        FAILED,
+        CANCELLED,
+        ABANDONED,
+        TRASHED,
+        CLAIM_LOST,
+        TASK_DONE,
+        BOARD_ERROR,
+        RENEWED,
     )
 
 
@@ -243,7 +255,9 @@ class Conductor:
         flows = self._flow_names
         while not self._stopping.is_set():
             with self._slot_free:
-                while len(self._running) >= self.max_simultaneous_jobs and not self._stopping.is_set():
+                while (
+                    len(self._running) >= self.max_simultaneous_jobs and not self._stopping.is_set()
+                ):
                     self._slot_free.wait(self.IDLE_WAIT)
             if self._stopping.is_set():
                 break
@@ -286,14 +300,18 @@ class Conductor:
         claim, job = running.claim, running.job
         board = self.board
         try:
-            records = board.load_progress(job.id) if job.attempts > 1 else {}
+            # Token 1 is the job's first claim ever: no progress can exist yet.
+            records = board.load_progress(job.id) if claim.token > 1 else {}
         except BoardError as err:
             self._board_error("load_progress", err)
             self._release(running, f"could not load progress: {err}")
             return
         if records:
-            self._emit(ConductorEvents.RESUMED, job, tasks_done=sorted(
-                n for n, r in records.items() if r.get("state") == "SUCCESS"))
+            self._emit(
+                ConductorEvents.RESUMED,
+                job,
+                tasks_done=sorted(n for n, r in records.items() if r.get("state") == "SUCCESS"),
+            )
         try:
             flow = self.flows.build(job.flow, job)
             progress = _BoardProgress(board, claim, records, self.name, self._task_saved(job))
@@ -408,10 +426,15 @@ class Conductor:
         self._release(running, reason, quiet=True)
 
     def _release(self, running: RunningJob, reason: str, *, quiet: bool = False) -> None:
-        """Abandon the job so another conductor can take it now (not after the lease)."""
+        """Abandon the job so another conductor can take it now (not after the lease).
+
+        A release because this conductor stops is not the job's fault: the
+        attempt is refunded so restarts never make a job look like poison.
+        """
         claim, job = running.claim, running.job
+        refund = running.stop_reason == SHUTDOWN
         try:
-            self.board.abandon(job.id, claim.owner, claim.token, reason=reason[:500])
+            self.board.abandon(job.id, claim.owner, claim.token, reason=reason[:500], refund=refund)
         except NotOwner:
             if not quiet:
                 LOG.info("job %s: already released (%s)", job.id, reason)
@@ -437,13 +460,22 @@ class Conductor:
                 except BoardError as err:
                     self._board_error("renew", err)
                 else:
-                    self._emit(None, None, event=ConductorEvents.RENEWED,
-                               seconds=time.monotonic() - started, count=len(claims))
+                    self._emit(
+                        None,
+                        None,
+                        event=ConductorEvents.RENEWED,
+                        seconds=time.monotonic() - started,
+                        count=len(claims),
+                    )
                     for job_id, claim in renewed.items():
                         held = self._running.get(job_id)
                         # A job finished while the renewal was in flight is not a loss.
-                        if claim is None and held is not None and held.engine is not None \
-                                and self.board.held_claim(job_id) is not None:
+                        if (
+                            claim is None
+                            and held is not None
+                            and held.engine is not None
+                            and self.board.held_claim(job_id) is not None
+                        ):
                             LOG.warning("job %s: lease renewal refused; claim lost", job_id)
             self._notice_cancels()
             if time.monotonic() >= next_entity:
@@ -463,8 +495,12 @@ class Conductor:
                 continue
             if self.board.cancel_requested(running.job.id):
                 running.cancel_seen = True
-                LOG.info("job %s flow=%s conductor=%s: cancel requested", running.job.id,
-                         running.job.flow, self.name)
+                LOG.info(
+                    "job %s flow=%s conductor=%s: cancel requested",
+                    running.job.id,
+                    running.job.flow,
+                    self.name,
+                )
                 running.engine.cancel(f"job {running.job.id} was cancelled")
 
     def _register(self) -> None:
@@ -493,7 +529,7 @@ class Conductor:
                 self._slot_free.wait(0.1)
         leftovers = self.running_jobs
         for running in leftovers:
-            running.stop_reason = running.stop_reason or "conductor stopping"
+            running.stop_reason = running.stop_reason or SHUTDOWN
             if running.engine is not None:
                 running.engine.suspend()
         for running in leftovers:
@@ -508,8 +544,13 @@ class Conductor:
         if job is not None:
             details.update(job_id=job.id, job_name=job.name, flow=job.flow)
             if event in _LOGGED_EVENTS:
-                LOG.info("job %s flow=%s conductor=%s: %s", job.id, job.flow, self.name,
-                         event.replace("_", " "))
+                LOG.info(
+                    "job %s flow=%s conductor=%s: %s",
+                    job.id,
+                    job.flow,
+                    self.name,
+                    event.replace("_", " "),
+                )
         details["conductor"] = self.name
         self.notifier.notify(event, details)
 
@@ -519,11 +560,18 @@ class Conductor:
         self._emit(None, None, event=ConductorEvents.BOARD_ERROR, kind=kind, operation=operation)
 
 
-_LOGGED_EVENTS = frozenset({
-    ConductorEvents.CLAIMED, ConductorEvents.RESUMED, ConductorEvents.CONSUMED,
-    ConductorEvents.FAILED, ConductorEvents.CANCELLED, ConductorEvents.ABANDONED,
-    ConductorEvents.TRASHED, ConductorEvents.CLAIM_LOST,
-})
+_LOGGED_EVENTS = frozenset(
+    {
+        ConductorEvents.CLAIMED,
+        ConductorEvents.RESUMED,
+        ConductorEvents.CONSUMED,
+        ConductorEvents.FAILED,
+        ConductorEvents.CANCELLED,
+        ConductorEvents.ABANDONED,
+        ConductorEvents.TRASHED,
+        ConductorEvents.CLAIM_LOST,
+    }
+)
 
 
 def _outputs(engine: Any) -> Any:
@@ -539,4 +587,3 @@ def _flow_succeeded(engine: Any) -> bool:
 
 def _describe_failure(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
-

@@ -299,7 +299,14 @@ class ZkWrites(ZkView):
         return None
 
     def _release_claim(
-        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
+        self,
+        job_id: str,
+        who: str,
+        token: int | None,
+        *,
+        reason: str | None,
+        force: bool,
+        refund: bool = False,
     ) -> Job:
         def attempt(uncertain: bool) -> Job:
             for _ in range(self.MAX_ROUNDS):
@@ -323,6 +330,8 @@ class ZkWrites(ZkView):
                 }
                 if reason is not None:
                     state["last_error"] = reason
+                if refund:
+                    state["attempts"] = max(0, int(state.get("attempts", 0)) - 1)
                 ops = [
                     ("delete", self._path("claims", job_id), fence.claim_version),
                     ("set", self._path("state", job_id), dump(state), fence.state_version),

@@ -463,12 +463,20 @@ class JobBoard(abc.ABC):
         *,
         reason: str | None = None,
         force: bool = False,
+        refund: bool = False,
     ) -> Job:
-        """Give a claimed job back (waiting again at once). Fenced unless ``force``."""
+        """Give a claimed job back (waiting again at once). Fenced unless ``force``.
+
+        ``refund`` gives back the attempt the claim counted, for a release that
+        is not the job's fault (a conductor shutting down), so that restarts
+        never turn a healthy job into a poison job.
+        """
         job_id = self._job_id(job)
         message = None if reason is None else self._validate_error(job_id, reason, "reason")
         self._check_owner_args(job_id, who, token, force)
-        return self._release_claim(job_id, who, token, reason=message, force=force)
+        return self._release_claim(
+            job_id, who, token, reason=message, force=force, refund=bool(refund)
+        )
 
     def trash(
         self,
@@ -708,10 +716,18 @@ class JobBoard(abc.ABC):
 
     @abc.abstractmethod
     def _release_claim(
-        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
+        self,
+        job_id: str,
+        who: str,
+        token: int | None,
+        *,
+        reason: str | None,
+        force: bool,
+        refund: bool = False,
     ) -> Job:
         """Make a claimed job waiting again, fenced unless ``force``; ``reason``, when
-        given, replaces ``last_error``. Publishes ``abandoned`` and forgets the claim."""
+        given, replaces ``last_error``; ``refund`` takes one off ``attempts`` (never
+        below zero). Publishes ``abandoned`` and forgets the claim."""
 
     @abc.abstractmethod
     def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:

@@ -466,7 +466,14 @@ class MemoryBoard(JobBoard):
         return {name: json.loads(text) for name, text in records.items()}
 
     def _release_claim(
-        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
+        self,
+        job_id: str,
+        who: str,
+        token: int | None,
+        *,
+        reason: str | None,
+        force: bool,
+        refund: bool = False,
     ) -> Job:
         events: list[BoardEvent] = []
         with self._s.lock:
@@ -483,6 +490,7 @@ class MemoryBoard(JobBoard):
                 lease_expires_at=None,
                 updated_at=now,
                 last_error=reason if reason is not None else current.last_error,
+                attempts=max(0, current.attempts - 1) if refund else current.attempts,
             )
             self._s.jobs[job_id] = released
             self._push_waiting(released)

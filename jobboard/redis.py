@@ -764,7 +764,14 @@ class RedisBoard(JobBoard):
         return _decode_job(job_id, _pairs(raw))
 
     def _release_claim(
-        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
+        self,
+        job_id: str,
+        who: str,
+        token: int | None,
+        *,
+        reason: str | None,
+        force: bool,
+        refund: bool = False,
     ) -> Job:
         raw = self._call(
             "abandon",
@@ -778,6 +785,7 @@ class RedisBoard(JobBoard):
                 int(force),
                 int(reason is not None),
                 reason or "",
+                int(refund),
             ),
             safe=False,
         )

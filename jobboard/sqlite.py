@@ -848,7 +848,14 @@ class SqliteBoard(JobBoard):
                 self._ending.discard(job_id)
 
     def _release_claim(
-        self, job_id: str, who: str, token: int | None, *, reason: str | None, force: bool
+        self,
+        job_id: str,
+        who: str,
+        token: int | None,
+        *,
+        reason: str | None,
+        force: bool,
+        refund: bool = False,
     ) -> Job:
         def release(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> Job:
             row = self._fenced(conn, job_id, who, token, force)
@@ -863,6 +870,7 @@ class SqliteBoard(JobBoard):
                 lease_expires_at=None,
                 updated_at=now,
                 last_error=reason if reason is not None else row["last_error"],
+                attempts=max(0, row["attempts"] - 1) if refund else row["attempts"],
             )
             self._count(conn, "abandoned")
             events.append(

@@ -391,6 +391,18 @@ def test_poison_job_is_trashed_after_max_attempts(board):
     assert board.counters().get("poison", 0) >= 1
 
 
+def test_refunded_abandons_never_make_a_job_poison(board):
+    job = board.post("restarts", "f", max_attempts=2)
+    for n in range(4):
+        claim = board.claim_next(unique_owner(f"c{n}"))
+        assert claim is not None and claim.job_id == job.id
+        released = board.abandon(job, claim.owner, claim.token, reason="shutdown", refund=True)
+        assert released.attempts == 0
+    assert board.get(job).state is JobState.WAITING
+    assert board.get(job).attempts == 0
+    assert board.get(job).token == 4
+
+
 def test_operator_force_abandon_and_trash(board_factory):
     board = board_factory()
     operator = board_factory()

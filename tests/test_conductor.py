@@ -153,6 +153,7 @@ def test_stop_past_drain_timeout_abandons_and_keeps_progress(board, conductors, 
     assert conductor.wait(15)
     released = board.get(job.id)
     assert released.state is JobState.WAITING
+    assert released.attempts == 0  # a shutdown is not the job's fault
     assert set(board.load_progress(job.id)) >= {"one"}
     conductors.start(board, "second")
     wait_until(lambda: _finished(board, job.id), timeout=10)
