@@ -53,6 +53,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from jobboard import errors
 
@@ -234,6 +235,15 @@ class BoardEvent:
     kind: str
     job_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def redact_url(url: str) -> str:
+    """A board URL without its password, for messages, logs and displays."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def unique_owner(name: str) -> str:

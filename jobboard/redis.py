@@ -47,6 +47,7 @@ from jobboard.base import (
     JobRef,
     JobState,
     coerce_options,
+    redact_url,
 )
 
 __all__ = ["RedisBoard"]
@@ -268,7 +269,7 @@ class RedisBoard(JobBoard):
             db = int(parts.path.strip("/") or 0)
         except ValueError as err:
             raise errors.BadURL(
-                f"board URL {_redact(url)!r}: bad port or database ({err})"
+                f"board URL {redact_url(url)!r}: bad port or database ({err})"
             ) from err
         connection: dict[str, Any] = {
             "host": parts.hostname or "127.0.0.1",
@@ -291,13 +292,13 @@ class RedisBoard(JobBoard):
         tls_options = {key: merged.pop(key) for key in _TLS_OPTIONS if key in merged}
         if tls_options and not tls:
             raise errors.BadURL(
-                f"board URL {_redact(url)!r}: TLS options {sorted(tls_options)} need rediss://"
+                f"board URL {redact_url(url)!r}: TLS options {sorted(tls_options)} need rediss://"
             )
         if tls:
             reqs = str(tls_options.pop("ssl_cert_reqs", "required")).lower()
             if reqs not in _CERT_REQS:
                 raise errors.BadURL(
-                    f"board URL {_redact(url)!r}: option 'ssl_cert_reqs' must be one of "
+                    f"board URL {redact_url(url)!r}: option 'ssl_cert_reqs' must be one of "
                     f"{', '.join(_CERT_REQS)}, got {reqs!r}"
                 )
             connection.update(ssl=True, ssl_cert_reqs=reqs, **tls_options)
@@ -308,7 +309,7 @@ class RedisBoard(JobBoard):
         extra = set(merged) - _BOARD_OPTIONS - {"name", "client", "retry_deadline"}
         if extra:
             raise errors.BadURL(
-                f"board URL {_redact(url)!r}: unknown option(s) {', '.join(sorted(extra))}"
+                f"board URL {redact_url(url)!r}: unknown option(s) {', '.join(sorted(extra))}"
             )
         name = merged.pop("name", None) or merged.get("namespace") or "default"
         return cls(name, connection=connection, **merged)
@@ -1004,14 +1005,7 @@ def _float_option(value: Any, key: str, url: str) -> float:
         return float(value)
     except (TypeError, ValueError) as err:
         raise errors.BadURL(
-            f"board URL {_redact(url)!r}: option {key!r} must be a number, got {value!r}"
+            f"board URL {redact_url(url)!r}: option {key!r} must be a number, got {value!r}"
         ) from err
 
 
-def _redact(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()

@@ -10,23 +10,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 from jobboard import render
-from jobboard.base import BoardEvent, JobBoard, JobState
+from jobboard.base import BoardEvent, JobBoard, JobState, redact_url
 from jobboard.console import EXIT_OK, LONG_CLAIM, screen_width, terminal_size
 from jobboard.listings import claim_records
 
 __all__ = ["Watch", "cmd_watch", "redact"]
 
 
-def redact(url: str) -> str:
-    """A board URL without its password, for display."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+redact = redact_url
 
 
 class Watch:
