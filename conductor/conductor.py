@@ -550,6 +550,12 @@ class Conductor:
                     job.flow,
                     self.name,
                     event.replace("_", " "),
+                    extra={
+                        "job_id": job.id,
+                        "flow": job.flow,
+                        "conductor": self.name,
+                        "event": event,
+                    },
                 )
         details["conductor"] = self.name
         self.notifier.notify(event, details)

@@ -215,4 +215,6 @@ def test_running_conductor_serves_metrics_and_health(tmp_path):
         board.close()
     assert proc.returncode == 0
     lines = [_json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
-    assert any(line.get("message", "").endswith("job consumed") for line in lines)
+    consumed = [line for line in lines if line.get("event") == "job_consumed"]
+    assert consumed and consumed[0]["job_id"] == job.id and consumed[0]["flow"] == "steps"
+    assert consumed[0]["message"].endswith("job consumed")
