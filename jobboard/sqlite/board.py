@@ -8,7 +8,7 @@ queue for the lock instead of failing.
 
 The schema (one table each for jobs, progress, entities and counters, every row
 keyed by ``namespace`` so that many boards share one file) and the queries are
-in :mod:`jobboard._sqlschema`.
+in :mod:`jobboard.sqlite.schema`.
 
 Leases: a claim holds until ``lease_expires_at`` (board time: ``time.time()``
 of the host). A row ``state='claimed' AND lease_expires_at <= now`` is a
@@ -52,17 +52,6 @@ from tenacity import (
 )
 
 from jobboard import errors
-from jobboard._sqlschema import (
-    SCHEMA_VERSION,
-    SQL_BEST_ANY,
-    SQL_BEST_OF_FLOW,
-    SQL_COUNT,
-    SQL_EXPIRED,
-    SQL_NEXT_EXPIRY,
-    SQL_RETENTION_IDS,
-    ensure_schema,
-    row_job,
-)
 from jobboard.base import (
     FINISHED_STATES,
     BoardEvent,
@@ -74,6 +63,17 @@ from jobboard.base import (
     JobRef,
     JobState,
     coerce_options,
+)
+from jobboard.sqlite.schema import (
+    SCHEMA_VERSION,
+    SQL_BEST_ANY,
+    SQL_BEST_OF_FLOW,
+    SQL_COUNT,
+    SQL_EXPIRED,
+    SQL_NEXT_EXPIRY,
+    SQL_RETENTION_IDS,
+    ensure_schema,
+    row_job,
 )
 
 __all__ = ["SqliteBoard"]

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from jobboard import errors, render
+from jobboard import errors
+from jobboard.admin import render
 from jobboard.base import Job, JobBoard, JobState
 
 __all__ = [

@@ -3,7 +3,7 @@
 Claims are **ephemeral** znodes owned by the claimant's ZooKeeper session: a
 conductor that dies or loses its session loses its claims by ZooKeeper's own
 guarantee, within the session timeout. The node layout under
-``<chroot>/<namespace>`` is described in :mod:`jobboard._zknodes`.
+``<chroot>/<namespace>`` is described in :mod:`jobboard.zookeeper.nodes`.
 
 Every change is one multi-op transaction. A claim creates the claim node and
 writes the state node (version-checked) together, so the token in ``state``
@@ -21,11 +21,11 @@ and by the session state (SUSPENDED: uncertain; LOST: lost). See
 :class:`ZookeeperBoard` is built in layers, one private module each, every
 layer using the ones below it:
 
-* ``_zknodes``: node layout, JSON records, jobs and events read from nodes;
-* ``_zksession``: requests, retries, connection state, counters, entities;
-* ``_zkview``: the watch-maintained local view, and reading jobs;
-* ``_zkwrites``: fences and fenced writes (progress, finish, abandon);
-* ``_zkclaims``: claiming and renewing;
+* ``nodes``: node layout, JSON records, jobs and events read from nodes;
+* ``session``: requests, retries, connection state, counters, entities;
+* ``view``: the watch-maintained local view, and reading jobs;
+* ``writes``: fences and fenced writes (progress, finish, abandon);
+* ``claims``: claiming and renewing;
 * this module: the board's tunables, state and life cycle, posting, listing,
   cancelling and retention.
 """
@@ -50,19 +50,6 @@ from kazoo.retry import KazooRetry
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions, make_digest_acl
 
 from jobboard import errors
-from jobboard._zkclaims import ZkClaims
-from jobboard._zknodes import (
-    NAMESPACE_RE,
-    VIEW_KINDS,
-    active_job,
-    dump,
-    finish_record,
-    is_live,
-    load,
-    parse_id,
-)
-from jobboard._zksession import Refused, log
-from jobboard._zkview import View
 from jobboard.base import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -73,6 +60,19 @@ from jobboard.base import (
     JobState,
     coerce_options,
 )
+from jobboard.zookeeper.claims import ZkClaims
+from jobboard.zookeeper.nodes import (
+    NAMESPACE_RE,
+    VIEW_KINDS,
+    active_job,
+    dump,
+    finish_record,
+    is_live,
+    load,
+    parse_id,
+)
+from jobboard.zookeeper.session import Refused, log
+from jobboard.zookeeper.view import View
 
 __all__ = ["ZookeeperBoard"]
 
@@ -155,7 +155,7 @@ class ZookeeperBoard(ZkClaims):
         self.root = f"{chroot}/{self.namespace}"
         self.session_timeout = float(session_timeout or self.DEFAULT_SESSION_TIMEOUT)
         self.connect_timeout = float(connect_timeout or self.CONNECT_TIMEOUT)
-        # The session (_zksession).
+        # The session (session).
         self._digest = digest
         self._acl = None
         if digest is not None:
@@ -186,7 +186,7 @@ class ZookeeperBoard(ZkClaims):
         self._counts_dirty = False
         self._flush_lock = threading.Lock()
         self._entities = {}
-        # The local view (_zkview).
+        # The local view (view).
         self._changed = threading.Condition(self._lock)
         self._view = View()
         self._static = {}
@@ -196,7 +196,7 @@ class ZookeeperBoard(ZkClaims):
         self._dir_watchers = {
             kind: functools.partial(self._on_dir_event, kind) for kind in VIEW_KINDS
         }
-        # Fenced writes (_zkwrites) and claims (_zkclaims).
+        # Fenced writes (writes) and claims (claims).
         self._fences = {}
         self._progress = {}
         self._progress_dir = {}

@@ -25,10 +25,10 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import ZnodeStat
 
 from jobboard import errors
-from jobboard._zknodes import Fence, active_job, dump, finish_record, is_live, load, parse_id
-from jobboard._zksession import Refused, log
-from jobboard._zkwrites import ZkWrites
 from jobboard.base import BoardEvent, Claim, ClaimStatus, JobRef, JobState
+from jobboard.zookeeper.nodes import Fence, active_job, dump, finish_record, is_live, load, parse_id
+from jobboard.zookeeper.session import Refused, log
+from jobboard.zookeeper.writes import ZkWrites
 
 
 class ZkClaims(ZkWrites):

@@ -37,8 +37,8 @@ from kazoo.retry import KazooRetry, RetryFailedError
 from kazoo.security import ACL
 
 from jobboard import errors
-from jobboard._zknodes import FOLDERS, dump, load
 from jobboard.base import Claim, ClaimStatus, Entity, JobBoard
+from jobboard.zookeeper.nodes import FOLDERS, dump, load
 
 log = logging.getLogger("jobboard.zookeeper")
 

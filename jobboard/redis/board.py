@@ -94,7 +94,7 @@ _REFUSALS: dict[str, tuple[type[errors.BoardError], str]] = {
 @functools.cache
 def _script_source(name: str) -> str:
     """One script's text with the shared helpers of ``_lib.lua`` in front."""
-    folder = resources.files("jobboard") / "lua"
+    folder = resources.files("jobboard.redis") / "lua"
     return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
 
 

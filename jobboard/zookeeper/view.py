@@ -25,9 +25,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType, ZnodeStat
 
 from jobboard import errors
-from jobboard._zknodes import VIEW_KINDS, Snapshot, active_job, load, node_event, parse_id
-from jobboard._zksession import ZkSession, log
 from jobboard.base import BoardEvent, Job, JobRef
+from jobboard.zookeeper.nodes import VIEW_KINDS, Snapshot, active_job, load, node_event, parse_id
+from jobboard.zookeeper.session import ZkSession, log
 
 
 class View:

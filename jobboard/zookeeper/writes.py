@@ -19,7 +19,8 @@ from urllib.parse import quote, unquote
 from kazoo.exceptions import NodeExistsError
 
 from jobboard import errors
-from jobboard._zknodes import (
+from jobboard.base import BoardEvent, Job, JobRef, JobState
+from jobboard.zookeeper.nodes import (
     FINISH_EVENTS,
     VIEW_KINDS,
     Fence,
@@ -30,9 +31,8 @@ from jobboard._zknodes import (
     is_live,
     load,
 )
-from jobboard._zksession import Refused
-from jobboard._zkview import ZkView
-from jobboard.base import BoardEvent, Job, JobRef, JobState
+from jobboard.zookeeper.session import Refused
+from jobboard.zookeeper.view import ZkView
 
 
 class ZkWrites(ZkView):

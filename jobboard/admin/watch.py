@@ -11,10 +11,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, TextIO
 
-from jobboard import render
+from jobboard.admin import render
+from jobboard.admin.console import EXIT_OK, LONG_CLAIM, screen_width, terminal_size
+from jobboard.admin.listings import claim_records
 from jobboard.base import BoardEvent, JobBoard, JobState, redact_url
-from jobboard.console import EXIT_OK, LONG_CLAIM, screen_width, terminal_size
-from jobboard.listings import claim_records
 
 __all__ = ["Watch", "cmd_watch", "redact"]
 

@@ -1,0 +1,1 @@
+"""The ``jobboard`` admin command (also ``python -m jobboard``): see :mod:`jobboard.admin.cli`."""
