@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib import import_module, metadata
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from jobboard.base import (
     ACTIVE_STATES,
@@ -39,11 +39,13 @@ from jobboard.errors import (
     StaleToken,
     UnclaimableJob,
 )
+from jobboard.urls import parse_options
 
 __all__ = [
     # opening a board
     "connect",
     "backend_for",
+    "parse_options",
     # the contract
     "JobBoard",
     "Job",
@@ -95,11 +97,6 @@ def backend_for(scheme: str) -> type[JobBoard]:
         raise BadURL(f"unknown board scheme {scheme!r}; known schemes: {', '.join(known)}")
     module, _, attr = target.partition(":")
     return getattr(import_module(module), attr)
-
-
-def parse_options(url: str) -> dict[str, str]:
-    """The query-string options of a board URL as a dict."""
-    return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
 def connect(url: str, **options: Any) -> JobBoard:

@@ -28,7 +28,7 @@ import logging
 import sqlite3
 
 from jobboard import errors
-from jobboard.base import Job, JobPriority, JobState
+from jobboard.model import Job, JobPriority, JobState
 
 log = logging.getLogger("jobboard.sqlite")
 

@@ -25,7 +25,8 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import ZnodeStat
 
 from jobboard import errors
-from jobboard.base import BoardEvent, Claim, ClaimStatus, JobRef, JobState
+from jobboard.changes import Ending
+from jobboard.model import BoardEvent, Claim, ClaimStatus, JobRef, JobState
 from jobboard.zookeeper.nodes import Fence, active_job, dump, finish_record, is_live, load, parse_id
 from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.writes import ZkWrites
@@ -319,7 +320,8 @@ class ZkClaims(ZkWrites):
         fence = Fence(None, current.token, state_version, lapsed_version, static, state)
         with self._lock:
             cancel = job_id in self._view.members["cancel"]
-        done = finish_record(current, JobState.TRASHED, "poison", True, error=reason)
+        poison = Ending(job_id, "poison", None, JobState.TRASHED, True, None, reason, "trashed")
+        done = finish_record(current, poison)
         if self._commit_finish(job_id, fence, done, cancel) is None:
             return
         self._count("poison")

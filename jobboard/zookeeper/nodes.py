@@ -22,13 +22,14 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from kazoo.protocol.states import ZnodeStat
 
 from jobboard import errors
-from jobboard.base import BoardEvent, Job, JobPriority, JobState
+from jobboard.changes import Ending
+from jobboard.model import BoardEvent, Job, JobPriority, JobState
 
 ID_RE = re.compile(r"^p([0-4])\+([A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127})\+(\d{10,})$")
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
@@ -152,29 +153,11 @@ def active_job(
         ) from err
 
 
-def finish_record(
-    job: Job,
-    state: JobState,
-    who: str,
-    force: bool,
-    *,
-    result: Any = None,
-    error: str | None = None,
-) -> dict[str, Any]:
-    """The ``done/<id>`` record of a job ending now in ``state``."""
-    now = time.time()
-    done = replace(
-        job,
-        state=state,
-        owner=None,
-        lease_expires_at=None,
-        updated_at=now,
-        finished_at=now,
-        result=result,
-        last_error=error if error is not None else job.last_error,
-    ).to_dict()
-    done["finished_by"] = who
-    done["forced"] = force
+def finish_record(job: Job, end: Ending) -> dict[str, Any]:
+    """The ``done/<id>`` record of a job ending now as ``end`` says."""
+    done = end.apply(job, time.time()).to_dict()
+    done["finished_by"] = end.who
+    done["forced"] = end.force
     return done
 
 

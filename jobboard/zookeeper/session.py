@@ -37,7 +37,8 @@ from kazoo.retry import KazooRetry, RetryFailedError
 from kazoo.security import ACL
 
 from jobboard import errors
-from jobboard.base import Claim, ClaimStatus, Entity, JobBoard
+from jobboard.base import JobBoard
+from jobboard.model import Claim, ClaimStatus, Entity
 from jobboard.zookeeper.nodes import FOLDERS, dump, load
 
 log = logging.getLogger("jobboard.zookeeper")

@@ -25,7 +25,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType, ZnodeStat
 
 from jobboard import errors
-from jobboard.base import BoardEvent, Job, JobRef
+from jobboard.model import BoardEvent, Job, JobRef
 from jobboard.zookeeper.nodes import VIEW_KINDS, Snapshot, active_job, load, node_event, parse_id
 from jobboard.zookeeper.session import ZkSession, log
 
