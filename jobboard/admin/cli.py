@@ -40,7 +40,7 @@ from jobboard.admin.console import (
     Command,
 )
 from jobboard.admin.watch import Watch
-from jobboard.base import JobPriority
+from jobboard.model import JobPriority
 
 __all__ = [
     "ENV_BOARD",

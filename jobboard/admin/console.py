@@ -12,7 +12,8 @@ from typing import Any
 
 from jobboard import errors
 from jobboard.admin import render
-from jobboard.base import Job, JobBoard, JobState
+from jobboard.base import JobBoard
+from jobboard.model import Job, JobState
 
 __all__ = [
     "ALL_STATES",

@@ -29,7 +29,8 @@ from jobboard.admin.console import (
     find_job,
     screen_width,
 )
-from jobboard.base import Entity, Job, JobBoard, JobState
+from jobboard.base import JobBoard
+from jobboard.model import Entity, Job, JobState
 
 __all__ = [
     "claim_records",

@@ -17,7 +17,8 @@ from typing import Any
 
 from jobboard.admin import render
 from jobboard.admin.console import EXIT_OK, EXIT_USAGE, CliError, echo, echo_json, find_job
-from jobboard.base import FINISHED_STATES, Job, JobBoard, JobState
+from jobboard.base import JobBoard
+from jobboard.model import FINISHED_STATES, Job, JobState
 
 __all__ = ["cmd_cancel", "cmd_forced", "cmd_post", "cmd_purge", "cmd_retry"]
 

@@ -1,18 +1,44 @@
 """What the admin tool shows, and how: views of jobs, claims and progress, as text.
 
-The *views* turn board objects into the plain dicts that ``--json`` prints
-(their schema is documented in docs/admin.md); the *pages* render those dicts
-as text. Only the standard library: tables fit a given width (80 columns by
-default) by shrinking the widest columns and cutting cells with an ellipsis,
-so the output stays readable in a narrow terminal, a pager or a log file.
+The *views* (:mod:`jobboard.admin.records`) turn board objects into the
+plain dicts that ``--json`` prints (their schema is documented in
+docs/admin.md); the *pages* here render those dicts as text with the helpers
+of :mod:`jobboard.admin.text`, whose names, like the views', are importable
+from this module too.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from jobboard.admin.records import (
+    EXECUTION_TIMES,
+    STATE_ORDER,
+    claim_record,
+    conductor_record,
+    error_text,
+    execution_of,
+    export_records,
+    owner_known,
+    progress_records,
+    task_record,
+)
+from jobboard.admin.text import (
+    DEFAULT_WIDTH,
+    ELLIPSIS,
+    compact_json,
+    counts_line,
+    cut,
+    fmt_age,
+    fmt_clock,
+    fmt_duration,
+    fmt_time,
+    key_values,
+    one_line,
+    short_id,
+    table,
+)
 
 __all__ = [
     # text helpers
@@ -48,392 +74,6 @@ __all__ = [
     "render_watch",
 ]
 
-#: Width used when the caller does not know the terminal's.
-DEFAULT_WIDTH = 80
-#: Marks a cell or value that was cut to fit.
-ELLIPSIS = "…"
-#: Spaces between two table columns.
-COLUMN_GAP = 2
-#: Narrowest a shrunk column gets (its header may be cut below this).
-MIN_COLUMN = 5
-#: Characters of a job id shown in tables (any unique prefix is accepted back).
-SHORT_ID = 12
-
-
-def one_line(text: Any) -> str:
-    """``text`` as a string with line breaks and tabs turned into spaces."""
-    return str(text).translate(_FLATTEN)
-
-
-_FLATTEN = {ord(c): " " for c in "\n\r\t\v\f"}
-
-
-def cut(text: str, width: int) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    text = one_line(text)
-    if width <= 0:
-        return ""
-    if len(text) <= width:
-        return text
-    return text[: width - 1] + ELLIPSIS
-
-
-def short_id(job_id: str | None) -> str:
-    """The first characters of a job id, as shown in tables."""
-    return (job_id or "-")[:SHORT_ID]
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """A compact human duration: ``45ms``, ``12.3s``, ``3m05s``, ``2h03m``, ``1d04h``."""
-    if seconds is None:
-        return "-"
-    sign = "-" if seconds < 0 else ""
-    s = abs(float(seconds))
-    if s < 1:
-        return f"{sign}{s * 1000:.0f}ms"
-    if s < 60:
-        return f"{sign}{s:.1f}s"
-    whole = int(s)
-    if whole < 3600:
-        return f"{sign}{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{sign}{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{sign}{whole // 86400}d{whole % 86400 // 3600:02d}h"
-
-
-def fmt_age(timestamp: float | None, now: float | None = None) -> str:
-    """How long ago a board timestamp was, e.g. ``3m05s``; ``-`` when unknown."""
-    if timestamp is None:
-        return "-"
-    return fmt_duration((time.time() if now is None else now) - timestamp)
-
-
-def fmt_time(timestamp: float | None) -> str:
-    """A board timestamp as UTC ISO 8601 with milliseconds, e.g. ``2024-05-01T12:00:03.250Z``."""
-    if timestamp is None:
-        return "-"
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
-    return f"{whole}.{int(timestamp % 1 * 1000):03d}Z"
-
-
-def fmt_clock(timestamp: float | None) -> str:
-    """The UTC time of day of a timestamp, ``HH:MM:SS``, for narrow columns."""
-    if timestamp is None:
-        return "-"
-    return time.strftime("%H:%M:%S", time.gmtime(timestamp))
-
-
-def compact_json(value: Any) -> str:
-    """JSON on one line, for cells and key-value blocks."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
-
-def _fit(widths: list[int], floors: list[int], budget: int) -> list[int]:
-    """Shrink the widest columns, one character at a time, until they fit ``budget``."""
-    widths = list(widths)
-    excess = sum(widths) - budget
-    while excess > 0:
-        candidates = [i for i, w in enumerate(widths) if w > floors[i]]
-        if not candidates:
-            break
-        widest = max(candidates, key=lambda i: widths[i])
-        widths[widest] -= 1
-        excess -= 1
-    return widths
-
-
-def table(
-    headers: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    *,
-    width: int = DEFAULT_WIDTH,
-    right: Iterable[int] = (),
-    fixed: Iterable[int] = (),
-    indent: int = 0,
-) -> str:
-    """A text table that fits ``width`` columns; ``right`` lists right-aligned columns.
-
-    Cells are converted with ``str``; ``None`` shows as ``-``. Columns wider
-    than their share are cut with an ellipsis (the widest first), except the
-    ``fixed`` ones (ids, numbers), which are never cut.
-    """
-    cells = [["-" if c is None else one_line(c) for c in row] for row in rows]
-    natural = [len(h) for h in headers]
-    for row in cells:
-        for i, cell in enumerate(row):
-            natural[i] = max(natural[i], len(cell))
-    keep = set(fixed)
-    floors = [n if i in keep else min(n, MIN_COLUMN) for i, n in enumerate(natural)]
-    budget = width - indent - COLUMN_GAP * (len(headers) - 1)
-    widths = _fit(natural, floors, budget)
-    aligned = set(right)
-    pad = " " * indent
-    gap = " " * COLUMN_GAP
-
-    def line(values: Sequence[str]) -> str:
-        parts = []
-        for i, value in enumerate(values):
-            text = cut(value, widths[i])
-            parts.append(text.rjust(widths[i]) if i in aligned else text.ljust(widths[i]))
-        return (pad + gap.join(parts)).rstrip()
-
-    out = [line(list(headers))]
-    out.extend(line(row) for row in cells)
-    return "\n".join(out)
-
-
-def key_values(
-    pairs: Iterable[tuple[str, Any]], *, width: int = DEFAULT_WIDTH, indent: int = 2
-) -> str:
-    """Aligned ``key  value`` lines; long values wrap under the value column."""
-    items = [(k, "-" if v is None else str(v)) for k, v in pairs]
-    if not items:
-        return ""
-    key_width = max(len(k) for k, _ in items)
-    room = max(20, width - indent - key_width - COLUMN_GAP)
-    lead = " " * (indent + key_width + COLUMN_GAP)
-    out = []
-    for key, value in items:
-        chunks = [value[i : i + room] for i in range(0, len(value), room)] or [""]
-        out.append(" " * indent + key.ljust(key_width) + " " * COLUMN_GAP + chunks[0])
-        out.extend(lead + chunk for chunk in chunks[1:])
-    return "\n".join(line.rstrip() for line in out)
-
-
-def counts_line(counts: Mapping[str, int | None]) -> str:
-    """``waiting 3   claimed 1   complete 12`` from an ordered mapping."""
-    return "   ".join(f"{name} {'-' if n is None else n}" for name, n in counts.items())
-
-
-# -- views: what the admin tool shows of jobs, claims, conductors and progress --
-
-#: The timestamps of an execution record, in the order they happen.
-EXECUTION_TIMES = (
-    "submit_time",
-    "received_time",
-    "execution_start_time",
-    "input_transform_start_time",
-    "input_transform_end_time",
-    "task_start_time",
-    "task_end_time",
-    "result_transform_start_time",
-    "result_transform_end_time",
-    "execution_end_time",
-)
-#: The phases of a task execution: (name, start key, end key).
-PHASES = (
-    ("input_transform", "input_transform_start_time", "input_transform_end_time"),
-    ("task", "task_start_time", "task_end_time"),
-    ("result_transform", "result_transform_start_time", "result_transform_end_time"),
-    ("total", "execution_start_time", "execution_end_time"),
-)
-#: Job states in the order the tool lists them.
-STATE_ORDER = ("waiting", "claimed", "complete", "failed", "trashed", "cancelled")
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """``value`` when it is a mapping, else an empty one (records may hold anything)."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _timestamp(value: Any) -> float | None:
-    """A timestamp of an execution record; 0 (a phase never reached) counts as missing."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        return None
-    return float(value)
-
-
-def execution_of(record: Any) -> dict[str, Any]:
-    """The execution record of a progress record, flattened; ``{}`` when there is none.
-
-    Accepts the engine's flat record and a task-info record that nests the
-    timing under a second ``execution`` key.
-    """
-    flat = dict(_mapping(_mapping(record).get("execution")))
-    nested = flat.pop("execution", None)
-    if isinstance(nested, Mapping):
-        for key, value in nested.items():
-            flat.setdefault(key, value)
-    return flat
-
-
-def error_text(value: Any) -> str | None:
-    """One line describing a failure or exception record (a string or a dict), or ``None``."""
-    if value is None or value is False or value == {}:
-        return None
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, Mapping):
-        return str(value)
-    message = next(
-        (
-            value[k]
-            for k in ("exception_str", "message", "error", "exception", "str", "reason")
-            if isinstance(value.get(k), str) and value[k]
-        ),
-        None,
-    )
-    kind = next(
-        (
-            value[k]
-            for k in ("exc_type", "exception_type", "type", "exc_type_names")
-            if value.get(k)
-        ),
-        None,
-    )
-    if isinstance(kind, list):
-        kind = kind[0] if kind else None
-    if kind and message and not message.startswith(str(kind)):
-        return f"{kind}: {message}"
-    return message or (str(kind) if kind else compact_json(value))
-
-
-def task_record(name: str, record: Any) -> dict[str, Any]:
-    """One task's progress as the tool reports it (``show --json`` schema, ``progress`` items)."""
-    record = _mapping(record)
-    execution = execution_of(record)
-    metadata = _mapping(record.get("metadata"))
-    durations = {}
-    for phase, start, end in PHASES:
-        a, b = _timestamp(execution.get(start)), _timestamp(execution.get(end))
-        durations[phase] = None if a is None or b is None else b - a
-    starts = (
-        _timestamp(execution.get(k))
-        for k in ("execution_start_time", "task_start_time", "submit_time")
-    )
-    start = next((t for t in starts if t is not None), None)
-    error = error_text(record.get("failure")) or error_text(execution.get("exception"))
-    success = execution.get("success")
-    if not isinstance(success, bool):
-        success = None
-    return {
-        "task": name,
-        "state": record.get("state"),
-        "host": execution.get("hostname") or execution.get("host"),
-        "start": start,
-        "durations": durations,
-        "success": success,
-        "result": record.get("result"),
-        "error": error,
-        "conductor": metadata.get("owner") or metadata.get("conductor"),
-        "execution": {k: _timestamp(execution.get(k)) for k in EXECUTION_TIMES}
-        if execution
-        else None,
-    }
-
-
-def progress_records(progress: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every task of a job's progress, in the order they started (never-started ones last)."""
-    tasks = [task_record(name, record) for name, record in progress.items()]
-    tasks.sort(key=lambda t: (t["start"] is None, t["start"] or 0.0, t["task"]))
-    return tasks
-
-
-def export_records(job: Any, progress: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One flat record per task execution of ``job`` (the ``export`` JSON lines schema)."""
-    out = []
-    for task in progress_records(progress):
-        if task["execution"] is None:
-            continue
-        out.append(
-            {
-                "job": job.id,
-                "job_name": job.name,
-                "flow": job.flow,
-                "job_state": str(job.state),
-                "task": task["task"],
-                "state": task["state"],
-                "conductor": task["conductor"],
-                "host": task["host"],
-                **task["execution"],
-                "durations": task["durations"],
-                "success": task["success"],
-                "error": task["error"],
-            }
-        )
-    return out
-
-
-def owner_known(owner: str | None, entities: Iterable[Any]) -> bool:
-    """Whether a claim's owner is one of the registered conductors.
-
-    An owner matches an entity named like it, an entity whose name is the
-    owner's part before ``@`` (owners made by ``unique_owner``), or one whose
-    metadata lists it under ``owner`` / ``owners``.
-    """
-    if not owner:
-        return False
-    base = owner.split("@", 1)[0]
-    for entity in entities:
-        meta = _mapping(entity.metadata)
-        owners = meta.get("owners") if isinstance(meta.get("owners"), list) else []
-        if owner in (entity.name, meta.get("owner")) or owner in owners or base == entity.name:
-            return True
-    return False
-
-
-def claim_record(
-    job: Any, now: float, entities: Sequence[Any], long_after: float
-) -> dict[str, Any]:
-    """A claimed job as the ``claims`` listing reports it, with its warning flags.
-
-    Flags: ``expired`` (lease left <= 0), ``unknown-owner`` (not a registered
-    conductor), ``long`` (claimed for ``long_after`` seconds or more),
-    ``cancel-requested``.
-    """
-    lease_left = None if job.lease_expires_at is None else job.lease_expires_at - now
-    age = None if job.claimed_at is None else now - job.claimed_at
-    flags = []
-    if lease_left is not None and lease_left <= 0:
-        flags.append("expired")
-    if not owner_known(job.owner, entities):
-        flags.append("unknown-owner")
-    if age is not None and age >= long_after:
-        flags.append("long")
-    if job.cancel_requested:
-        flags.append("cancel-requested")
-    return {
-        "job": job.id,
-        "name": job.name,
-        "flow": job.flow,
-        "owner": job.owner,
-        "token": job.token,
-        "attempts": job.attempts,
-        "claimed_at": job.claimed_at,
-        "age": age,
-        "lease_expires_at": job.lease_expires_at,
-        "lease_left": lease_left,
-        "cancel_requested": job.cancel_requested,
-        "flags": flags,
-        "suspicious": bool(flags),
-    }
-
-
-def conductor_record(entity: Any, now: float) -> dict[str, Any]:
-    """A registered conductor as the ``conductors`` listing reports it."""
-    meta = _mapping(entity.metadata)
-    flows = meta.get("flows")
-    if isinstance(flows, str):
-        flows = [flows]
-    running = meta.get("running")
-    if isinstance(running, list | dict):
-        running = len(running)
-    elif isinstance(running, bool) or not isinstance(running, int):
-        running = None
-    return {
-        "name": entity.name,
-        "kind": entity.kind,
-        "host": meta.get("host"),
-        "pid": meta.get("pid"),
-        "flows": list(flows) if isinstance(flows, list) else [],
-        "running": running,
-        "last_seen": entity.last_seen,
-        "heartbeat_age": now - entity.last_seen,
-        "metadata": dict(meta),
-    }
-
-
-# -- text renderers -------------------------------------------------------------
 
 
 def render_jobs(jobs: Sequence[Any], now: float, width: int = DEFAULT_WIDTH) -> str:

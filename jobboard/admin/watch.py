@@ -14,7 +14,9 @@ from typing import Any, ClassVar, TextIO
 from jobboard.admin import render
 from jobboard.admin.console import EXIT_OK, LONG_CLAIM, screen_width, terminal_size
 from jobboard.admin.listings import claim_records
-from jobboard.base import BoardEvent, JobBoard, JobState, redact_url
+from jobboard.base import JobBoard
+from jobboard.model import BoardEvent, JobState
+from jobboard.urls import redact_url
 
 __all__ = ["Watch", "cmd_watch", "redact"]
 
