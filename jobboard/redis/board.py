@@ -1,6 +1,6 @@
 """Redis job board (``redis://`` and ``rediss://``).
 
-Every change is one Lua script call (``jobboard/lua/*.lua``; ``_lib.lua``
+Every change is one Lua script call (``jobboard/redis/lua/*.lua``; ``_lib.lua``
 documents the key layout): waiting jobs sit in one sorted set per flow scored
 by (priority, post order), claims are leases in a sorted set that the claim
 scripts reap as they go, and every fenced write checks owner, token and lease
@@ -13,8 +13,18 @@ Reads (``get``, ``iterjobs``, ``load_progress``...) and idempotent writes
 (``post`` with its client-made id, ``renew``, ``purge``, entities) are retried
 on connection errors with jittered exponential backoff up to a deadline; other
 writes are sent once and a connection error surfaces as ``BoardUnavailable``.
-"""
 
+:class:`RedisBoard` is built in layers, one module each, every layer using
+the ones below it:
+
+* ``decoding``: job hashes, replies and script refusals read into the model;
+* ``session``: the client, scripts, retries and error translation;
+* ``events``: the event thread, wake-up and ``wait``;
+* ``reads``: jobs, listings, progress and counters;
+* ``writes``: fenced writes (progress, finish, abandon) and cancel;
+* ``claims``: claiming and renewing;
+* this module: the tunables, state and life cycle, posting, entities and purge.
+"""
 
 from __future__ import annotations
 
