@@ -122,7 +122,7 @@ def task_record(name: str, record: Any) -> dict[str, Any]:
         timestamp(execution.get(k))
         for k in ("execution_start_time", "task_start_time", "submit_time")
     )
-    start = next((t for t in starts if t is not None), None)
+    started = next((t for t in starts if t is not None), None)
     error = error_text(record.get("failure")) or error_text(execution.get("exception"))
     success = execution.get("success")
     if not isinstance(success, bool):
@@ -131,7 +131,7 @@ def task_record(name: str, record: Any) -> dict[str, Any]:
         "task": name,
         "state": record.get("state"),
         "host": execution.get("hostname") or execution.get("host"),
-        "start": start,
+        "start": started,
         "durations": durations,
         "success": success,
         "result": record.get("result"),
@@ -187,7 +187,9 @@ def owner_known(owner: str | None, entities: Iterable[Any]) -> bool:
     base = owner.split("@", 1)[0]
     for entity in entities:
         meta = mapping(entity.metadata)
-        owners = meta.get("owners") if isinstance(meta.get("owners"), list) else []
+        owners = meta.get("owners")
+        if not isinstance(owners, list):
+            owners = []
         if owner in (entity.name, meta.get("owner")) or owner in owners or base == entity.name:
             return True
     return False

@@ -273,7 +273,7 @@ class RedisBoard(RedisClaims):
         names = sorted(s.value for s in wanted)
 
         def batch(offset: int) -> list[int]:
-            return self._script(
+            counts: list[int] = self._script(
                 "purge",
                 f"{self._prefix}finished",
                 repr(float(older_than)),
@@ -281,6 +281,7 @@ class RedisBoard(RedisClaims):
                 self.PURGE_BATCH,
                 *names,
             )
+            return counts
 
         total = offset = 0
         while True:

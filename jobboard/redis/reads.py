@@ -92,7 +92,7 @@ class RedisReads(RedisEvents):
             pipe = self._pipeline()
             for name in flows:
                 pipe.zcard(f"{p}waiting:{text(name)}")
-            return leased + sum(pipe.execute())
+            return int(leased) + sum(int(n) for n in pipe.execute())
 
         return self._call("job_count", None, read, safe=True)
 
@@ -119,6 +119,6 @@ class RedisReads(RedisEvents):
 
     def counters(self) -> dict[str, int]:
         raw = self._call(
-            "counters", None, lambda: self._client.hgetall(f"{self._prefix}counters"), safe=True
+            "counters", None, lambda: self._redis().hgetall(f"{self._prefix}counters"), safe=True
         )
         return {text(k): int(v) for k, v in raw.items()}

@@ -67,7 +67,7 @@ class RedisSession(JobBoard):
     RETRY_INITIAL: ClassVar[float] = 0.05
     RETRY_MAX: ClassVar[float] = 1.0
     #: Seconds of silence after which the event link is checked with a PING.
-    HEALTH_CHECK_INTERVAL: ClassVar[float] = 10.0
+    HEALTH_CHECK_INTERVAL: ClassVar[int] = 10
 
     retry_deadline: float
     _given: redis.Redis | None
@@ -187,9 +187,15 @@ class RedisSession(JobBoard):
     def _script(self, name: str, key: str, *args: Any) -> Any:
         return self._scripts[name](keys=[key], args=[self._prefix, *args])
 
-    def _pipeline(self) -> Any:
-        assert self._client is not None
-        return self._client.pipeline(transaction=False)
+    def _redis(self) -> redis.Redis:
+        """The open client; ``BoardUnavailable`` once the board is closed."""
+        client = self._client
+        if client is None:
+            raise errors.BoardUnavailable(f"redis board {self.namespace!r} is closed")
+        return client
+
+    def _pipeline(self) -> redis.client.Pipeline:
+        return self._redis().pipeline(transaction=False)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._prefix}job:{job_id}"

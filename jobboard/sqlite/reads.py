@@ -46,13 +46,12 @@ class SqliteReads(SqliteWatcher):
 
     @property
     def job_count(self) -> int:
-        return self._read(
-            "job_count",
-            lambda conn, _now: conn.execute(
-                "SELECT COUNT(*) FROM jobs WHERE namespace = ? AND state IN ('waiting', 'claimed')",
-                (self.namespace,),
-            ).fetchone()[0],
-        )
+        def count(conn: sqlite3.Connection, _now: float) -> int:
+            sql = "SELECT COUNT(*) FROM jobs WHERE namespace = ? AND state IN ('waiting', 'claimed')"
+            found: int = conn.execute(sql, (self.namespace,)).fetchone()[0]
+            return found
+
+        return self._read("job_count", count)
 
 
     def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:

@@ -229,7 +229,7 @@ class SqliteStore(JobBoard):
     # -- row helpers --------------------------------------------------------
 
     def _fetch(self, conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
-        row = conn.execute(
+        row: sqlite3.Row | None = conn.execute(
             "SELECT * FROM jobs WHERE id = ? AND namespace = ?", (job_id, self.namespace)
         ).fetchone()
         if row is None:
@@ -239,9 +239,10 @@ class SqliteStore(JobBoard):
     def _update(self, conn: sqlite3.Connection, seq: int, **columns: Any) -> sqlite3.Row:
         """Set columns of one job row and return the new row."""
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        return conn.execute(
+        row: sqlite3.Row = conn.execute(
             f"UPDATE jobs SET {assignments} WHERE seq = ? RETURNING *", (*columns.values(), seq)
         ).fetchone()
+        return row
 
     def _count(self, conn: sqlite3.Connection, key: str, n: int = 1) -> None:
         conn.execute(SQL_COUNT, (self.namespace, key, n))

@@ -12,6 +12,7 @@ reaches ``claim_status`` and ``cancel_requested`` as local calls.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -88,15 +89,16 @@ class SqliteWatcher(SqliteStore):
                     until_expiry = max(0.0, next_expiry - time.time()) + self.POLL_MIN
                     pause = until_expiry if pause is None else min(pause, until_expiry)
                 with self._changed:
-                    self._changed.wait_for(
-                        lambda seen=seen: self._generation != seen or self._state == "closed",
-                        pause,
-                    )
+                    self._changed.wait_for(functools.partial(self._changed_since, seen), pause)
                     if self._state == "closed":
                         return False
         finally:
             with self._changed:
                 self._waiters -= 1
+
+    def _changed_since(self, seen: int) -> bool:
+        """Whether a change was seen after generation ``seen`` (or the board closed)."""
+        return self._generation != seen or self._state == "closed"
 
     def _waiting_state(
         self, conn: sqlite3.Connection, now: float, flows: list[str] | None

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from kazoo.protocol.states import ZnodeStat
 
@@ -53,11 +53,23 @@ def parse_id(job_id: str) -> tuple[int, str, int] | None:
     return int(match.group(1)), match.group(2), int(match.group(3))
 
 
+def id_parts(job_id: str) -> tuple[int, str, int]:
+    """(rank, flow, seq) of a job id known to be ours (one the local view listed)."""
+    parts = parse_id(job_id)
+    if parts is None:
+        raise errors.JobNotFound(f"not a job id of this board: {job_id!r}")
+    return parts
+
+
 def dump(value: Any) -> bytes:
     """A node's content: compact JSON."""
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
+@overload
+def load(raw: bytes, what: str) -> dict[str, Any]: ...
+@overload
+def load(raw: None, what: str) -> None: ...
 def load(raw: bytes | None, what: str) -> dict[str, Any] | None:
     """Decode a stored JSON object; ``InvalidJob`` names the node when it is corrupt."""
     if raw is None:
@@ -102,7 +114,7 @@ def expiry(claim: Mapping[str, Any] | None, stat: ZnodeStat | None) -> float | N
     """Board time when a leased claim runs out (None for session-bound claims)."""
     if claim is None or stat is None or claim.get("lease") is None:
         return None
-    return stat.mtime / 1000.0 + float(claim["lease"])
+    return float(stat.mtime) / 1000.0 + float(claim["lease"])
 
 
 def is_live(claim: Mapping[str, Any] | None, stat: ZnodeStat | None) -> bool:
