@@ -28,7 +28,6 @@ __all__ = [
     "JobPriority",
     "JobRef",
     "JobState",
-    "job_id_of",
     "unique_owner",
 ]
 
@@ -84,7 +83,9 @@ class JobState(enum.StrEnum):
         return self in FINISHED_STATES
 
 
+#: The states of an unfinished job, the ones listings show by default.
 ACTIVE_STATES = frozenset({JobState.WAITING, JobState.CLAIMED})
+#: The states a job never leaves (until retention purges it).
 FINISHED_STATES = frozenset(
     {JobState.COMPLETE, JobState.FAILED, JobState.TRASHED, JobState.CANCELLED}
 )
@@ -199,6 +200,7 @@ def unique_owner(name: str) -> str:
     return f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+#: What names a job in the board's methods: the job, a claim on it, or its id.
 JobRef = Job | Claim | str
 
 
