@@ -146,3 +146,10 @@ def test_readme_in_process_example_completes_the_job_on_redis(tmp_path, redis_ur
         proc.kill()
         out = proc.communicate(timeout=10)[0]
     assert b"Traceback" not in out, out.decode(errors="replace")
+
+
+def test_the_getting_started_page_shows_the_same_example():
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    pages_blocks = re.findall(r"```(\w+)\n(.*?)```", page, flags=re.S)
+    for block in readme_blocks():
+        assert block in pages_blocks, block[1][:60]
