@@ -54,6 +54,15 @@ def test_every_option_of_both_commands_names_its_variable_in_the_help():
             assert f"[env {envopts.env_name(prefix, long)}]" in action.help, long
 
 
+def test_help_documents_the_metrics_address_and_port(capsys):
+    with pytest.raises(SystemExit):
+        conductor_cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--metrics-host ADDRESS" in text and "0.0.0.0 for all interfaces" in text
+    assert f"{options.DEFAULT_METRICS_PORT} when PORT is omitted" in text
+    assert "/livez" in text
+
+
 def test_variables_set_defaults_and_the_command_line_wins(monkeypatch):
     monkeypatch.setenv("CONDUCTOR_MAX_JOBS", "4")
     monkeypatch.setenv("CONDUCTOR_ENGINE", "parallel")
