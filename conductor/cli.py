@@ -237,13 +237,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         board = connect_board(board_url, args.connect_timeout)
     except jobboard.BadURL as err:
-        _error(f"bad board URL: {err}")
+        _error(envopts.scrub(f"bad board URL: {err}", board_url))
         return EXIT_USAGE
     except jobboard.BoardUnavailable as err:
-        _error(f"board unreachable after {args.connect_timeout:.0f}s: {err}")
+        _error(
+            envopts.scrub(f"board unreachable after {args.connect_timeout:.0f}s: {err}", board_url)
+        )
         return EXIT_UNREACHABLE
     except jobboard.BoardError as err:
-        _error(f"cannot open board: {err}")
+        _error(envopts.scrub(f"cannot open board: {err}", board_url))
         return EXIT_UNREACHABLE
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     conductor = Conductor(

@@ -446,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as err:  # noqa: BLE001 - every failure ends as one line and a code
         code, message = _classify(err)
+        message = envopts.scrub(message, getattr(args, "board_url", None))
         log.debug("command failed", exc_info=True)
         sys.stderr.write(f"jobboard: {' '.join(message.split())}\n")
         return code

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from jobboard.errors import BadURL
 
@@ -38,10 +39,14 @@ __all__ = [
     "from_environment",
     "package_version",
     "read_board_file",
+    "scrub",
 ]
 
 #: Option destinations :func:`from_environment` leaves to :func:`board_url`.
 BOARD_DESTS = frozenset({"board", "board_file"})
+
+#: Query options of a board URL whose values are secrets.
+SECRET_OPTIONS = frozenset({"password", "digest", "auth", "secret", "token"})
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -126,6 +131,28 @@ def board_url(
         if path:
             return read_board_file(path)
     return None
+
+
+def scrub(text: str, url: str | None) -> str:
+    """``text`` with every secret of ``url`` (its password, secret query options) as ``***``.
+
+    The last line of defence for what the commands print: whatever a backend
+    puts in an error, the password of the URL the operator gave is not shown.
+    """
+    if not url:
+        return text
+    try:
+        parts = urlsplit(url)
+        secrets = [parts.password or ""]
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return text.replace(url, "***")
+    for key, value in query:
+        if key.lower() in SECRET_OPTIONS:
+            secrets += [value, value.partition(":")[2]]  # digest=user:password
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text
 
 
 # -- every other option ----------------------------------------------------------

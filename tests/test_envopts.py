@@ -156,6 +156,38 @@ def test_conductor_run_with_a_board_file_never_prints_the_password(tmp_path):
     assert SECRET not in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"zookeeper://user:{SECRET}@127.0.0.1:1/x?lease=abc",
+        f"redis://127.0.0.1:1/0?password={SECRET}&bogus=1",
+        f"zookeeper://127.0.0.1:1/x?digest=ops:{SECRET}&lease=abc",
+    ],
+)
+@pytest.mark.parametrize("command", ["conductor", "jobboard"])
+def test_bad_urls_from_a_file_are_refused_without_their_secret(tmp_path, url, command):
+    url_file = tmp_path / "board-url"
+    url_file.write_text(url + "\n")
+    args = ["run", "--flows", "tests.flows_for_tests"] if command == "conductor" else ["list"]
+    done = subprocess.run(
+        [sys.executable, "-m", command, *args, "--board-file", str(url_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "error" in done.stderr and "***" in done.stderr
+    assert SECRET not in done.stderr + done.stdout
+
+
+def test_scrub_hides_every_secret_of_the_url():
+    url = f"redis://app:{SECRET}@h:1/0?password=other-{SECRET}&digest=u:dig3st&namespace=n"
+    text = f"failed: {url} / {SECRET} / other-{SECRET} / dig3st / namespace=n"
+    scrubbed = envopts.scrub(text, url)
+    assert SECRET not in scrubbed and "dig3st" not in scrubbed
+    assert "namespace=n" in scrubbed
+    assert envopts.scrub("as is", None) == "as is"
+
+
 def test_jobboard_uses_a_board_file_from_its_variable(tmp_path):
     url_file = tmp_path / "board-url"
     url_file.write_text(f"sqlite:///{tmp_path / 'board.db'}\n")
