@@ -12,7 +12,7 @@ import pytest
 from conductor import cli as conductor_cli
 from conductor import options
 from jobboard import BadURL, envopts
-from jobboard import cli as jobboard_cli
+from jobboard.admin import cli as jobboard_cli
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
