@@ -7,12 +7,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test demo lint bench system venv clean
+.PHONY: test demo lint docs bench system venv clean
 
-test: system venv
+test: system venv docs
 	$(PY) -m ruff check conductor jobboard tests bench
 	$(PY) -m mypy jobboard
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/): a strict build fails on any warning.
+docs: venv
+	$(PY) -m mkdocs build --strict --quiet --site-dir build/site
 
 demo: venv
 	$(VENV)/bin/conductor demo

@@ -12,6 +12,10 @@ import sys
 import time
 from typing import Any
 
+from conductor import options
+from conductor.options import DEFAULT_METRICS_PORT
+from jobboard import envopts
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -21,10 +25,14 @@ EPILOG = """\
 examples:
   conductor run --board redis://127.0.0.1:6379/0 --flows myapp.flows --max-jobs 4
   CONDUCTOR_BOARD=sqlite:///var/lib/conductor/board.db conductor run --flows myapp.flows
+  conductor run --board-file /run/secrets/board-url --flows flows --path /srv/app
   conductor run --board zookeeper://zk1:2181,zk2:2181/conductor --flows myapp.flows \\
       --engine parallel --metrics-port 9464 --log-format json
   conductor demo                      # three conductors on a SQLite board, one killed
   conductor demo --board redis://127.0.0.1:6379/0
+
+every option of `conductor run` also comes from CONDUCTOR_<OPTION> (e.g. CONDUCTOR_MAX_JOBS=4);
+the command line wins.
 
 exit codes: 0 ok, 1 failure, 2 bad usage (bad URL, no flows), 3 board unreachable
 """
@@ -38,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    envopts.add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
@@ -48,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--board",
-        default=os.environ.get("CONDUCTOR_BOARD"),
-        help="board URL (default: $CONDUCTOR_BOARD)",
+        default=None,
+        metavar="URL",
+        help="board URL",
     )
     run.add_argument(
         "--flows",
@@ -89,11 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-port",
         type=int,
+        nargs="?",
+        const=DEFAULT_METRICS_PORT,
         default=None,
-        help="serve Prometheus /metrics and /healthz on this port (0: any free port)",
+        metavar="PORT",
+        help="serve Prometheus /metrics, /healthz (ready) and /livez (alive) on this port "
+        f"({DEFAULT_METRICS_PORT} when PORT is omitted; 0: any free port; default: off)",
     )
-    run.add_argument("--metrics-host", default="127.0.0.1")
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the metrics server binds (default 127.0.0.1; 0.0.0.0 for all "
+        "interfaces, as in a container)",
+    )
     _logging_args(run)
+    options.add_run_options(run)
+    envopts.from_environment(run, options.ENV_PREFIX)
 
     demo = sub.add_parser("demo", help="run the demo: conductors sharing a board, one killed")
     demo.add_argument(
@@ -188,13 +210,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from conductor.registry import FlowRegistry, RegistryError
 
     configure_logging(args.log_level, args.log_format)
-    if not args.board:
-        _error("no board: give --board URL or set CONDUCTOR_BOARD")
+    try:
+        board_url = options.board_url(args)
+    except jobboard.BadURL as err:
+        _error(str(err))
+        return EXIT_USAGE
+    if not board_url:
+        _error("no board: give --board URL or --board-file PATH, or set CONDUCTOR_BOARD")
         return EXIT_USAGE
     if not args.flows and not args.entry_points:
         _error("no flows: give --flows MODULE (or --entry-points)")
         return EXIT_USAGE
     registry = FlowRegistry()
+    options.use_path(args.path)
     try:
         for module in args.flows:
             registry.update(FlowRegistry.from_module(module))
@@ -207,15 +235,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         _error("no flows registered by the given modules or entry points")
         return EXIT_USAGE
     try:
-        board = connect_board(args.board, args.connect_timeout)
+        board = connect_board(board_url, args.connect_timeout)
     except jobboard.BadURL as err:
-        _error(f"bad board URL: {err}")
+        _error(envopts.scrub(f"bad board URL: {err}", board_url))
         return EXIT_USAGE
     except jobboard.BoardUnavailable as err:
-        _error(f"board unreachable after {args.connect_timeout:.0f}s: {err}")
+        _error(
+            envopts.scrub(f"board unreachable after {args.connect_timeout:.0f}s: {err}", board_url)
+        )
         return EXIT_UNREACHABLE
     except jobboard.BoardError as err:
-        _error(f"cannot open board: {err}")
+        _error(envopts.scrub(f"cannot open board: {err}", board_url))
         return EXIT_UNREACHABLE
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     conductor = Conductor(

@@ -88,27 +88,40 @@ class FlowRegistry:
     def from_module(cls, module_name: str) -> FlowRegistry:
         """Load the flows an operator-chosen module registers.
 
-        The module provides a ``FLOWS`` registry or mapping, or registers with
-        the :func:`flow` decorator on :data:`default_registry`.
+        The module provides a ``FLOWS`` registry or mapping; else every
+        :class:`FlowRegistry` among its globals (``flows = FlowRegistry()``)
+        is used; else the flows it registered with the :func:`flow` decorator
+        on :data:`default_registry`.
         """
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
             raise RegistryError(f"cannot import flows module {module_name!r}: {err}") from err
         found = getattr(module, "FLOWS", None)
+        named = list(  # each registry once, even when bound to two names
+            dict.fromkeys(
+                value
+                for value in vars(module).values()
+                if isinstance(value, FlowRegistry) and value is not default_registry
+            )
+        )
         registry = cls()
         if isinstance(found, FlowRegistry):
             registry.update(found)
         elif isinstance(found, Mapping):
             for name, factory in found.items():
                 registry.add(name, factory)
+        elif named:
+            for value in named:
+                registry.update(value)
         else:
             for name, (factory, _) in default_registry._factories.items():
                 if getattr(factory, "__module__", None) == module.__name__:
                     registry.add(name, factory)
         if not registry:
             raise RegistryError(
-                f"module {module_name!r} registers no flows (define FLOWS or use @conductor.registry.flow)"
+                f"module {module_name!r} registers no flows (define a FlowRegistry, FLOWS, "
+                "or use @conductor.registry.flow)"
             )
         return registry
 
