@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import jobboard
 from jobboard import errors, listings, operations, watch
+from jobboard.admin.web import commands as web_commands
 from jobboard.base import JobPriority
 from jobboard.console import (
     ALL_STATES,
@@ -226,6 +227,8 @@ _COMMANDS: dict[str, _Command] = {
         "jobboard stats\n  jobboard stats --json",
     ),
 }
+# jobboard serve, jobboard metrics (jobboard/admin/web/commands.py)
+_COMMANDS.update({name: _Command(*spec) for name, spec in web_commands.COMMANDS.items()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -370,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     add("stats", as_json)
+    for name in web_commands.COMMANDS:
+        web_commands.add_arguments(name, add(name))
     return parser
 
 

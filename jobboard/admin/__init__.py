@@ -1,0 +1,1 @@
+"""The jobboard admin tool: listings, operations, the live views and the web dashboard."""
