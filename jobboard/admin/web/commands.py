@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from jobboard.base import JobBoard, redact_url
 
@@ -76,7 +78,18 @@ def cmd_serve(board: JobBoard, args: argparse.Namespace) -> int:
     mode = "admin actions on" if token else "read-only"
     sys.stderr.write(f"jobboard: dashboard on http://{args.host}:{args.port}/ ({mode})\n")
     level = "debug" if getattr(args, "verbose", False) else "warning"
-    make_server(app, args.host, args.port, log_level=level).run()
+    server = make_server(app, args.host, args.port, log_level=level)
+    # uvicorn handles SIGINT/SIGTERM, then raises the signal again for the handler
+    # that was there before: with these, a stop asked by a signal ends with 0.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return EXIT_OK
 
 

@@ -100,6 +100,25 @@ def timeline(job: Job, progress: Mapping[str, Any], now: float) -> dict[str, Any
     end = max(ends + [job.finished_at or 0.0, job.claimed_at or 0.0])
     if not job.state.finished:
         end = max(end, now)
+    running = None
+    if job.state is JobState.CLAIMED and job.claimed_at is not None:
+        # The task running now has no record yet: an open bar from the claim (or the
+        # end of this claim's last finished task) until now.
+        if job.token not in attempt_of:
+            attempt_of[job.token] = len(attempt_of) + 1
+            tokens.append(job.token)
+        mine = [b["end"] or b["start"] for b in bars if b["token"] == job.token]
+        owner = job.owner or ""
+        running = {
+            "start": max([job.claimed_at, *mine]),
+            "end": now,
+            "conductor": owner.split("@", 1)[0] or None,
+            "owner": owner,
+            "attempt": attempt_of[job.token],
+            "token": job.token,
+        }
+        if running["conductor"] and running["conductor"] not in conductors:
+            conductors.append(running["conductor"])
     markers = [
         {"kind": "posted", "at": _number(job.created_at)},
         {"kind": "claimed", "at": _number(job.claimed_at)},
@@ -112,6 +131,7 @@ def timeline(job: Job, progress: Mapping[str, Any], now: float) -> dict[str, Any
         "conductors": conductors,
         "attempts": [{"attempt": attempt_of[t], "token": t} for t in tokens],
         "markers": [m for m in markers if m["at"] is not None],
+        "running": running,
     }
 
 

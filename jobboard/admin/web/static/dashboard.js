@@ -117,13 +117,15 @@
     if (e.owner) detail.push(`by ${String(e.owner).split("@")[0]}`);
     if (e.reason) detail.push(e.reason);
     if (e.count !== undefined) detail.push(`${e.count} jobs`);
-    if (e.source === "refresh") detail.push("(seen on refresh)");
+    if (e.source === "refresh") detail.push("↻");
     return el("li", {class: `event kind-${e.kind}`, dataset: {kind: e.kind, job: e.job || ""}},
       el("span", {class: "event-time mono"}, clock(e.at)),
       el("span", {class: `badge ev-${e.kind}`}, e.kind.replace("_", " ")),
       e.job ? jobLink(e.job, e.name) : el("span", {class: "muted"}, "board"),
       el("span", {class: "event-flow"}, e.flow || ""),
-      el("span", {class: "muted small"}, detail.join(" · ")));
+      el("span", {class: "muted small", title: e.source === "refresh"
+        ? "seen by the periodic re-read of the board (no event reached this server)" : null},
+        detail.join(" · ")));
   }
 
   function renderEvents(events) {

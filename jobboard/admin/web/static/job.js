@@ -24,7 +24,8 @@
     document.getElementById("job-state").replaceChildren(stateBadge(job.state));
     kv(document.getElementById("fields"), [
       ["flow", job.flow],
-      ["state", job.state + (job.cancel_requested && !finished ? " (cancel requested)" : "")],
+      ["state", (job.state === "claimed" ? "running (claimed)" : job.state) +
+                (job.cancel_requested && !finished ? ", cancel requested" : "")],
       ["priority", job.priority.toLowerCase().replace("_", " ")],
       ["attempts", `${job.attempts} of ${job.max_attempts}`],
       ["posted", `${isoTime(job.created_at)} (${duration(doc.now - job.created_at)} ago)`],

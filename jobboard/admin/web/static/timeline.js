@@ -18,10 +18,19 @@ const Timeline = (() => {
     return `+${duration(seconds)}`;
   }
 
+  /** A bar's label: after the bar, or inside its end when the chart has no room on the right. */
+  function barLabel(x0, w, y, text, width) {
+    const room = width - (x0 + w);
+    const inside = room < text.length * 6.5 + 10 && w > text.length * 6.5 + 12;
+    return el("text", {class: `bar-label${inside ? " bar-label-inside" : ""}`, y: y + BAR / 2 + 4,
+                       x: inside ? x0 + w - 6 : x0 + w + 6, "text-anchor": inside ? "end" : "start"}, text);
+  }
+
   /** Draw ``data`` (the job document's ``timeline``) into ``box`` and its legend into ``legend``. */
   function draw(box, legend, data) {
     const bars = data.bars;
-    if (!bars.length) {
+    const open = data.running;
+    if (!bars.length && !open) {
       box.replaceChildren(el("p", {class: "muted"}, "No task has saved progress yet."));
       legend.replaceChildren();
       return;
@@ -31,7 +40,8 @@ const Timeline = (() => {
     const start = data.start;
     const span = Math.max(data.end - start, 0.001);
     const x = (t) => LABEL + ((t - start) / span) * plot;
-    const height = AXIS + bars.length * ROW + 12;
+    const rows = bars.length + (open ? 1 : 0);
+    const height = AXIS + rows * ROW + 12;
     const svg = el("svg", {class: "gantt", width, height, viewBox: `0 0 ${width} ${height}`,
                            role: "img", "aria-label": "timeline of the job's tasks"});
     const who = (bar) => bar.conductor || bar.owner || bar.host || "unknown";
@@ -50,6 +60,11 @@ const Timeline = (() => {
       if (i % 2 === 0) svg.append(el("rect", {class: "row-band", x: 0, y, width, height: ROW}));
       svg.append(el("text", {class: "row-label", x: 10, y: y + ROW / 2 + 4}, bar.task));
     });
+    if (open) {
+      const y = AXIS + bars.length * ROW;
+      if (bars.length % 2 === 0) svg.append(el("rect", {class: "row-band", x: 0, y, width, height: ROW}));
+      svg.append(el("text", {class: "row-label row-running", x: 10, y: y + ROW / 2 + 4}, "running now"));
+    }
     // Moments of the job: posted, claimed, finished.
     for (const marker of data.markers) {
       if (marker.at < start || marker.at > start + span) continue;
@@ -82,8 +97,20 @@ const Timeline = (() => {
       }
       const label = `${bar.attempt ? `#${bar.attempt} · ` : ""}${bar.end ? duration(bar.end - bar.start) : "running"}`;
       svg.append(group);
-      svg.append(el("text", {class: "bar-label", x: x0 + w + 6, y: y + BAR / 2 + 4}, label));
+      svg.append(barLabel(x0, w, y, label, width));
     });
+    if (open) {
+      const y = AXIS + bars.length * ROW + (ROW - BAR) / 2;
+      const x0 = x(open.start), w = Math.max(2, x(open.end) - x0);
+      const group = el("g", {class: "bar bar-open bar-running", "data-task": "", "data-attempt": open.attempt,
+                             "data-conductor": open.conductor || ""},
+        el("title", {}, `the next task, running on ${open.owner} since ${isoTime(open.start)} ` +
+                        `(attempt ${open.attempt}, claim token ${open.token})`),
+        el("rect", {class: "bar-span", x: x0, y, width: w, height: BAR, rx: 3,
+                    fill: PALETTE[Math.max(0, data.conductors.indexOf(open.conductor)) % PALETTE.length]}));
+      svg.append(group);
+      svg.append(barLabel(x0, w, y, `#${open.attempt} · ${duration(open.end - open.start)} so far`, width));
+    }
     box.replaceChildren(svg);
 
     const items = data.conductors.map((name, i) => el("span", {class: "legend-item"},
