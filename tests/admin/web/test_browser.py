@@ -187,7 +187,7 @@ def test_dashboard_lists_updates_live_and_draws_timelines(
         page.wait_for_selector(f'#recent tr[data-job="{failing.id}"] .state-failed',
                                timeout=UI_WAIT_MS)  # fmt: skip
         page.wait_for_selector(f'#claims tr[data-job="{blocked.id}"]', timeout=UI_WAIT_MS)
-        page.wait_for_selector('#conductors tr[data-conductor] .badge.live', timeout=UI_WAIT_MS)
+        page.wait_for_selector("#conductors tr[data-conductor] .badge.live", timeout=UI_WAIT_MS)
         page.wait_for_function(
             "document.querySelector('[data-testid=total-complete] .tile-value').textContent === '3'",
             timeout=UI_WAIT_MS,
