@@ -58,7 +58,8 @@ def _fail(message: str) -> int:
 
 
 def _label(args: argparse.Namespace) -> str:
-    return redact_url(getattr(args, "board_url", "") or "")
+    """The board's name on pages and in logs: ``--label``, else its URL without password."""
+    return getattr(args, "label", None) or redact_url(getattr(args, "board_url", "") or "")
 
 
 def cmd_serve(board: JobBoard, args: argparse.Namespace) -> int:
@@ -131,6 +132,12 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help=f"allow cancel, retry and trash to requests bearing this token "
         f"(default ${ENV_ADMIN_TOKEN}; none: read-only)",
+    )
+    parser.add_argument(
+        "--label",
+        default=None,
+        metavar="TEXT",
+        help="board name shown in the page header (default: its URL without password)",
     )
     parser.add_argument(
         "--refresh",

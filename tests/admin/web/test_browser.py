@@ -143,7 +143,7 @@ def test_dashboard_lists_updates_live_and_draws_timelines(
     first = board.post("resize-101", "steps", {"spec": spec, "db_password": SECRET})
     for day in ("2026-11-28", "2026-11-29"):
         board.post(f"report-{day}", "reports", {"day": day}, priority="low")
-    server = ServeProcess(url, "--admin-token", TOKEN)
+    server = ServeProcess(url, "--admin-token", TOKEN, "--label", "staging · sqlite board")
     conductors = Conductors()
     gate = tmp_path / "gate"
     page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -155,6 +155,7 @@ def test_dashboard_lists_updates_live_and_draws_timelines(
         page.goto(server.url + "/")
         page.wait_for_selector(f'#waiting tr[data-job="{first.id}"]', timeout=UI_WAIT_MS)
         page.wait_for_selector('#status[data-state="live"]', timeout=UI_WAIT_MS)
+        assert page.inner_text("#board-label") == "staging · sqlite board"
         assert page.inner_text('#flows tr[data-flow="reports"] td[data-col="waiting"]') == "2"
         page.evaluate("window.__sameDocument = true")
 

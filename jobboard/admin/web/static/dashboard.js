@@ -108,7 +108,8 @@
       el("td", {}, jobLink(j.id, j.name)), el("td", {}, j.flow), el("td", {}, stateBadge(j.state)),
       el("td", {class: "num"}, `${j.attempts}/${j.max_attempts}`),
       el("td", {class: "num"}, `${duration(doc.now - j.finished_at)} ago`),
-      el("td", {class: "error-cell", title: j.last_error || ""}, j.last_error || "")));
+      j.state === "complete" ? el("td", {}, "")
+        : el("td", {class: "error-cell", title: j.last_error || ""}, j.last_error || "")));
     fillTable(document.getElementById("recent"), recent, "no finished job yet");
   }
 
