@@ -31,7 +31,9 @@
       ["posted", `${isoTime(job.created_at)} (${duration(doc.now - job.created_at)} ago)`],
       ["finished", job.finished_at ? `${isoTime(job.finished_at)} (${duration(job.finished_at - job.created_at)} after posting)` : null],
       ["token", job.token],
-      ["last error", job.last_error ? el("span", {class: "bad"}, job.last_error) : null],
+      job.state === "complete"  // an error from an earlier attempt, not why it ended
+        ? ["earlier error", job.last_error ? el("span", {class: "muted"}, job.last_error) : null]
+        : ["last error", job.last_error ? el("span", {class: "bad"}, job.last_error) : null],
     ]);
     const claim = doc.claim;
     kv(document.getElementById("claim"), claim ? [
