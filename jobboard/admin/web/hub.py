@@ -288,8 +288,12 @@ class Hub:
         try:
             doc = await self.overview(max_age=0.0)
             self.error = None
-        except (errors.BoardError, OSError) as err:
-            message = f"board unreachable, retrying: {err}"
+        except Exception as err:  # noqa: BLE001 - the loop must outlive any bad read
+            if isinstance(err, errors.BoardError | OSError):
+                message = f"board unreachable, retrying: {err}"
+            else:
+                log.error("dashboard: reading the board failed: %s", type(err).__name__)
+                message = f"reading the board failed ({type(err).__name__}), retrying"
             if message != self.error:
                 log.warning("dashboard: %s", message)
             self.error = message

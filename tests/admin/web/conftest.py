@@ -1,9 +1,10 @@
 """The dashboard under test: a real uvicorn server on a free loopback port, and HTTP helpers.
 
 ``dashboard`` serves one board (opened by the backend's factory fixture) from a
-uvicorn server in a thread of the test process; ``web_board`` is parametrised
-over SQLite and Redis, the two backends whose events differ most (local only,
-and pushed by the server).
+uvicorn server in a thread of the test process; ``web_board_factory`` is
+parametrised over SQLite (events local only: changes of other processes are
+found by the refresh), Redis (events pushed over pub/sub) and ZooKeeper
+(watches; session-bound claims).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class EventStream:
         self.conn.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "zookeeper"])
 def web_board_factory(request: pytest.FixtureRequest):
     """Board factory of one backend (fresh namespace per test)."""
     return request.getfixturevalue(f"{request.param}_board_factory")
