@@ -221,6 +221,18 @@ def test_dashboard_lists_updates_live_and_draws_timelines(
         page.wait_for_selector("#timeline g.bar-running", timeout=UI_WAIT_MS)
         assert page.is_visible('#actions button[data-action="cancel"]')
         page.screenshot(path=str(IMAGES / "job-running.png"), full_page=True)
+
+        # An operator with the admin token cancels it; the page follows it to its end.
+        page.on("dialog", lambda d: d.accept(TOKEN) if d.type == "prompt" else d.accept())
+        page.click("#mode button")
+        assert page.inner_text("#mode button") == "admin: token set"
+        page.click('#actions button[data-action="cancel"]')
+        page.wait_for_selector("#action-result.ok", timeout=UI_WAIT_MS)
+        assert "conductor will stop it" in page.inner_text("#action-result")
+        assert board.get(blocked).cancel_requested
+        gate.touch()  # the blocked task returns; the conductor sees the cancel and stops
+        page.wait_for_selector("#job-state .state-cancelled", timeout=UI_WAIT_MS)
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
         assert problems == [], f"errors in the page: {problems}"
     finally:
         gate.touch()
