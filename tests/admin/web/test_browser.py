@@ -103,6 +103,12 @@ class Conductors:
         self.items.append((conductor, thread))
         return conductor
 
+    def cancel_seen(self, job_id: str) -> bool:
+        """Whether the conductor running ``job_id`` has seen its cancel request."""
+        return any(
+            r.cancel_seen for c, _ in self.items for r in c.running_jobs if r.job.id == job_id
+        )
+
     def stop(self) -> None:
         for conductor, _ in self.items:
             conductor.stop(timeout=5)
@@ -230,7 +236,9 @@ def test_dashboard_lists_updates_live_and_draws_timelines(
         page.wait_for_selector("#action-result.ok", timeout=UI_WAIT_MS)
         assert "conductor will stop it" in page.inner_text("#action-result")
         assert board.get(blocked).cancel_requested
-        gate.touch()  # the blocked task returns; the conductor sees the cancel and stops
+        # Once its conductor has seen the cancel, the blocked task may return: the job stops.
+        wait_until(lambda: conductors.cancel_seen(blocked.id), timeout=30, message="cancel seen")
+        gate.touch()
         page.wait_for_selector("#job-state .state-cancelled", timeout=UI_WAIT_MS)
         assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
         assert problems == [], f"errors in the page: {problems}"
