@@ -40,7 +40,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || (bash deploy/install-system-deps.sh --venv && $(PYTHON) -m venv $(VENV))
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,metrics,redis]'
+	$(PY) -m pip install -q -e '.[test,metrics,redis,web]'
 	touch $@
 
 clean:

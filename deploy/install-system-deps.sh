@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests run for real: redis-server, ZooKeeper, and systemd-analyze.
+# Install what the tests run for real: redis-server, ZooKeeper, systemd-analyze and Chromium
+# (the headless browser the dashboard tests drive; Playwright uses it, never a browser download).
 # Non-interactive, idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || want+
 command -v java >/dev/null 2>&1 || want+=(default-jre-headless)
 # systemd-analyze checks deploy/systemd/conductor@.service (it runs without systemd as PID 1).
 command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+[ -x /usr/bin/chromium ] || want+=(chromium)
 if [ "${1:-}" = "--venv" ]; then
     want+=(python3-venv)
 fi

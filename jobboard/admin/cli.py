@@ -41,6 +41,7 @@ from jobboard.admin.console import (
     Command,
 )
 from jobboard.admin.watch import Watch
+from jobboard.admin.web import commands as web_commands
 from jobboard.model import JobPriority
 
 __all__ = [
@@ -233,6 +234,8 @@ _COMMANDS: dict[str, _Command] = {
         "jobboard stats\n  jobboard stats --json",
     ),
 }
+# jobboard serve, jobboard metrics (jobboard/admin/web/commands.py)
+_COMMANDS.update({name: _Command(*spec) for name, spec in web_commands.COMMANDS.items()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     add("stats", as_json)
+    for name in web_commands.COMMANDS:
+        web_commands.add_arguments(name, add(name))
     envopts.from_environment(parser, ENV_PREFIXES[0])
     return parser
 
