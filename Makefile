@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 
 test: system venv
 	$(PY) -m ruff check conductor jobboard tests bench
+	$(PY) -m mypy conductor
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv
@@ -18,6 +19,7 @@ demo: venv
 
 lint: venv
 	$(PY) -m ruff check conductor jobboard tests bench
+	$(PY) -m mypy conductor
 
 # Figures, not tests: engine overhead, board and conductor throughput on a private redis-server.
 bench: system venv

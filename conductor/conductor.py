@@ -588,7 +588,7 @@ def _outputs(engine: Any) -> Any:
 def _flow_succeeded(engine: Any) -> bool:
     from conductor import states
 
-    return engine.storage.get_flow_state() == states.SUCCESS
+    return bool(engine.storage.get_flow_state() == states.SUCCESS)
 
 
 def _describe_failure(err: BaseException) -> str:

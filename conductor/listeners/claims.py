@@ -64,7 +64,7 @@ class CheckingClaimListener(Listener):
         """
         status = getattr(self._board, "claim_status", None)
         if status is not None:
-            return status(self._job_id) == "lost"
+            return bool(status(self._job_id) == "lost")
         return bool(self._board.find_owner(self._job) != self._owner)
 
     def _cancel_requested(self) -> bool:

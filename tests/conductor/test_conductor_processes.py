@@ -23,7 +23,7 @@ import jobboard
 from jobboard import JobState
 from tests.helpers import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LEASE = 1.0
 BACKENDS = ["sqlite", "redis", "zookeeper"]
 

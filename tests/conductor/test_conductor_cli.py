@@ -11,7 +11,7 @@ import pytest
 from conductor.cli import EXIT_UNREACHABLE, EXIT_USAGE, main
 from tests.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
