@@ -11,9 +11,11 @@ the module named beside it)::
                         ActionEngine, ProgressBackend, MemoryProgress
                         CheckingClaimListener                  conductor.listeners.claims
                         Conductor, ConductorEvents             conductor.conductor
-    inside a task       context (context.current())            conductor.context
-    records and errors  TaskInfo, ExecutionInfo, ExceptionInfo conductor.records
-                        Failure, ConductorError, ExecutionFailure, Cancelled
+    inside a task       context (current, progress, cancelled, check_cancelled, on_cancel),
+                        JobContext                             conductor.context
+    records and errors  TaskInfo, ExecutionInfo, ExceptionInfo, TaskResult
+                                                               conductor.records
+                        Failure, ConductorError, ExecutionFailure, Cancelled, TaskCancelled
                                                                conductor.exceptions
     vocabulary          states, task, retry, exceptions (the modules themselves)
 
@@ -26,10 +28,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from conductor import context, engines, exceptions, retry, states, task
+from conductor.context import JobContext
 from conductor.engines import ActionEngine
-from conductor.exceptions import Cancelled, ConductorError, ExecutionFailure, Failure
+from conductor.exceptions import (
+    Cancelled,
+    ConductorError,
+    ExecutionFailure,
+    Failure,
+    TaskCancelled,
+)
 from conductor.listeners.claims import CheckingClaimListener
-from conductor.records import ExceptionInfo, ExecutionInfo, TaskInfo
+from conductor.records import ExceptionInfo, ExecutionInfo, TaskInfo, TaskResult
 from conductor.registry import FlowRegistry, RegistryError
 from conductor.retry import ForEach, Retry, RetryPolicy, Times
 from conductor.storage import MemoryProgress, ProgressBackend
@@ -49,6 +58,7 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "Task",
+    "TaskResult",
     "Times",
     "returns",
     # running them
@@ -58,6 +68,8 @@ __all__ = [
     "ConductorEvents",
     "MemoryProgress",
     "ProgressBackend",
+    # inside a task
+    "JobContext",
     # records and errors
     "Cancelled",
     "ConductorError",
@@ -65,6 +77,7 @@ __all__ = [
     "ExecutionFailure",
     "ExecutionInfo",
     "Failure",
+    "TaskCancelled",
     "TaskInfo",
     # modules
     "context",

@@ -19,7 +19,8 @@ One root, a shallow tree::
     ├── RemoteFailure                     a failure restored from JSON, raised again
     ├── ExecutionFailure                  ``run()`` failed; names the task, holds the Failure
     │   └── RevertFailure                 undoing the work failed too
-    └── Cancelled                         ``run()`` was cancelled
+    ├── Cancelled                         ``run()`` was cancelled
+    └── TaskCancelled                     raised inside a task by ``context.check_cancelled()``
 
 An exception raised by a progress backend's ``save`` is not wrapped: it leaves
 ``run()`` as the very same object.
@@ -175,6 +176,21 @@ class Cancelled(ConductorError):
         self.atom_name = atom_name
         self.reason = reason
         self.failures = dict(failures or {})
+
+
+
+class TaskCancelled(ConductorError):
+    """Raised inside a task by ``context.check_cancelled()`` once its job must stop.
+
+    ``reason`` says why: ``"cancelled"`` (the job was cancelled: the engine
+    reverts and the job ends cancelled), ``"claim lost"`` or ``"shutdown"``
+    (the engine stops without reverting, the task counts as not run and the
+    next owner runs it again).
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 # -- captured failures ------------------------------------------------------------------

@@ -204,3 +204,17 @@ def test_the_job_result_holds_the_flow_outputs_only(board, conductors):
     assert board.get(job.id).result == {
         "one_result": "one-ok", "two_result": "two-ok", "three_result": "three-ok",
     }
+
+
+def test_a_dead_heartbeat_stops_the_conductor_and_turns_its_health_red(board, conductors):
+    conductor = conductors.start(board)
+    wait_until(lambda: conductor.healthy()[0], timeout=10)
+
+    def renew() -> None:
+        raise OverflowError("cannot convert float infinity to integer")
+
+    conductor._renew = renew  # the heartbeat's next round dies
+    assert conductor.wait(15), "a conductor without renewals must not run on"
+    ok, reason = conductor.healthy()
+    assert not ok and "heartbeat thread died" in reason and "OverflowError" in reason
+    assert conductor.fatal_error == reason

@@ -21,11 +21,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from conductor import states
-from conductor.context import EMPTY, reset_current, set_current
+from conductor.context import JobContext, as_context, reset_current, set_current
 from conductor.engines.action_engine.compiler import compile_flow
 from conductor.engines.action_engine.core import (
     DONE,
@@ -34,7 +34,7 @@ from conductor.engines.action_engine.core import (
     EngineCore,
 )
 from conductor.engines.action_engine.runtime import AtomRuntime, Outcome, execute_atom
-from conductor.exceptions import Failure, InvalidState
+from conductor.exceptions import Failure, InvalidState, TaskCancelled
 from conductor.flow import Flow
 from conductor.storage import ProgressBackend, Storage
 from conductor.types.notifier import Notifier
@@ -86,7 +86,8 @@ class ActionEngine(EngineCore):
         self.atom_notifier = Notifier()
         self._progress = progress
         self._json_only = progress is not None if json_results is None else json_results
-        self._context: Mapping[str, Any] = context if context is not None else EMPTY
+        self._context: JobContext = as_context(context)
+        self._start_guards: list[Callable[[str], bool]] = []
         self._run_lock = threading.Lock()
         self._suspend_requested = False
         self._cancel_requested = False
@@ -157,11 +158,33 @@ class ActionEngine(EngineCore):
     def cancel(self, reason: str | None = None) -> None:
         """Stop launching atoms, let running ones finish, revert, and raise ``Cancelled``.
 
-        Thread-safe and callable from a listener; takes effect at the next transition.
+        Thread-safe and callable from a listener; takes effect at the next
+        transition.  Running tasks see it through ``context.cancelled()``.
         """
         self._cancel_reason = reason
         self._cancel_requested = True
+        self._context.signal_cancel("cancelled")
         self._wake()
+
+    def add_start_guard(self, guard: Callable[[str], bool]) -> None:
+        """Ask ``guard(task_name)`` right before each task's ``execute``; false stops the engine.
+
+        A refused task is not run (it goes back to ``PENDING``, nothing is
+        saved) and the engine suspends.  The claim listener uses this so that
+        no task starts once the claim is known lost.  Guards run on the thread
+        that executes the task.
+        """
+        self._start_guards.append(guard)
+
+    def remove_start_guard(self, guard: Callable[[str], bool]) -> None:
+        """Undo :meth:`add_start_guard`."""
+        if guard in self._start_guards:
+            self._start_guards.remove(guard)
+
+    @property
+    def context(self) -> JobContext:
+        """The context tasks of this engine see as :func:`conductor.context.current`."""
+        return self._context
 
     # -- executor hooks (overridden by the parallel engine) --------------------------------
 
@@ -173,7 +196,20 @@ class ActionEngine(EngineCore):
         return None
 
     def _submit(self, rt: AtomRuntime, submit_time: float) -> None:
-        self._done.append(execute_atom(rt, self.storage.values, submit_time, self._json_only))
+        self._done.append(
+            execute_atom(rt, self.storage.values, submit_time, self._json_only, self._may_start)
+        )
+
+    def _may_start(self, name: str) -> bool:
+        """Whether task ``name`` may start now (checked right before its ``execute``)."""
+        if self._suspend_requested or self._cancel_requested:
+            return False
+        for guard in list(self._start_guards):
+            if not guard(name):
+                LOG.info("Task %s of flow %s not started: stopping", name, self._flow.name)
+                self.suspend()
+                return False
+        return True
 
     def _wait(self, timeout: float | None) -> Outcome | None:
         if self._done:
@@ -265,6 +301,15 @@ class ActionEngine(EngineCore):
 
     def _complete(self, outcome: Outcome) -> None:
         rt, ok, value, record = outcome
+        if ok is False and isinstance(value.exception, TaskCancelled):
+            # A task that stopped on request: a cancel reverts, any other stop suspends.
+            if value.exception.reason == "cancelled" and not self._cancel_requested:
+                self.cancel(str(value.exception))
+            if not self._cancel_requested:
+                ok = None
+        if ok is None:
+            self._unlaunch(rt)
+            return
         record.received_time = time.time()
         rt.execution = record
         if ok:
@@ -293,6 +338,13 @@ class ActionEngine(EngineCore):
                 heapq.heappush(self._delayed, (time.monotonic() + delay, rt.index))
                 return
         self._fail(rt, value)
+
+    def _unlaunch(self, rt: AtomRuntime) -> None:
+        """``rt`` did not run (or gave up on a stop): back to ``PENDING``, and stop the flow."""
+        rt.attempt -= 1
+        self._atom_to(rt, states.PENDING)
+        heapq.heappush(self._ready, rt.index)
+        self._suspend_requested = True
 
     def _fail(self, rt: AtomRuntime, failure: Failure) -> None:
         self._seq += 1

@@ -64,7 +64,9 @@ class ParallelActionEngine(ActionEngine):
 
     def _work(self, rt: AtomRuntime, submit_time: float) -> None:
         try:
-            outcome: Any = execute_atom(rt, self.storage.values, submit_time, self._json_only)
+            outcome: Any = execute_atom(
+                rt, self.storage.values, submit_time, self._json_only, self._may_start
+            )
         except BaseException as err:  # handed to the engine thread, which re-raises it
             outcome = _Fatal(err)
         self._queue.put(outcome)
