@@ -84,6 +84,7 @@ def test_fencing_example_rejects_a_stale_token():
         ("--drain-timeout", "inf"),
         ("--stop-timeout", "-0.5"),
         ("--connect-timeout", "abc"),
+        ("--metrics-port", "70000"),
     ],
 )
 def test_out_of_range_seconds_are_refused_at_the_door_naming_the_option(option, value, capsys):
