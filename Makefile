@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 test: system venv
 	$(PY) -m ruff check conductor jobboard tests bench
-	$(PY) -m mypy conductor
+	$(PY) -m mypy conductor jobboard
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv
@@ -19,7 +19,7 @@ demo: venv
 
 lint: venv
 	$(PY) -m ruff check conductor jobboard tests bench
-	$(PY) -m mypy conductor
+	$(PY) -m mypy conductor jobboard
 
 # Figures, not tests: engine overhead, board and conductor throughput on a private redis-server.
 bench: system venv

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 import jobboard
-from jobboard import JobBoard, JobState, render
-from jobboard.base import Entity, Job
-from jobboard.cli import (
+from jobboard import JobBoard, JobState
+from jobboard.admin import render
+from jobboard.admin.cli import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,
@@ -36,6 +36,7 @@ from jobboard.cli import (
     main,
     parse_duration,
 )
+from jobboard.base import Entity, Job
 from jobboard.memory import MemoryBoard
 from tests.helpers import wait_until
 from tests.servers import free_port

@@ -10,7 +10,8 @@ import pytest
 
 import jobboard
 from jobboard import BoardError, BoardUnavailable, JobState, unique_owner
-from jobboard.sqlite import SQL_BEST_ANY, SQL_BEST_OF_FLOW, SQL_EXPIRED, SqliteBoard
+from jobboard.sqlite import SqliteBoard
+from jobboard.sqlite.schema import SQL_BEST_ANY, SQL_BEST_OF_FLOW, SQL_EXPIRED
 from tests.fixtures_sqlite import BoardProcess, sqlite_url
 from tests.helpers import wait_until
 

@@ -2,7 +2,7 @@
 
 Each ``*_view`` function builds the document that ``--json`` prints (schema in
 docs/admin.md); the ``cmd_*`` functions print it, or its text page from
-:mod:`jobboard.render`.
+:mod:`jobboard.admin.render`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from jobboard import errors, render
-from jobboard.base import Entity, Job, JobBoard, JobState
-from jobboard.console import (
+from jobboard import errors
+from jobboard.admin import render
+from jobboard.admin.console import (
     ALL_STATES,
     EXIT_OK,
     EXIT_USAGE,
@@ -29,6 +29,8 @@ from jobboard.console import (
     find_job,
     screen_width,
 )
+from jobboard.base import JobBoard
+from jobboard.model import Entity, Job, JobState
 
 __all__ = [
     "claim_records",

@@ -28,7 +28,7 @@ import logging
 import sqlite3
 
 from jobboard import errors
-from jobboard.base import Job, JobPriority, JobState
+from jobboard.model import Job, JobPriority, JobState
 
 log = logging.getLogger("jobboard.sqlite")
 
@@ -120,7 +120,7 @@ SQL_COUNT = (
 
 def schema_version(conn: sqlite3.Connection, path: str) -> int:
     """The file's schema version; refuses files this module did not write."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise errors.BoardError(
             f"sqlite board {path!r} has schema version {version}; this version of "

@@ -11,10 +11,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, TextIO
 
-from jobboard import render
-from jobboard.base import BoardEvent, JobBoard, JobState, redact_url
-from jobboard.console import EXIT_OK, LONG_CLAIM, screen_width, terminal_size
-from jobboard.listings import claim_records
+from jobboard.admin import render
+from jobboard.admin.console import EXIT_OK, LONG_CLAIM, screen_width, terminal_size
+from jobboard.admin.listings import claim_records
+from jobboard.base import JobBoard
+from jobboard.model import BoardEvent, JobState
+from jobboard.urls import redact_url
 
 __all__ = ["Watch", "cmd_watch", "redact"]
 
@@ -185,5 +187,5 @@ def cmd_watch(board: JobBoard, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -25,10 +25,19 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import ZnodeStat
 
 from jobboard import errors
-from jobboard._zknodes import Fence, active_job, dump, finish_record, is_live, load, parse_id
-from jobboard._zksession import Refused, log
-from jobboard._zkwrites import ZkWrites
-from jobboard.base import BoardEvent, Claim, ClaimStatus, JobRef, JobState
+from jobboard.changes import Ending
+from jobboard.model import BoardEvent, Claim, ClaimStatus, JobRef, JobState
+from jobboard.zookeeper.nodes import (
+    Fence,
+    active_job,
+    dump,
+    finish_record,
+    id_parts,
+    is_live,
+    load,
+)
+from jobboard.zookeeper.session import Refused, log
+from jobboard.zookeeper.writes import ZkWrites
 
 
 class ZkClaims(ZkWrites):
@@ -83,7 +92,7 @@ class ZkClaims(ZkWrites):
             try:
                 claim = self._retrying(
                     f"claim {job_id}",
-                    lambda u, j=job_id, p=probe: self._claim_id(j, who, length, u, p),
+                    functools.partial(self._claim_id, job_id, who, length, probe=probe),
                 )
             except (errors.UnclaimableJob, errors.JobNotFound):
                 continue
@@ -107,7 +116,7 @@ class ZkClaims(ZkWrites):
                 for i in self._view.members["claims"] & self._view.members["jobs"]
                 if i not in tried
                 and i not in self._held
-                and (flows is None or parse_id(i)[1] in flows)
+                and (flows is None or id_parts(i)[1] in flows)
                 and (i not in self._claims or self._claims[i][0].get("lease") is not None)
             ]
         if not candidates:
@@ -123,7 +132,7 @@ class ZkClaims(ZkWrites):
                 claim = load(item[0], job_id)
                 self._claims[job_id] = (claim, item[1])
                 if not is_live(claim, item[1]):
-                    rank, _, seq = parse_id(job_id)  # type: ignore[misc]
+                    rank, _, seq = id_parts(job_id)
                     lapsed.append((rank, seq, job_id))
         return min(lapsed)[2] if lapsed else None
 
@@ -319,7 +328,8 @@ class ZkClaims(ZkWrites):
         fence = Fence(None, current.token, state_version, lapsed_version, static, state)
         with self._lock:
             cancel = job_id in self._view.members["cancel"]
-        done = finish_record(current, JobState.TRASHED, "poison", True, error=reason)
+        poison = Ending(job_id, "poison", None, JobState.TRASHED, True, None, reason, "trashed")
+        done = finish_record(current, poison)
         if self._commit_finish(job_id, fence, done, cancel) is None:
             return
         self._count("poison")
@@ -387,6 +397,7 @@ class ZkClaims(ZkWrites):
         pending = []
         for claim, fence in pairs:
             new_lease = length if length is not None else fence.lease
+            assert new_lease is not None  # only leased claims are renewed here
             data = dump(
                 {
                     "owner": fence.owner,

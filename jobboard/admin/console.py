@@ -10,8 +10,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from jobboard import errors, render
-from jobboard.base import Job, JobBoard, JobState
+from jobboard import errors
+from jobboard.admin import render
+from jobboard.base import JobBoard
+from jobboard.model import Job, JobState
 
 __all__ = [
     "ALL_STATES",

@@ -1,4 +1,4 @@
--- Helpers shared by every script of this folder: jobboard/redis.py puts this
+-- Helpers shared by every script of this folder: jobboard/redis/session.py puts this
 -- file in front of each script's text when it registers the scripts.
 --
 -- Key layout of one board (P = "jb:{<namespace>}:"; the braces are a hash tag,
@@ -20,7 +20,7 @@
 --   lease_expires_at cancel_requested finished_at result last_error
 -- Empty strings stand for "none". Board time is the server's TIME in seconds.
 --
--- Errors are replies "JB <CODE> <details>" that jobboard/redis.py translates:
+-- Errors are replies "JB <CODE> <details>" that jobboard/redis/session.py translates:
 --   NOTFOUND | FINISHED <state> | NOTCLAIMED <token> | STALE <token> |
 --   MISMATCH <token> | NOTOWNER <owner> | UNCLAIMABLE <state> [by <owner>] |
 --   POISON <reason> | CORRUPT <field> | IDLE (nothing to abandon)

@@ -22,13 +22,14 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, overload
 
 from kazoo.protocol.states import ZnodeStat
 
 from jobboard import errors
-from jobboard.base import BoardEvent, Job, JobPriority, JobState
+from jobboard.changes import Ending
+from jobboard.model import BoardEvent, Job, JobPriority, JobState
 
 ID_RE = re.compile(r"^p([0-4])\+([A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127})\+(\d{10,})$")
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
@@ -52,11 +53,23 @@ def parse_id(job_id: str) -> tuple[int, str, int] | None:
     return int(match.group(1)), match.group(2), int(match.group(3))
 
 
+def id_parts(job_id: str) -> tuple[int, str, int]:
+    """(rank, flow, seq) of a job id known to be ours (one the local view listed)."""
+    parts = parse_id(job_id)
+    if parts is None:
+        raise errors.JobNotFound(f"not a job id of this board: {job_id!r}")
+    return parts
+
+
 def dump(value: Any) -> bytes:
     """A node's content: compact JSON."""
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
+@overload
+def load(raw: bytes, what: str) -> dict[str, Any]: ...
+@overload
+def load(raw: None, what: str) -> None: ...
 def load(raw: bytes | None, what: str) -> dict[str, Any] | None:
     """Decode a stored JSON object; ``InvalidJob`` names the node when it is corrupt."""
     if raw is None:
@@ -101,7 +114,7 @@ def expiry(claim: Mapping[str, Any] | None, stat: ZnodeStat | None) -> float | N
     """Board time when a leased claim runs out (None for session-bound claims)."""
     if claim is None or stat is None or claim.get("lease") is None:
         return None
-    return stat.mtime / 1000.0 + float(claim["lease"])
+    return float(stat.mtime) / 1000.0 + float(claim["lease"])
 
 
 def is_live(claim: Mapping[str, Any] | None, stat: ZnodeStat | None) -> bool:
@@ -152,29 +165,11 @@ def active_job(
         ) from err
 
 
-def finish_record(
-    job: Job,
-    state: JobState,
-    who: str,
-    force: bool,
-    *,
-    result: Any = None,
-    error: str | None = None,
-) -> dict[str, Any]:
-    """The ``done/<id>`` record of a job ending now in ``state``."""
-    now = time.time()
-    done = replace(
-        job,
-        state=state,
-        owner=None,
-        lease_expires_at=None,
-        updated_at=now,
-        finished_at=now,
-        result=result,
-        last_error=error if error is not None else job.last_error,
-    ).to_dict()
-    done["finished_by"] = who
-    done["forced"] = force
+def finish_record(job: Job, end: Ending) -> dict[str, Any]:
+    """The ``done/<id>`` record of a job ending now as ``end`` says."""
+    done = end.apply(job, time.time()).to_dict()
+    done["finished_by"] = end.who
+    done["forced"] = end.force
     return done
 
 

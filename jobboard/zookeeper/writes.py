@@ -11,15 +11,17 @@ After a connection loss a retried write recognises its own earlier success.
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, unquote
 
 from kazoo.exceptions import NodeExistsError
 
 from jobboard import errors
-from jobboard._zknodes import (
+from jobboard.changes import Ending, Release
+from jobboard.model import BoardEvent, Job, JobRef, JobState
+from jobboard.zookeeper.nodes import (
     FINISH_EVENTS,
     VIEW_KINDS,
     Fence,
@@ -30,9 +32,8 @@ from jobboard._zknodes import (
     is_live,
     load,
 )
-from jobboard._zksession import Refused
-from jobboard._zkview import ZkView
-from jobboard.base import BoardEvent, Job, JobRef, JobState
+from jobboard.zookeeper.session import Refused
+from jobboard.zookeeper.view import ZkView
 
 
 class ZkWrites(ZkView):
@@ -229,26 +230,17 @@ class ZkWrites(ZkView):
             self._progress_dir.pop(job_id, None)
         self._untrack(job_id)
 
-    def _finish(
-        self,
-        job_id: str,
-        who: str,
-        token: int | None,
-        *,
-        state: JobState,
-        force: bool,
-        result_json: str | None,
-        error: str | None,
-        event: str,
-    ) -> Job:
-        parsed = json.loads(result_json) if result_json is not None else None
+    def _finish(self, end: Ending) -> Job:
+        job_id, who, token, force = end.job_id, end.who, end.token, end.force
 
         def attempt(uncertain: bool) -> Job:
             for _ in range(self.MAX_ROUNDS):
                 try:
                     fence, snap = self._fence(job_id, who, token, force)
                 except errors.InvalidState:
-                    adopted = self._finished_by_us(job_id, who, token, state) if uncertain else None
+                    adopted = (
+                        self._finished_by_us(job_id, who, token, end.state) if uncertain else None
+                    )
                     if adopted is None:
                         raise
                     return adopted
@@ -261,27 +253,16 @@ class ZkWrites(ZkView):
                     if snap is not None
                     else active_job(job_id, fence.static, fence.state, {"owner": who}, None, cancel)
                 )
-                done = finish_record(current, state, who, force, result=parsed, error=error)
+                done = finish_record(current, end)
                 finished = self._commit_finish(job_id, fence, done, cancel)
                 if finished is not None:
-                    self._emit(
-                        BoardEvent(
-                            event,
-                            job_id,
-                            {
-                                "token": fence.token,
-                                "owner": who,
-                                "forced": force,
-                                "flow": current.flow,
-                            },
-                        )
-                    )
+                    self._emit(end.published(fence.token, current.flow))
                     return finished
                 if not force:
                     self._stale(job_id, who, token)
             raise errors.BoardUnavailable(f"job {job_id!r}: finishing kept racing other writers")
 
-        return self._retrying(f"{event} {job_id}", attempt)
+        return self._retrying(f"{end.event} {job_id}", attempt)
 
     def _finished_by_us(
         self, job_id: str, who: str, token: int | None, state: JobState
@@ -298,16 +279,9 @@ class ZkWrites(ZkView):
             return Job.from_dict(done)
         return None
 
-    def _release_claim(
-        self,
-        job_id: str,
-        who: str,
-        token: int | None,
-        *,
-        reason: str | None,
-        force: bool,
-        refund: bool = False,
-    ) -> Job:
+    def _release_claim(self, release: Release) -> Job:
+        job_id, who, token, force = release.job_id, release.who, release.token, release.force
+
         def attempt(uncertain: bool) -> Job:
             for _ in range(self.MAX_ROUNDS):
                 try:
@@ -328,10 +302,9 @@ class ZkWrites(ZkView):
                     "released_by": who,
                     "forced": force,
                 }
-                if reason is not None:
-                    state["last_error"] = reason
-                if refund:
-                    state["attempts"] = max(0, int(state.get("attempts", 0)) - 1)
+                if release.reason is not None:
+                    state["last_error"] = release.reason
+                state["attempts"] = release.attempts(int(state.get("attempts", 0)))
                 ops = [
                     ("delete", self._path("claims", job_id), fence.claim_version),
                     ("set", self._path("state", job_id), dump(state), fence.state_version),
@@ -349,18 +322,7 @@ class ZkWrites(ZkView):
                 self._local("claims", job_id, False)
                 self._forget_claim(job_id)
                 self._count("abandoned")
-                self._emit(
-                    BoardEvent(
-                        "abandoned",
-                        job_id,
-                        {
-                            "token": fence.token,
-                            "owner": who,
-                            "forced": force,
-                            "flow": fence.static.get("flow"),
-                        },
-                    )
-                )
+                self._emit(release.published(fence.token, fence.static.get("flow")))
                 return active_job(job_id, fence.static, state, None, None, cancel)
             raise errors.BoardUnavailable(f"job {job_id!r}: abandon kept racing other writers")
 
@@ -370,3 +332,53 @@ class ZkWrites(ZkView):
         found = self._gather([("get", self._path("state", job_id))])[0]
         state = load(found[0], job_id) if found else None
         return bool(state and state.get("released_by") == who and state.get("token") == token)
+
+    # -- cancelling ---------------------------------------------------------------
+
+    def cancel(self, job: JobRef) -> Job:
+        job_id = self._require_id(job)
+
+        def attempt(uncertain: bool) -> Job:
+            for _ in range(self.MAX_ROUNDS):
+                snap = self._snapshot(job_id)
+                current = self._job(snap)
+                if current.state.finished:
+                    if uncertain and current.state is JobState.CANCELLED:
+                        return current
+                    raise errors.InvalidState(
+                        f"job {job_id!r} is already {current.state.value}; nothing to cancel"
+                    )
+                if current.state is JobState.CLAIMED:
+                    if snap.cancel:
+                        return current
+                    assert snap.claim_stat is not None
+                    try:
+                        self._transact(
+                            [
+                                ("check", self._path("claims", job_id), snap.claim_stat.version),
+                                (
+                                    "create",
+                                    self._path("cancel", job_id),
+                                    dump({"at": time.time()}),
+                                    False,
+                                ),
+                            ]
+                        )
+                    except Refused:
+                        continue
+                    self._local("cancel", job_id, True)
+                    if job_id in self._held:
+                        self._mark_cancel(job_id)
+                    self._emit(BoardEvent("cancel_requested", job_id, {"token": current.token}))
+                    return replace(current, cancel_requested=True)
+                fence = self._fence_of(snap)
+                reason = "cancelled before it started"
+                end = Ending(job_id, "cancel", None, JobState.CANCELLED, False, None, reason, "")
+                done = finish_record(current, end)
+                done_job = self._commit_finish(job_id, fence, done, snap.cancel)
+                if done_job is not None:
+                    self._emit(BoardEvent("cancelled", job_id, {"token": current.token}))
+                    return done_job
+            raise errors.BoardUnavailable(f"job {job_id!r}: cancel kept racing other writers")
+
+        return self._retrying(f"cancel {job_id}", attempt)

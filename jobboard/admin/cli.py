@@ -8,8 +8,8 @@ refuse clearly, changing nothing, when the job is in the wrong state. Every
 failure prints one line to stderr and exits with one of the ``EXIT_*`` codes.
 
 This module holds the parser and the dispatch; the commands live in
-:mod:`jobboard.listings` (read-only), :mod:`jobboard.operations` (changes)
-and :mod:`jobboard.watch` (the live view).
+:mod:`jobboard.admin.listings` (read-only), :mod:`jobboard.admin.operations` (changes)
+and :mod:`jobboard.admin.watch` (the live view).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import jobboard
-from jobboard import errors, listings, operations, watch
-from jobboard.base import JobPriority
-from jobboard.console import (
+from jobboard import errors
+from jobboard.admin import listings, operations, watch
+from jobboard.admin.console import (
     ALL_STATES,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -39,7 +39,8 @@ from jobboard.console import (
     CliError,
     Command,
 )
-from jobboard.watch import Watch
+from jobboard.admin.watch import Watch
+from jobboard.model import JobPriority
 
 __all__ = [
     "ENV_BOARD",

@@ -15,9 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jobboard import render
-from jobboard.base import FINISHED_STATES, Job, JobBoard, JobState
-from jobboard.console import EXIT_OK, EXIT_USAGE, CliError, echo, echo_json, find_job
+from jobboard.admin import render
+from jobboard.admin.console import EXIT_OK, EXIT_USAGE, CliError, echo, echo_json, find_job
+from jobboard.base import JobBoard
+from jobboard.model import FINISHED_STATES, Job, JobState
 
 __all__ = ["cmd_cancel", "cmd_forced", "cmd_post", "cmd_purge", "cmd_retry"]
 

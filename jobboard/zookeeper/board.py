@@ -3,7 +3,7 @@
 Claims are **ephemeral** znodes owned by the claimant's ZooKeeper session: a
 conductor that dies or loses its session loses its claims by ZooKeeper's own
 guarantee, within the session timeout. The node layout under
-``<chroot>/<namespace>`` is described in :mod:`jobboard._zknodes`.
+``<chroot>/<namespace>`` is described in :mod:`jobboard.zookeeper.nodes`.
 
 Every change is one multi-op transaction. A claim creates the claim node and
 writes the state node (version-checked) together, so the token in ``state``
@@ -21,11 +21,11 @@ and by the session state (SUSPENDED: uncertain; LOST: lost). See
 :class:`ZookeeperBoard` is built in layers, one private module each, every
 layer using the ones below it:
 
-* ``_zknodes``: node layout, JSON records, jobs and events read from nodes;
-* ``_zksession``: requests, retries, connection state, counters, entities;
-* ``_zkview``: the watch-maintained local view, and reading jobs;
-* ``_zkwrites``: fences and fenced writes (progress, finish, abandon);
-* ``_zkclaims``: claiming and renewing;
+* ``nodes``: node layout, JSON records, jobs and events read from nodes;
+* ``session``: requests, retries, connection state, counters, entities;
+* ``view``: the watch-maintained local view, and reading jobs;
+* ``writes``: fences and fenced writes (progress, finish, abandon);
+* ``claims``: claiming and renewing;
 * this module: the board's tunables, state and life cycle, posting, listing,
   cancelling and retention.
 """
@@ -38,8 +38,6 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import replace
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
@@ -50,29 +48,20 @@ from kazoo.retry import KazooRetry
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions, make_digest_acl
 
 from jobboard import errors
-from jobboard._zkclaims import ZkClaims
-from jobboard._zknodes import (
+from jobboard.changes import NewJob
+from jobboard.model import ACTIVE_STATES, FINISHED_STATES, BoardEvent, Job, JobRef, JobState
+from jobboard.urls import coerce_options, parse_options
+from jobboard.zookeeper.claims import ZkClaims
+from jobboard.zookeeper.nodes import (
     NAMESPACE_RE,
     VIEW_KINDS,
     active_job,
-    dump,
-    finish_record,
     is_live,
     load,
     parse_id,
 )
-from jobboard._zksession import Refused, log
-from jobboard._zkview import View
-from jobboard.base import (
-    ACTIVE_STATES,
-    FINISHED_STATES,
-    BoardEvent,
-    Job,
-    JobPriority,
-    JobRef,
-    JobState,
-    coerce_options,
-)
+from jobboard.zookeeper.session import log
+from jobboard.zookeeper.view import View
 
 __all__ = ["ZookeeperBoard"]
 
@@ -155,7 +144,7 @@ class ZookeeperBoard(ZkClaims):
         self.root = f"{chroot}/{self.namespace}"
         self.session_timeout = float(session_timeout or self.DEFAULT_SESSION_TIMEOUT)
         self.connect_timeout = float(connect_timeout or self.CONNECT_TIMEOUT)
-        # The session (_zksession).
+        # The session (session).
         self._digest = digest
         self._acl = None
         if digest is not None:
@@ -186,7 +175,7 @@ class ZookeeperBoard(ZkClaims):
         self._counts_dirty = False
         self._flush_lock = threading.Lock()
         self._entities = {}
-        # The local view (_zkview).
+        # The local view (view).
         self._changed = threading.Condition(self._lock)
         self._view = View()
         self._static = {}
@@ -196,7 +185,7 @@ class ZookeeperBoard(ZkClaims):
         self._dir_watchers = {
             kind: functools.partial(self._on_dir_event, kind) for kind in VIEW_KINDS
         }
-        # Fenced writes (_zkwrites) and claims (_zkclaims).
+        # Fenced writes (writes) and claims (claims).
         self._fences = {}
         self._progress = {}
         self._progress_dir = {}
@@ -211,8 +200,6 @@ class ZookeeperBoard(ZkClaims):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """``zookeeper://[user:password@]h1:2181,h2:2181/chroot?namespace=..&session_timeout=..``."""
-        from jobboard import parse_options
-
         parts = urlsplit(url)
         netloc = parts.netloc
         digest = None
@@ -221,15 +208,9 @@ class ZookeeperBoard(ZkClaims):
             digest = unquote(userinfo)
         if not netloc:
             raise errors.BadURL(f"board URL {url!r} names no ZooKeeper host")
-        opts = coerce_options({**parse_options(url), **options}, url)
-        for key in ("session_timeout", "connect_timeout"):
-            if isinstance(opts.get(key), str):
-                try:
-                    opts[key] = float(opts[key])
-                except ValueError as err:
-                    raise errors.BadURL(
-                        f"board URL {url!r}: option {key!r} must be a number, got {opts[key]!r}"
-                    ) from err
+        opts = coerce_options(
+            {**parse_options(url), **options}, url, floats=("session_timeout", "connect_timeout")
+        )
         opts.setdefault("digest", digest)
         name = opts.pop("name", None) or opts.get("namespace") or "default"
         return cls(name, hosts=netloc, chroot=parts.path or None, **opts)
@@ -286,25 +267,15 @@ class ZookeeperBoard(ZkClaims):
 
     # -- producers and readers ------------------------------------------------
 
-    def post(
-        self,
-        name: str,
-        flow: str,
-        store: Mapping[str, Any] | None = None,
-        *,
-        priority: JobPriority | str = JobPriority.NORMAL,
-        max_attempts: int | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> Job:
-        prio, attempts, store_json, details_json = self._validate_post(
-            name, flow, store, priority, max_attempts, details
-        )
+    def _post(self, new: NewJob) -> Job:
+        name, flow, prio = new.name, new.flow, new.priority
+        store_json, details_json = new.store_json, new.details_json
         now = time.time()
         static = {
             "name": name,
             "flow": flow,
             "priority": prio.value,
-            "max_attempts": attempts,
+            "max_attempts": new.max_attempts,
             "created_at": now,
         }
         head = json.dumps(static, separators=(",", ":"))[:-1]
@@ -335,7 +306,7 @@ class ZookeeperBoard(ZkClaims):
             self._static[job_id] = static
         self._local("jobs", job_id, True)
         self._count("posted")
-        self._emit(BoardEvent("posted", job_id, {"flow": flow, "name": name}))
+        self._emit(new.event(job_id))
         self._maybe_sweep()
         return active_job(job_id, static, None, None, None, False)
 
@@ -343,24 +314,16 @@ class ZookeeperBoard(ZkClaims):
         job_id = self._require_id(job)
         return self._job(self._read(lambda: self._snapshot(job_id), f"get {job_id}"))
 
-    def iterjobs(
-        self,
-        only_unclaimed: bool = False,
-        ensure_fresh: bool = False,
-        *,
-        states: Collection[JobState | str] | None = None,
-        flow: str | None = None,
-    ) -> Iterator[Job]:
-        wanted = self._normalise_states(states, only_unclaimed)
+    def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:
         jobs: list[Job] = []
         if wanted & ACTIVE_STATES:
-            if ensure_fresh:
+            if fresh:
                 self._refresh_views()
             with self._lock:
                 ids = self._view.active(flow)
             jobs.extend(
                 j
-                for j in self._read(lambda: self._active_jobs(ids, ensure_fresh))
+                for j in self._read(lambda: self._active_jobs(ids, fresh))
                 if j.state in wanted
             )
         if wanted & FINISHED_STATES:
@@ -370,59 +333,7 @@ class ZookeeperBoard(ZkClaims):
                 if j.state in wanted and (flow is None or j.flow == flow)
             )
         jobs.sort(key=lambda j: (j.priority.rank, j.seq))
-        return iter(jobs)
-
-    def cancel(self, job: JobRef) -> Job:
-        job_id = self._require_id(job)
-
-        def attempt(uncertain: bool) -> Job:
-            for _ in range(self.MAX_ROUNDS):
-                snap = self._snapshot(job_id)
-                current = self._job(snap)
-                if current.state.finished:
-                    if uncertain and current.state is JobState.CANCELLED:
-                        return current
-                    raise errors.InvalidState(
-                        f"job {job_id!r} is already {current.state.value}; nothing to cancel"
-                    )
-                if current.state is JobState.CLAIMED:
-                    if snap.cancel:
-                        return current
-                    assert snap.claim_stat is not None
-                    try:
-                        self._transact(
-                            [
-                                ("check", self._path("claims", job_id), snap.claim_stat.version),
-                                (
-                                    "create",
-                                    self._path("cancel", job_id),
-                                    dump({"at": time.time()}),
-                                    False,
-                                ),
-                            ]
-                        )
-                    except Refused:
-                        continue
-                    self._local("cancel", job_id, True)
-                    if job_id in self._held:
-                        self._mark_cancel(job_id)
-                    self._emit(BoardEvent("cancel_requested", job_id, {"token": current.token}))
-                    return replace(current, cancel_requested=True)
-                fence = self._fence_of(snap)
-                done = finish_record(
-                    current,
-                    JobState.CANCELLED,
-                    "cancel",
-                    False,
-                    error="cancelled before it started",
-                )
-                done_job = self._commit_finish(job_id, fence, done, snap.cancel)
-                if done_job is not None:
-                    self._emit(BoardEvent("cancelled", job_id, {"token": current.token}))
-                    return done_job
-            raise errors.BoardUnavailable(f"job {job_id!r}: cancel kept racing other writers")
-
-        return self._retrying(f"cancel {job_id}", attempt)
+        return jobs
 
     def find_owner(self, job: JobRef) -> str | None:
         job_id = self._require_id(job)

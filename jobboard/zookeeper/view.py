@@ -25,9 +25,17 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType, ZnodeStat
 
 from jobboard import errors
-from jobboard._zknodes import VIEW_KINDS, Snapshot, active_job, load, node_event, parse_id
-from jobboard._zksession import ZkSession, log
-from jobboard.base import BoardEvent, Job, JobRef
+from jobboard.model import BoardEvent, Job, JobRef
+from jobboard.zookeeper.nodes import (
+    VIEW_KINDS,
+    Snapshot,
+    active_job,
+    id_parts,
+    load,
+    node_event,
+    parse_id,
+)
+from jobboard.zookeeper.session import ZkSession, log
 
 
 class View:
@@ -114,13 +122,13 @@ class View:
     def spread(self, flows: Collection[str] | None, k: int) -> str | None:
         """Pop one of the ``k`` best waiting jobs of the best priority at random (to
         keep racing conductors off each other's heads); push the others back."""
-        picked = []
+        picked: list[str] = []
         while len(picked) < k and (job_id := self.best(flows, pop=True)) is not None:
             picked.append(job_id)
         if not picked:
             return None
-        rank = parse_id(picked[0])[0]  # type: ignore[index]
-        choice = random.choice([j for j in picked if parse_id(j)[0] == rank])  # type: ignore[index]
+        rank = id_parts(picked[0])[0]
+        choice = random.choice([j for j in picked if id_parts(j)[0] == rank])
         for job_id in picked:
             if job_id != choice:
                 self.push(job_id)
@@ -225,7 +233,7 @@ class ZkView(ZkSession):
             if kind == "jobs":
                 for job_id in added:
                     self._view.push(job_id)
-                    events.append(BoardEvent("posted", job_id, {"flow": parse_id(job_id)[1]}))
+                    events.append(BoardEvent("posted", job_id, {"flow": id_parts(job_id)[1]}))
                 for job_id in removed:
                     self._forget_caches(job_id)
                     self._view.unconfirmed.discard(job_id)
@@ -435,11 +443,12 @@ class ZkView(ZkSession):
                 static = self._static.get(job_id)
                 if static is None:
                     continue  # finished meanwhile
-                claim, stat = (None, None)
+                claim: dict[str, Any] | None = None
+                stat: ZnodeStat | None = None
                 if job_id in claimed:
-                    claim, stat = fetched_claims.get(job_id) or self._claims.get(
-                        job_id, (None, None)
-                    )
+                    kept = fetched_claims.get(job_id) or self._claims.get(job_id)
+                    if kept is not None:
+                        claim, stat = kept
                 state = self._states.get(job_id, (None, None))[0]
                 out.append(active_job(job_id, static, state, claim, stat, job_id in cancels))
         return out

@@ -37,8 +37,9 @@ from kazoo.retry import KazooRetry, RetryFailedError
 from kazoo.security import ACL
 
 from jobboard import errors
-from jobboard._zknodes import FOLDERS, dump, load
-from jobboard.base import Claim, ClaimStatus, Entity, JobBoard
+from jobboard.base import JobBoard
+from jobboard.model import Claim, ClaimStatus, Entity
+from jobboard.zookeeper.nodes import FOLDERS, dump, load
 
 log = logging.getLogger("jobboard.zookeeper")
 
@@ -241,7 +242,8 @@ class ZkSession(JobBoard):
         if self._client is None or self._closed:
             raise errors.BoardUnavailable(f"{self} is not connected")
         try:
-            return self._retry.copy()(attempt)
+            result: T = self._retry.copy()(attempt)
+            return result
         except errors.BoardError:
             raise
         except KazooException as err:
@@ -308,7 +310,7 @@ class ZkSession(JobBoard):
         pending = tx.commit_async()
         if after is not None:
             after()
-        results = pending.get(timeout=self.session_timeout)
+        results: list[Any] = pending.get(timeout=self.session_timeout)
         for index, result in enumerate(results):
             if isinstance(result, Exception) and not isinstance(result, _CASCADE):
                 raise Refused(index, result)
