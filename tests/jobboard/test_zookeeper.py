@@ -31,7 +31,7 @@ from jobboard import (
     unique_owner,
 )
 from jobboard.zookeeper import ZookeeperBoard
-from tests.fixtures_zookeeper import CHROOT, board_url, expire_session
+from tests.fixtures import CHROOT, board_url, expire_session
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.zookeeper

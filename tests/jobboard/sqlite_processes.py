@@ -1,8 +1,8 @@
-"""The SQLite board's factory fixture, and board processes for multi-process tests.
+"""Board processes for the SQLite board's multi-process tests.
 
 Every board of a test opens the same file under ``tmp_path`` (one namespace
 per test, as for the other backends). :class:`BoardProcess` runs
-``python -m tests.fixtures_sqlite ROLE ...`` as a separate OS process that
+``python -m tests.jobboard.sqlite_processes ROLE ...`` as a separate OS process that
 opens the same file and talks to the test over a line protocol: JSON lines on
 stdout, command words on stdin.
 """
@@ -19,32 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import jobboard
 from jobboard import ClaimStatus, InvalidState, NotOwner, unique_owner
-from tests.factory import BoardFactory
+from tests.fixtures import sqlite_url
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def sqlite_url(path: Path | str, **options: Any) -> str:
-    """The board URL of a database file (absolute path) with query options."""
-    query = "&".join(f"{k}={v}" for k, v in options.items())
-    return f"sqlite://{Path(path).resolve()}" + (f"?{query}" if query else "")
-
-
-@pytest.fixture
-def sqlite_path(tmp_path) -> Path:
-    """The database file every SQLite board of a test shares."""
-    return tmp_path / "board.db"
-
-
-@pytest.fixture
-def sqlite_board_factory(sqlite_path):
-    factory = BoardFactory("sqlite", lambda **o: jobboard.connect(sqlite_url(sqlite_path), **o))
-    yield factory
-    factory.close()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class BoardProcess:
@@ -52,7 +31,7 @@ class BoardProcess:
 
     def __init__(self, role: str, path: Path, namespace: str, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fixtures_sqlite", role, str(path), namespace, *args],
+            [sys.executable, "-m", "tests.jobboard.sqlite_processes", role, str(path), namespace, *args],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -178,7 +157,7 @@ ROLES = {"race": _race, "churn": _churn, "waiter": _waiter, "owner": _owner}
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of a board process: ``ROLE PATH NAMESPACE [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fixtures_sqlite")
+    parser = argparse.ArgumentParser(prog="python -m tests.jobboard.sqlite_processes")
     parser.add_argument("role", choices=sorted(ROLES))
     parser.add_argument("path")
     parser.add_argument("namespace")

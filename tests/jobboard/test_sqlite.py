@@ -12,8 +12,9 @@ import jobboard
 from jobboard import BoardError, BoardUnavailable, JobState, unique_owner
 from jobboard.sqlite import SqliteBoard
 from jobboard.sqlite.schema import SQL_BEST_ANY, SQL_BEST_OF_FLOW, SQL_EXPIRED
-from tests.fixtures_sqlite import BoardProcess, sqlite_url
+from tests.fixtures import sqlite_url
 from tests.helpers import wait_until
+from tests.jobboard.sqlite_processes import BoardProcess
 
 PROCESSES = 4
 JOBS_PER_PROCESS = 200

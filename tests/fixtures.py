@@ -1,9 +1,23 @@
-"""A real ZooKeeper per test session, the ZooKeeper board's factory, and fault injection.
+"""The real servers and the board factories of every backend: one fixtures module.
 
-The server is Debian's ``zookeeper`` jars run with ``java`` on a free loopback
-port (``CONDUCTOR_TEST_ZOOKEEPER_HOSTS`` points at an existing one instead;
-without java, testcontainers starts one where Docker runs). Every test gets
-its own namespace, so tests never see each other's nodes.
+Registered as a pytest plugin by ``tests/conftest.py``. Each backend has a
+``<backend>_board_factory`` fixture opening connected boards on one fresh
+namespace per test; the contract suite runs over all of them.
+
+* memory: the in-process board; nothing to start.
+* redis: one ``redis-server`` per test session on a free loopback port
+  (``CONDUCTOR_TEST_REDIS_URL`` points at an existing one instead; without the
+  binary, testcontainers starts one where Docker runs), and private servers
+  for kill / pause / restart tests.
+* sqlite: a database file under the test's ``tmp_path``.
+* zookeeper: Debian's ``zookeeper`` jars run with ``java`` on a free loopback
+  port (``CONDUCTOR_TEST_ZOOKEEPER_HOSTS`` points at an existing one instead;
+  without java, testcontainers starts one where Docker runs), private servers
+  for fault tests, and :func:`expire_session`.
+
+With ``CI=true`` a missing server fails the test; locally it skips loudly
+(see :func:`tests.servers.missing_server`). Server logs are printed when a
+test that started a private server fails.
 """
 
 from __future__ import annotations
@@ -11,13 +25,104 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient, KazooState
 
 import jobboard
+from jobboard.memory import MemoryBoard
 from tests.factory import BoardFactory
-from tests.servers import ZooKeeperServer, docker_available, missing_server
+from tests.servers import RedisServer, ZooKeeperServer, docker_available, missing_server
+
+# -- memory -------------------------------------------------------------------
+
+@pytest.fixture
+def memory_board_factory():
+    factory = BoardFactory("memory", lambda **o: jobboard.connect("memory://tests", **o))
+    yield factory
+    factory.close()
+    MemoryBoard.reset(factory.namespace)
+
+
+# -- redis --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """URL of a Redis server for this session: env override, a local binary, or a container."""
+    if os.environ.get("CONDUCTOR_TEST_REDIS_URL"):
+        yield os.environ["CONDUCTOR_TEST_REDIS_URL"]
+        return
+    if RedisServer.binary():
+        server = RedisServer()
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.cleanup()
+        return
+    if docker_available():  # pragma: no cover - only where Docker runs
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer() as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+        return
+    missing_server("redis-server")
+
+
+@pytest.fixture
+def redis_server_factory(request):
+    """Start private redis-servers (for restart/kill/pause tests); cleaned up after the test."""
+    if not RedisServer.binary():
+        missing_server("redis-server")
+    started: list[RedisServer] = []
+
+    def start(**kwargs) -> RedisServer:
+        server = RedisServer(**kwargs)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            print(f"--- redis log ({server.dir}) ---\n{server.logs()}")
+        server.cleanup()
+
+
+@pytest.fixture
+def redis_board_factory(redis_url):
+    factory = BoardFactory("redis", lambda **o: jobboard.connect(redis_url, **o))
+    yield factory
+    factory.close()
+
+
+# -- sqlite -------------------------------------------------------------------
+
+
+def sqlite_url(path: Path | str, **options: Any) -> str:
+    """The board URL of a database file (absolute path) with query options."""
+    query = "&".join(f"{k}={v}" for k, v in options.items())
+    return f"sqlite://{Path(path).resolve()}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def sqlite_path(tmp_path) -> Path:
+    """The database file every SQLite board of a test shares."""
+    return tmp_path / "board.db"
+
+
+@pytest.fixture
+def sqlite_board_factory(sqlite_path):
+    factory = BoardFactory("sqlite", lambda **o: jobboard.connect(sqlite_url(sqlite_path), **o))
+    yield factory
+    factory.close()
+
+
+# -- zookeeper ----------------------------------------------------------------
 
 #: Session timeout of test boards, in seconds: short, so that expiry tests are quick.
 TEST_SESSION_TIMEOUT = 4.0
