@@ -2,7 +2,7 @@
 
 One :class:`Conductor` serves the flows of its registry from one board::
 
-    claim_next ──▶ RunningJob on a daemon thread (conductor.running):
+    claim_next ──▶ RunningJob on a daemon worker thread (conductor.running):
         │             load progress ─▶ engine.run() under CheckingClaimListener
         │                                 │ every finished task ─▶ save_progress(token)
         │                                 ▼
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -114,6 +115,7 @@ class Conductor:
         self._abort = threading.Event()
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
         self.last_heartbeat: float | None = None
         self.stats: dict[str, int] = {k: 0 for k in ConductorEvents.ALL}
 
@@ -122,6 +124,9 @@ class Conductor:
     def run(self) -> None:
         """Claim and run jobs until :meth:`stop`; returns after the shutdown described above."""
         self._stopped.clear()
+        # Daemon workers: a task that ignores every stop cannot keep the process alive.
+        for n in range(self.max_simultaneous_jobs):
+            threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
         self._register()
         self.board.add_listener(self._on_board_event)
         self._heartbeat = threading.Thread(
@@ -133,6 +138,8 @@ class Conductor:
             self._claim_loop()
         finally:
             self._drain()
+            for _ in range(self.max_simultaneous_jobs):
+                self._jobs.put(None)  # idle workers end; a left-behind one is a daemon
             self.board.remove_listener(self._on_board_event)
             try:
                 self.board.unregister_entity(self.owner)
@@ -212,11 +219,11 @@ class Conductor:
             with self._lock:
                 self._running[claim.job_id] = running
             self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
-            # A daemon thread: a task that ignores every stop cannot keep the process alive.
-            running.thread = threading.Thread(
-                target=self._run_job, args=(running,), name=f"{self.name}-job", daemon=True
-            )
-            running.thread.start()
+            self._jobs.put(running)  # a worker is free: the loop claims only into a free slot
+
+    def _worker(self) -> None:
+        while (running := self._jobs.get()) is not None:
+            self._run_job(running)
 
     def _run_job(self, running: RunningJob) -> None:
         try:

@@ -2,7 +2,7 @@
 
 :class:`RunningJob` holds what the conductor knows of a job it runs (claim,
 engine, context, progress writer, claim listener, why it is stopping) and
-runs it on its own daemon thread::
+runs on one of the conductor's daemon worker threads::
 
     load progress ──▶ engines.load(flow, context=JobContext) ──▶ engine.run()
                        under CheckingClaimListener + BoardProgress
@@ -77,9 +77,10 @@ class RunningJob:
         self.cancel_seen = False
         #: True once the conductor released the job without waiting for its task.
         self.abandoned = False
+        #: True while ``engine.run()`` runs: only then is there a task to stop.
+        self.in_engine = False
         self.started = time.monotonic()
         self.done = threading.Event()
-        self.thread: threading.Thread | None = None
 
     # -- telling it to stop ----------------------------------------------------
 
@@ -116,8 +117,12 @@ class RunningJob:
         return None
 
     def notice(self) -> None:
-        """Act on what the board's local view says now: a cancel, or a claim gone."""
-        if self.engine is None:
+        """Act on what the board's local view says now: a cancel, or a claim gone.
+
+        Only while the engine runs: once it returned, the outcome's fenced
+        write settles it (and our own consume must not look like a loss).
+        """
+        if not self.in_engine:
             return
         if not self.cancel_seen and self.host.board.cancel_requested(self.job.id):
             self.stop(CANCELLED)
@@ -207,7 +212,11 @@ class RunningJob:
             for extra in attached:
                 extra.__enter__()
             with self.listener:
-                engine.run()
+                self.in_engine = True
+                try:
+                    engine.run()
+                finally:
+                    self.in_engine = False
         except exceptions.Cancelled as err:
             self._finish_failed(str(err), cancelled=True)
         except NotOwner as err:  # a fenced write was rejected: the claim is gone
