@@ -80,6 +80,7 @@ class RunningJob:
         #: True while ``engine.run()`` runs: only then is there a task to stop.
         self.in_engine = False
         self.started = time.monotonic()
+        #: Set once the worker is done with the job (its outcome recorded or given up).
         self.done = threading.Event()
 
     # -- telling it to stop ----------------------------------------------------
