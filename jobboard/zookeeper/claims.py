@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from kazoo.exceptions import BadVersionError, KazooException, NoNodeError
+from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import ZnodeStat
 
@@ -382,7 +382,12 @@ class ZkClaims(ZkWrites):
     def _renew_leases(
         self, pairs: list[tuple[Claim, Fence]], length: float | None, started: float
     ) -> dict[str, Claim | None]:
-        """Rewrite our leased claim nodes (version-checked), all requests pipelined."""
+        """Rewrite our leased claim nodes, all transactions pipelined.
+
+        Each renew is one transaction that checks the state node's version (no
+        one claimed since: a takeover re-creates the claim node, whose version
+        starts again at 0, but always moves the state node) with the
+        version-checked rewrite of the claim node."""
         client = self.client
         pending = []
         for claim, fence in pairs:
@@ -395,20 +400,21 @@ class ZkClaims(ZkWrites):
                     "claimed_at": time.time(),
                 }
             )
-            path = self._path("claims", claim.job_id)
-            pending.append(
-                (claim, fence, new_lease, client.set_async(path, data, fence.claim_version))
-            )
+            tx = client.transaction()
+            tx.check(self._path("state", claim.job_id), fence.state_version)
+            tx.set_data(self._path("claims", claim.job_id), data, version=fence.claim_version)
+            pending.append((claim, fence, new_lease, tx.commit_async()))
         out: dict[str, Claim | None] = {}
         now = time.time()
         for claim, fence, new_lease, result in pending:
             try:
-                stat = result.get(timeout=self.session_timeout)
-            except (NoNodeError, BadVersionError):
-                out[claim.job_id] = None
-                continue
+                results = result.get(timeout=self.session_timeout)
             except (KazooException, KazooTimeoutError) as err:
                 raise self._translate(err, f"renew {claim.job_id}") from err
+            stat = results[-1]
+            if isinstance(stat, Exception):
+                out[claim.job_id] = None  # taken over (or finished) meanwhile
+                continue
             with self._lock:
                 self._fences[claim.job_id] = replace(
                     fence, claim_version=stat.version, lease=new_lease

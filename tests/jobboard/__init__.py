@@ -1,0 +1,1 @@
+"""Tests of the job board packages, one folder per backend."""

@@ -1,0 +1,51 @@
+"""Races around a claim on a real ZooKeeper: a delayed renew after a takeover, a
+renew crossing a consume, a job deleted out of band while its owner runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobboard import ClaimStatus, JobNotFound, JobState, NotOwner, UnclaimableJob, unique_owner
+from tests.helpers import wait_until
+from tests.jobboard.zookeeper.conftest import Interleave, node
+
+pytestmark = pytest.mark.zookeeper
+
+
+def _claimed(board, job, who):
+    try:
+        return board.claim(job, who)
+    except UnclaimableJob:
+        return None
+
+
+def test_a_delayed_renew_after_a_takeover_changes_nothing(
+    zookeeper_board_factory, raw, monkeypatch
+):
+    # Given an owner whose clock stands still (a long pause it does not notice)...
+    stale = zookeeper_board_factory(local_clock=lambda: 0.0)
+    rival = zookeeper_board_factory()
+    job = stale.post("j", "f")
+    old = stale.claim(job, unique_owner("stale"), lease=0.5)
+    rival_who = unique_owner("rival")
+    taken = []
+
+    def take_over() -> None:
+        taken.append(wait_until(lambda: _claimed(rival, job, rival_who), timeout=10))
+
+    # ...when its renew reaches the server only after the lease lapsed and a rival
+    # deleted and re-created the claim node (its version is 0 again)
+    hook = Interleave(stale, monkeypatch)
+    hook.arm(take_over, before=True)
+    renewed = stale.renew([old])
+
+    # Then the renew fails and reports the claim lost; the rival's claim is intact
+    assert hook.fired.is_set() and taken
+    assert renewed[job.id] is None
+    assert stale.claim_status(old) is ClaimStatus.LOST
+    data = json.loads(raw.get(node(stale, "claims", job.id))[0])
+    assert (data["owner"], data["token"]) == (rival_who, taken[0].token)
+    rival.save_progress(taken[0], rival_who, taken[0].token, "t", {"state": "SUCCESS"})
+    assert rival.consume(taken[0], rival_who, taken[0].token).state is JobState.COMPLETE
