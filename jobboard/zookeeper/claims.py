@@ -387,7 +387,8 @@ class ZkClaims(ZkWrites):
         Each renew is one transaction that checks the state node's version (no
         one claimed since: a takeover re-creates the claim node, whose version
         starts again at 0, but always moves the state node) with the
-        version-checked rewrite of the claim node."""
+        version-checked rewrite of the claim node. A renew whose job finished
+        meanwhile is reported lost and leaves nothing behind."""
         client = self.client
         pending = []
         for claim, fence in pairs:
@@ -412,12 +413,15 @@ class ZkClaims(ZkWrites):
             except (KazooException, KazooTimeoutError) as err:
                 raise self._translate(err, f"renew {claim.job_id}") from err
             stat = results[-1]
-            if isinstance(stat, Exception):
-                out[claim.job_id] = None  # taken over (or finished) meanwhile
-                continue
             with self._lock:
+                current = self._fences.get(claim.job_id)
+                if isinstance(stat, Exception) or current is None or current.token != fence.token:
+                    out[claim.job_id] = None  # taken over, finished or released meanwhile
+                    continue
                 self._fences[claim.job_id] = replace(
-                    fence, claim_version=stat.version, lease=new_lease
+                    current,
+                    claim_version=max(stat.version, current.claim_version or 0),
+                    lease=new_lease,
                 )
             out[claim.job_id] = replace(
                 claim, lease=new_lease, expires_at=now + new_lease, deadline=started + new_lease

@@ -49,3 +49,24 @@ def test_a_delayed_renew_after_a_takeover_changes_nothing(
     assert (data["owner"], data["token"]) == (rival_who, taken[0].token)
     rival.save_progress(taken[0], rival_who, taken[0].token, "t", {"state": "SUCCESS"})
     assert rival.consume(taken[0], rival_who, taken[0].token).state is JobState.COMPLETE
+
+
+def test_a_renew_crossing_a_consume_leaves_no_trace(zookeeper_board_factory, monkeypatch):
+    # Given a leased claim on a job with a sizeable store
+    board = zookeeper_board_factory()
+    job = board.post("j", "f", {"blob": "x" * 10_000})
+    who = unique_owner("a")
+    claim = board.claim(job, who, lease=30)
+    finished = []
+
+    # When the job is consumed after the renew's request went out, before its answer
+    hook = Interleave(board, monkeypatch)
+    hook.arm(lambda: finished.append(board.consume(claim, who, claim.token, result=1)))
+    renewed = board.renew([claim])
+
+    # Then the finished job is not reported renewed and nothing of it is kept
+    assert hook.fired.is_set() and finished[0].state is JobState.COMPLETE
+    assert renewed[job.id] is None
+    assert job.id not in board._fences
+    assert board.held_claim(job) is None
+    assert board.get(job).state is JobState.COMPLETE
