@@ -31,7 +31,7 @@ from jobboard.zookeeper.nodes import (
     is_live,
     load,
 )
-from jobboard.zookeeper.session import Refused
+from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.view import ZkView
 
 
@@ -85,8 +85,10 @@ class ZkWrites(ZkView):
         self._check_fence(snap.job_id, job.state, job.token, job.owner, who, token, force)
 
     def _checks(self, job_id: str, fence: Fence) -> list[tuple[Any, ...]]:
-        """The version checks that make a write fenced."""
+        """The checks that make a write fenced: the job exists (it may have been
+        deleted out of band), nobody claimed since, our claim still stands."""
         return [
+            ("check", self._path("jobs", job_id), -1),
             ("check", self._path("state", job_id), fence.state_version),
             ("check", self._path("claims", job_id), fence.claim_version),
         ]
@@ -97,10 +99,42 @@ class ZkWrites(ZkView):
         with self._lock:
             self._fences.pop(job_id, None)
         snap = self._snapshot(job_id)
+        if snap.static is None and snap.done is None:
+            self._drop_vanished(job_id)
         self._check(snap, who, token, False)
         if job_id in self._held:
             with self._lock:
                 self._fences[job_id] = self._fence_of(snap)
+
+    def _drop_vanished(self, job_id: str) -> None:
+        """A job's node was deleted out of band: delete what is left of it (claim,
+        state, progress, cancel flag) and forget our claim. Best effort: one
+        transaction, refused (and left alone) if the job turns out finished."""
+        claim, state, atoms, cancel = self._gather(
+            [
+                ("exists", self._path("claims", job_id)),
+                ("exists", self._path("state", job_id)),
+                ("get_children", self._path("progress", job_id)),
+                ("exists", self._path("cancel", job_id)),
+            ]
+        )
+        done = self._path("done", job_id)
+        ops: list[tuple[Any, ...]] = [("create", done, b"", False), ("delete", done, -1)]
+        for folder, found in (("claims", claim), ("state", state), ("cancel", cancel)):
+            if found is not None:
+                ops.append(("delete", self._path(folder, job_id), -1))
+        ops += [("delete", self._path("progress", job_id, a), -1) for a in atoms or []]
+        if atoms is not None:
+            ops.append(("delete", self._path("progress", job_id), -1))
+        try:
+            self._transact(ops)
+        except Refused as refused:
+            log.info("%s: leftovers of deleted job %s kept: %s", self, job_id, refused)
+        with self._lock:
+            self._forget_caches(job_id)
+        for kind in VIEW_KINDS:
+            self._local(kind, job_id, False)
+        self._forget_claim(job_id)
 
     # -- progress ---------------------------------------------------------------
 
@@ -332,7 +366,7 @@ class ZkWrites(ZkView):
                     state["last_error"] = reason
                 if refund:
                     state["attempts"] = max(0, int(state.get("attempts", 0)) - 1)
-                ops = [
+                ops = self._checks(job_id, fence)[:1] + [
                     ("delete", self._path("claims", job_id), fence.claim_version),
                     ("set", self._path("state", job_id), dump(state), fence.state_version),
                 ]
@@ -343,7 +377,7 @@ class ZkWrites(ZkView):
                         self._stale(job_id, who, token)
                     continue
                 with self._lock:
-                    self._states[job_id] = (state, results[1].version)
+                    self._states[job_id] = (state, results[-1].version)
                     self._claims.pop(job_id, None)
                     cancel = job_id in self._view.members["cancel"]
                 self._local("claims", job_id, False)

@@ -70,3 +70,30 @@ def test_a_renew_crossing_a_consume_leaves_no_trace(zookeeper_board_factory, mon
     assert job.id not in board._fences
     assert board.held_claim(job) is None
     assert board.get(job).state is JobState.COMPLETE
+
+
+def test_a_job_deleted_out_of_band_leaves_no_nodes_and_refuses_progress(
+    zookeeper_board_factory, raw
+):
+    # Given an owner running a job with progress saved
+    board = zookeeper_board_factory()
+    job = board.post("j", "f")
+    other = board.post("k", "f")
+    who = unique_owner("a")
+    claim = board.claim(job, who)
+    board.save_progress(claim, who, claim.token, "t1", {"state": "SUCCESS"})
+
+    # When someone deletes the job's node behind the board's back
+    raw.delete(node(board, "jobs", job.id))
+
+    # Then the next progress write fails and takes the job's other nodes with it
+    with pytest.raises((NotOwner, JobNotFound)):
+        board.save_progress(claim, who, claim.token, "t2", {"state": "SUCCESS"})
+    for folder in ("claims", "state", "progress"):
+        assert raw.exists(node(board, folder, job.id)) is None, folder
+    assert board.claim_status(claim) is ClaimStatus.LOST
+    with pytest.raises(JobNotFound):
+        board.get(job)
+    # and the rest of the board carries on
+    second = board.claim_next(who)
+    assert second is not None and second.job_id == other.id
