@@ -758,9 +758,11 @@ class JobBoard(abc.ABC):
 
     def _lease_for(self, lease: float | None) -> float:
         value = self.lease if lease is None else float(lease)
-        if not value > 0 or math.isinf(value):
+        if not 0 < value <= MAX_LEASE:
             raise errors.InvalidJob(
-                f"field 'lease' must be a positive number, got {lease!r}", field="lease"
+                f"field 'lease' must be a number of seconds above 0 and at most {MAX_LEASE:g}, "
+                f"got {lease!r}",
+                field="lease",
             )
         return value
 
@@ -931,20 +933,56 @@ class JobBoard(abc.ABC):
 
 _FLOAT_OPTIONS = ("lease", "retention")
 _INT_OPTIONS = ("max_payload", "max_attempts")
+#: Longest lease a claim may ask for, in seconds (one day): a lease is renewed by
+#: its owner's heartbeat, a longer one only delays taking over from a dead owner.
+MAX_LEASE = 86400.0
+#: Allowed ranges of the common board options: (low, high, low included).
+_OPTION_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "lease": (0.0, MAX_LEASE, False),
+    "retention": (0.0, 100 * 365 * 86400.0, True),
+    "max_payload": (1, 1 << 30, True),
+    "max_attempts": (1, 1000, True),
+}
 
 
 def coerce_options(options: Mapping[str, Any], url: str = "") -> dict[str, Any]:
-    """Convert the common board options given as URL query strings to numbers.
+    """Convert the common board options given as URL query strings to numbers,
+    and check they are in range.
 
-    Raises ``BadURL`` naming the option when a value does not parse.
+    Raises ``BadURL`` naming the option (never the URL's password) when a value
+    does not parse or is out of range.
     """
     out = dict(options)
+    shown = redact_url(url)
     for key in _FLOAT_OPTIONS + _INT_OPTIONS:
         if key in out and isinstance(out[key], str):
             try:
                 out[key] = float(out[key]) if key in _FLOAT_OPTIONS else int(out[key])
             except ValueError as err:
                 raise errors.BadURL(
-                    f"board URL {url!r}: option {key!r} must be a number, got {out[key]!r}"
+                    f"board URL {shown!r}: option {key!r} must be a number, got {out[key]!r}"
                 ) from err
+    check_option_bounds(out, shown)
     return out
+
+
+def check_option_bounds(options: Mapping[str, Any], where: str = "") -> None:
+    """Raise ``BadURL`` naming the first common option (lease, retention,
+    max_payload, max_attempts) that is not a number in its range."""
+    for key, (low, high, low_ok) in _OPTION_BOUNDS.items():
+        value = options.get(key)
+        if value is None:
+            continue
+        is_int = key in _INT_OPTIONS
+        ok = (
+            not isinstance(value, bool)
+            and isinstance(value, int if is_int else (int, float))
+            and (low <= value if low_ok else low < value)
+            and value <= high
+        )
+        if not ok:
+            kind = "a whole number" if is_int else "a number"
+            above = f"from {low:g}" if low_ok else f"above {low:g}"
+            raise errors.BadURL(
+                f"board {where!r}: option {key!r} must be {kind} {above} to {high:g}, got {value!r}"
+            )

@@ -33,6 +33,7 @@ layer using the ones below it:
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import threading
@@ -55,10 +56,12 @@ from jobboard.base import (
     FINISHED_STATES,
     BoardEvent,
     Job,
+    JobBoard,
     JobPriority,
     JobRef,
     JobState,
     coerce_options,
+    redact_url,
 )
 from jobboard.zookeeper.claims import ZkClaims
 from jobboard.zookeeper.nodes import (
@@ -75,6 +78,14 @@ from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.view import View
 
 __all__ = ["ZookeeperBoard"]
+
+
+@functools.cache
+def _known_options() -> frozenset[str]:
+    """The keyword options a ZooKeeper board takes (its own and the common ones)."""
+    names = set(inspect.signature(JobBoard.__init__).parameters)
+    names |= set(inspect.signature(ZookeeperBoard.__init__).parameters)
+    return frozenset(names - {"self", "options", "hosts", "chroot"}) | {"name"}
 
 
 class ZookeeperBoard(ZkClaims):
@@ -214,22 +225,35 @@ class ZookeeperBoard(ZkClaims):
         from jobboard import parse_options
 
         parts = urlsplit(url)
+        shown = redact_url(url)
         netloc = parts.netloc
         digest = None
         if "@" in netloc:
             userinfo, _, netloc = netloc.rpartition("@")
             digest = unquote(userinfo)
         if not netloc:
-            raise errors.BadURL(f"board URL {url!r} names no ZooKeeper host")
+            raise errors.BadURL(f"board URL {shown!r} names no ZooKeeper host")
         opts = coerce_options({**parse_options(url), **options}, url)
+        unknown = sorted(set(opts) - _known_options())
+        if unknown:
+            raise errors.BadURL(
+                f"board URL {shown!r}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(_known_options() - {'client', 'local_clock'}))}"
+            )
         for key in ("session_timeout", "connect_timeout"):
-            if isinstance(opts.get(key), str):
-                try:
-                    opts[key] = float(opts[key])
-                except ValueError as err:
-                    raise errors.BadURL(
-                        f"board URL {url!r}: option {key!r} must be a number, got {opts[key]!r}"
-                    ) from err
+            value = opts.get(key)
+            if value is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if not 0 < number <= 3600:
+                raise errors.BadURL(
+                    f"board URL {shown!r}: option {key!r} must be a number of seconds "
+                    f"above 0 and at most 3600, got {value!r}"
+                )
+            opts[key] = number
         opts.setdefault("digest", digest)
         name = opts.pop("name", None) or opts.get("namespace") or "default"
         return cls(name, hosts=netloc, chroot=parts.path or None, **opts)
