@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import json
 import math
 import threading
@@ -135,8 +136,6 @@ class ZookeeperBoard(ZkClaims):
     #: seconds (FIFO within a priority then holds up to that many places).
     CLAIM_SPREAD = 4
     CONTENTION_MEMORY = 1.0
-    #: Seconds between writes of this instance's event counters.
-    COUNTER_FLUSH_INTERVAL = 1.0
 
     def __init__(
         self,
@@ -193,9 +192,7 @@ class ZookeeperBoard(ZkClaims):
         self._session_id = None
         self._connected = False
         self._closed = False
-        self._counts = {}
-        self._counts_dirty = False
-        self._flush_lock = threading.Lock()
+        self._counter_seq = itertools.count()
         self._entities = {}
         # The local view (view).
         self._changed = threading.Condition(self._lock)
@@ -295,14 +292,11 @@ class ZookeeperBoard(ZkClaims):
         if client is None:
             return
         try:
-            if not client.connected:
-                raise errors.BoardUnavailable("not connected")
-            self._fold_counters()
-            if not self._owns_client:
+            if not self._owns_client and client.connected:
                 for kind, name in list(self._entities):
                     self.unregister_entity(name, kind)
         except (errors.BoardError, KazooException, KazooTimeoutError) as err:
-            log.warning("%s: could not save counters or entities on close: %s", self, err)
+            log.warning("%s: could not unregister entities on close: %s", self, err)
         if self._owns_client:  # closing our session ends its claims
             for job_id in list(self._held):
                 self._mark_lost(job_id)
@@ -343,14 +337,11 @@ class ZookeeperBoard(ZkClaims):
             )
         static["store"] = json.loads(store_json)
         static["details"] = json.loads(details_json)
+        ops = [("create", self._path("jobs", f"p{prio.rank}+{flow}+"), data, False, True)]
         try:
-            path = self._call(
-                "create",
-                self._path("jobs", f"p{prio.rank}+{flow}+"),
-                data,
-                sequence=True,
-                **self._create_kwargs(),
-            )
+            path = self._transact(ops + self._counted("posted"))[0]
+        except Refused as refused:
+            raise errors.BoardError(f"{self}: post {name!r} refused: {refused}") from None
         except (KazooException, KazooTimeoutError) as err:
             # A sequential create is not idempotent: never resend it blindly.
             raise self._translate(err, f"post {name!r} (outcome unknown)") from err
@@ -358,7 +349,6 @@ class ZookeeperBoard(ZkClaims):
         with self._lock:
             self._static[job_id] = static
         self._local("jobs", job_id, True)
-        self._count("posted")
         self._emit(BoardEvent("posted", job_id, {"flow": flow, "name": name}))
         self._maybe_sweep()
         return active_job(job_id, static, None, None, None, False)
@@ -475,7 +465,6 @@ class ZookeeperBoard(ZkClaims):
     def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:
         count = self._read(lambda: self._sweep(wanted, older_than), "purge")
         if count:
-            self._count("purged", count)
             self._emit(BoardEvent("purged", None, {"count": count}))
         return count
 
@@ -529,6 +518,7 @@ class ZookeeperBoard(ZkClaims):
                 if f and (load(f[0], n) or {}).get("state") in {s.value for s in wanted}
             ]
         doomed = expired + candidates
+        wanted_names = set(candidates)
         folders = self._gather([("get_children", self._path("progress", n)) for n in doomed])
         pending = []
         for name, atoms in zip(doomed, folders, strict=True):
@@ -538,6 +528,12 @@ class ZookeeperBoard(ZkClaims):
             if atoms is not None:
                 tx.delete(self._path("progress", name))
             tx.delete(self._path("done", name))
+            if name in wanted_names:
+                for op, path, *_ in self._counted("purged"):
+                    if op == "create":
+                        tx.create(path, b"", acl=self._acl)
+                    else:
+                        tx.delete(path)
             pending.append((name, tx.commit_async()))
         deleted = set()
         for name, result in pending:

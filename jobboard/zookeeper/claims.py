@@ -175,8 +175,12 @@ class ZkClaims(ZkWrites):
                 None if static is not None else self.client.get_async(self._path("jobs", job_id))
             )
             verify: list[Any] = []
+            state_op = len(ops) - 1
             try:
-                results = self._transact(ops, functools.partial(self._watch_claim, job_id, verify))
+                results = self._transact(
+                    ops + self._counted("claimed"),
+                    functools.partial(self._watch_claim, job_id, verify),
+                )
             except Refused as refused:
                 op = ops[refused.index]
                 if op[0] == "check":
@@ -210,7 +214,7 @@ class ZkClaims(ZkWrites):
             if static_read is not None:  # job nodes never change: the transaction checked it
                 static = load(static_read.get(timeout=self.session_timeout)[0], job_id)
             assert static is not None
-            new_version = results[-1].version if state_version is not None else 0
+            new_version = results[state_op].version if state_version is not None else 0
             return self._claimed(
                 job_id,
                 static,
@@ -300,7 +304,6 @@ class ZkClaims(ZkWrites):
             self._verify_claim(job_id)
         else:  # the watching read went out with the claim; check its answer now
             verify.rawlink(functools.partial(self._claim_verified, job_id, token))
-        self._count("claimed")
         self._emit(BoardEvent("claimed", job_id, {"token": token, "owner": who}))
         return claim
 
@@ -320,9 +323,8 @@ class ZkClaims(ZkWrites):
         with self._lock:
             cancel = job_id in self._view.members["cancel"]
         done = finish_record(current, JobState.TRASHED, "poison", True, error=reason)
-        if self._commit_finish(job_id, fence, done, cancel) is None:
+        if self._commit_finish(job_id, fence, done, cancel, poison=True) is None:
             return
-        self._count("poison")
         log.warning("%s: job %s trashed: %s", self, job_id, reason)
         self._emit(BoardEvent("trashed", job_id, {"reason": reason, "forced": True}))
 

@@ -10,7 +10,8 @@ Under ``<chroot>/<namespace>``::
     cancel/<id>                  persistent flag: a cancel was requested while claimed
     progress/<id>/a<atom>        persistent: one JSON progress record per atom
     done/<id>                    persistent: the finished job (moved out of jobs/ atomically)
-    counters/<board-instance>    persistent: one board instance's event counts (summed on read)
+    counters/<event>             persistent, empty: its cversion / 2 counts the event (each
+                                 counted transaction creates and deletes a child of it)
     entities/k<kind>/n<name>     EPHEMERAL: a registered participant's metadata
 
 Everything here is pure: no requests, no board state.

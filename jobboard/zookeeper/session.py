@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
@@ -46,6 +46,18 @@ T = TypeVar("T")
 
 #: Errors after which a request may or may not have been applied; retried.
 TRANSIENT = (ConnectionLoss, OperationTimeoutError, SessionExpiredError, KazooTimeoutError)
+#: The events a board counts (``counters/<event>``).
+COUNTED = (
+    "posted",
+    "claimed",
+    "consumed",
+    "failed",
+    "trashed",
+    "cancelled",
+    "abandoned",
+    "poison",
+    "purged",
+)
 #: Results of the operations of a failed transaction other than the failing one.
 _CASCADE = (RolledBackError, RuntimeInconsistency)
 
@@ -65,7 +77,6 @@ class ZkSession(JobBoard):
     REQUEST_LIMIT: ClassVar[int]
     MAX_ROUNDS: ClassVar[int]
     SUSPENDED_LOSS_FRACTION: ClassVar[float]
-    COUNTER_FLUSH_INTERVAL: ClassVar[float]
 
     hosts: str
     root: str
@@ -83,9 +94,7 @@ class ZkSession(JobBoard):
     _session_id: int | None
     _connected: bool
     _closed: bool
-    _counts: dict[str, int]
-    _counts_dirty: bool
-    _flush_lock: threading.Lock
+    _counter_seq: Iterator[int]
     _entities: dict[tuple[str, str], bytes]
 
     # -- the session ----------------------------------------------------------
@@ -196,23 +205,21 @@ class ZkSession(JobBoard):
         return {"acl": self._acl} if self._acl else {}
 
     def _ensure_layout(self) -> None:
-        """Create the namespace, its folders and this instance's counters node if missing."""
+        """Create the namespace, its folders and the counters' folders if missing."""
         client = self.client
         self._call("ensure_path", self.root, acl=self._acl)
         pending = [
             client.create_async(self._path(kind), b"", **self._create_kwargs()) for kind in FOLDERS
+        ]
+        pending += [
+            client.create_async(self._path("counters", key), b"", **self._create_kwargs())
+            for key in COUNTED
         ]
         for result in pending:
             try:
                 result.get(timeout=self.session_timeout)
             except NodeExistsError:
                 pass
-        try:
-            self._call(
-                "create", self._path("counters", self._instance), b"{}", **self._create_kwargs()
-            )
-        except NodeExistsError:
-            pass
 
     def _translate(self, err: BaseException, what: str) -> errors.BoardError:
         """The board error for a kazoo error met while doing ``what``."""
@@ -289,9 +296,9 @@ class ZkSession(JobBoard):
         size = 0
         for op, path, *args in ops:
             if op == "create":
-                value, ephemeral = args
+                value, ephemeral, *sequence = args
                 size += len(value)
-                tx.create(path, value, acl=self._acl, ephemeral=ephemeral)
+                tx.create(path, value, acl=self._acl, ephemeral=ephemeral, sequence=bool(sequence))
             elif op == "set":
                 size += len(args[0])
                 tx.set_data(path, args[0], version=args[1])
@@ -331,71 +338,39 @@ class ZkSession(JobBoard):
         timer.start()
 
     # -- counters -------------------------------------------------------------
+    #
+    # An event is counted inside the transaction that makes it happen: the
+    # transaction creates and deletes a child of ``counters/<event>``, which
+    # moves that folder's ``cversion`` by 2 and leaves no node behind. Counts are
+    # therefore exact whatever happens to the process, cost no extra round trip,
+    # and never contend (no version is checked on the folder).
 
-    def _count(self, key: str, n: int = 1) -> None:
-        """Count an event; counts reach this instance's counters node within
-        ``COUNTER_FLUSH_INTERVAL`` (one small write per interval, not per event)."""
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + n
-            self._counts_dirty = True
-        self._later("counters", self.COUNTER_FLUSH_INTERVAL, self._flush_counts)
-
-    def _flush_counts(self) -> None:
-        """Write this instance's counts to its node if they changed."""
-        with self._flush_lock:
-            with self._lock:
-                if not self._counts_dirty or self._client is None:
-                    return
-                data = dump(self._counts)
-                self._counts_dirty = False
-            path = self._path("counters", self._instance)
-            try:
-                try:
-                    self._call("set", path, data)
-                except NoNodeError:
-                    self._call("create", path, data, **self._create_kwargs())
-            except (KazooException, KazooTimeoutError, errors.BoardError) as err:
-                with self._lock:
-                    self._counts_dirty = True
-                log.debug("%s: counters not written: %s", self, err)
+    def _counted(self, key: str, n: int = 1) -> list[tuple[Any, ...]]:
+        """The operations that count ``n`` events ``key`` in a transaction."""
+        ops: list[tuple[Any, ...]] = []
+        for _ in range(n):
+            path = self._path("counters", key, f"c{self._instance}-{next(self._counter_seq)}")
+            ops += [("create", path, b"", False), ("delete", path, -1)]
+        return ops
 
     def counters(self) -> dict[str, int]:
-        self._flush_counts()
-
         def read() -> dict[str, int]:
             names = self._gather([("get_children", self._path("counters"))])[0] or []
-            total: dict[str, int] = {}
-            for item in self._gather([("get", self._path("counters", n)) for n in names]):
-                for key, value in (load(item[0], "counters") or {}).items() if item else ():
-                    if isinstance(value, int):
+            stats = self._gather([("exists", self._path("counters", k)) for k in COUNTED])
+            total = {k: s.cversion // 2 for k, s in zip(COUNTED, stats, strict=True) if s}
+            # Records of earlier versions (one node per board instance): added in.
+            legacy = [n for n in names if n not in COUNTED]
+            for item in self._gather([("get", self._path("counters", n)) for n in legacy]):
+                try:
+                    record = (load(item[0], "counters") or {}) if item else {}
+                except errors.InvalidJob:
+                    continue
+                for key, value in record.items():
+                    if isinstance(value, int) and not isinstance(value, bool):
                         total[key] = total.get(key, 0) + value
-            return total
+            return {k: v for k, v in total.items() if v}
 
         return self._read(read, "counters")
-
-    def _fold_counters(self) -> None:
-        """On close: add our counts to ``counters/total`` and drop our node."""
-        self._flush_counts()
-        if not self._counts:
-            self._call("delete", self._path("counters", self._instance))
-            return
-        total_path = self._path("counters", "total")
-        for _ in range(self.MAX_ROUNDS):
-            found = self._gather([("get", total_path)])[0]
-            total = (load(found[0], "counters") or {}) if found else {}
-            for key, value in self._counts.items():
-                total[key] = total.get(key, 0) + value
-            ops: list[tuple[Any, ...]] = [
-                ("set", total_path, dump(total), found[1].version)
-                if found
-                else ("create", total_path, dump(total), False),
-                ("delete", self._path("counters", self._instance), -1),
-            ]
-            try:
-                self._transact(ops)
-                return
-            except Refused:
-                continue
 
     # -- entities: ephemeral nodes of the session -----------------------------
 

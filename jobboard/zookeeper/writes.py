@@ -226,7 +226,7 @@ class ZkWrites(ZkView):
     # -- finishing and abandoning -------------------------------------------------
 
     def _commit_finish(
-        self, job_id: str, fence: Fence, done: dict[str, Any], cancel: bool
+        self, job_id: str, fence: Fence, done: dict[str, Any], cancel: bool, poison: bool = False
     ) -> Job | None:
         """Move an active job to ``done/`` in one transaction; None if it was refused."""
         ops: list[tuple[Any, ...]] = []
@@ -241,6 +241,9 @@ class ZkWrites(ZkView):
         if cancel:
             ops.append(("delete", self._path("cancel", job_id), -1))
         ops.append(("create", self._path("done", job_id), dump(done), False))
+        ops += self._counted(FINISH_EVENTS[JobState(done["state"])])
+        if poison:
+            ops += self._counted("poison")
         try:
             self._transact(ops)
         except Refused as refused:
@@ -252,7 +255,6 @@ class ZkWrites(ZkView):
         for kind in VIEW_KINDS:
             self._local(kind, job_id, False)
         self._forget_claim(job_id)
-        self._count(FINISH_EVENTS[JobState(done["state"])])
         return Job.from_dict(done)
 
     def _forget_claim(self, job_id: str) -> None:
@@ -370,19 +372,19 @@ class ZkWrites(ZkView):
                     ("delete", self._path("claims", job_id), fence.claim_version),
                     ("set", self._path("state", job_id), dump(state), fence.state_version),
                 ]
+                state_op = len(ops) - 1
                 try:
-                    results = self._transact(ops)
+                    results = self._transact(ops + self._counted("abandoned"))
                 except Refused:
                     if not force:
                         self._stale(job_id, who, token)
                     continue
                 with self._lock:
-                    self._states[job_id] = (state, results[-1].version)
+                    self._states[job_id] = (state, results[state_op].version)
                     self._claims.pop(job_id, None)
                     cancel = job_id in self._view.members["cancel"]
                 self._local("claims", job_id, False)
                 self._forget_claim(job_id)
-                self._count("abandoned")
                 self._emit(
                     BoardEvent(
                         "abandoned",
