@@ -117,10 +117,10 @@ class ZookeeperBoard(ZkClaims):
     RETRY_DEADLINE = 15.0
     #: Optimistic rounds of one claim (or fenced write) before it gives up.
     MAX_ROUNDS = 8
-    #: Fraction of the session timeout after which a suspended connection means
-    #: our claims are lost: kazoo suspends after 2/3 of the timeout of silence,
-    #: so the server may expire the session from about 1/3 later.
-    SUSPENDED_LOSS_FRACTION = 1 / 3
+    #: Our claims count as lost once the server has not been heard from for the
+    #: session timeout it granted less this fraction of it (at least 0.1 s): the
+    #: margin covers the round trip of the last answer and local scheduling.
+    SESSION_SAFETY_MARGIN = 0.15
     #: Minimum seconds between two retention sweeps started by ``post``.
     RETENTION_SWEEP_INTERVAL = 60.0
     #: Minimum seconds between two looks for lapsed leases by an idle ``claim_next``.
@@ -163,7 +163,9 @@ class ZookeeperBoard(ZkClaims):
             raise errors.BadURL(f"board {name!r}: option 'digest' must be user:password")
         self.hosts = hosts
         self.root = f"{chroot}/{self.namespace}"
-        self.session_timeout = float(session_timeout or self.DEFAULT_SESSION_TIMEOUT)
+        #: The session timeout asked for, and (once connected) the one granted.
+        self.requested_session_timeout = float(session_timeout or self.DEFAULT_SESSION_TIMEOUT)
+        self.session_timeout = self.requested_session_timeout
         self.connect_timeout = float(connect_timeout or self.CONNECT_TIMEOUT)
         # The session (session).
         self._digest = digest
@@ -188,7 +190,6 @@ class ZookeeperBoard(ZkClaims):
             ignore_expire=True,
         )
         self._timers = {}
-        self._suspended_at = None
         self._session_id = None
         self._connected = False
         self._closed = False

@@ -38,6 +38,7 @@ from kazoo.security import ACL
 
 from jobboard import errors
 from jobboard.base import Claim, ClaimStatus, Entity, JobBoard
+from jobboard.zookeeper.liveness import SessionClock
 from jobboard.zookeeper.nodes import FOLDERS, dump, load
 
 log = logging.getLogger("jobboard.zookeeper")
@@ -76,11 +77,13 @@ class ZkSession(JobBoard):
 
     REQUEST_LIMIT: ClassVar[int]
     MAX_ROUNDS: ClassVar[int]
-    SUSPENDED_LOSS_FRACTION: ClassVar[float]
+    SESSION_SAFETY_MARGIN: ClassVar[float]
 
     hosts: str
     root: str
     session_timeout: float
+    requested_session_timeout: float
+    _clock: SessionClock
     connect_timeout: float
     _digest: str | None
     _acl: list[ACL] | None
@@ -90,7 +93,6 @@ class ZkSession(JobBoard):
     _lock: threading.RLock
     _retry: KazooRetry
     _timers: dict[str, threading.Timer]
-    _suspended_at: float | None
     _session_id: int | None
     _connected: bool
     _closed: bool
@@ -118,12 +120,17 @@ class ZkSession(JobBoard):
         if self._client is None:
             self._client = KazooClient(
                 hosts=self.hosts,
-                timeout=self.session_timeout,
+                timeout=self.requested_session_timeout,
                 connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
                 auth_data=[("digest", self._digest)] if self._digest else None,
             )
             self._owns_client = True
         client = self._client
+        requested = self.requested_session_timeout
+        if not self._owns_client:
+            requested = client._session_timeout / 1000.0
+        self._clock = SessionClock(requested, self.SESSION_SAFETY_MARGIN)
+        self._clock.attach(client)
         if self._owns_client and not client.connected:
             client.start(timeout=self.connect_timeout)
         elif not client.connected:
@@ -131,12 +138,14 @@ class ZkSession(JobBoard):
         elif self._digest and not self._owns_client:
             client.add_auth("digest", self._digest)
         self._session_id = client.client_id[0] if client.client_id else None
+        self.session_timeout = self._clock.timeout
         client.add_listener(self._on_state)
         self._read(self._ensure_layout)
 
     def _drop_client(self) -> None:
         """Stop following the client; stop and forget it if the board made it."""
         if self._client is not None:
+            self._clock.detach()
             self._client.remove_listener(self._on_state)
             if self._owns_client:
                 self._client.stop()
@@ -148,14 +157,11 @@ class ZkSession(JobBoard):
         return client is None or client.state != KazooState.CONNECTED
 
     def claim_status(self, claim: Claim | str) -> ClaimStatus:
-        """As :meth:`JobBoard.claim_status`; a connection suspended for long means lost."""
+        """As :meth:`JobBoard.claim_status`; a session that may have expired by now
+        (not heard from the server for the granted session timeout, less a safety
+        margin) means lost, even while the connection only looks suspended."""
         status = super().claim_status(claim)
-        since = self._suspended_at
-        if (
-            status is ClaimStatus.UNCERTAIN
-            and since is not None
-            and time.monotonic() - since >= self.session_timeout * self.SUSPENDED_LOSS_FRACTION
-        ):
+        if status is not ClaimStatus.LOST and time.monotonic() >= self._clock.alive_until():
             self._mark_lost(claim if isinstance(claim, str) else claim.job_id)
             return ClaimStatus.LOST
         return status
@@ -163,10 +169,8 @@ class ZkSession(JobBoard):
     def _on_state(self, state: str) -> None:
         """kazoo connection state listener (runs on kazoo's connection thread)."""
         if state == KazooState.SUSPENDED:
-            self._suspended_at = time.monotonic()
             log.warning("%s: connection suspended; claims are uncertain", self)
         elif state == KazooState.LOST:
-            self._suspended_at = None
             with self._lock:
                 held = list(self._held)
             for job_id in held:
@@ -174,7 +178,7 @@ class ZkSession(JobBoard):
             if held:
                 log.warning("%s: session lost; %d claims are gone", self, len(held))
         else:
-            self._suspended_at = None
+            self.session_timeout = self._clock.timeout
             if self._connected and not self._closed:
                 self.client.handler.spawn(self._reconnected)
 
