@@ -26,7 +26,16 @@ from kazoo.protocol.states import ZnodeStat
 
 from jobboard import errors
 from jobboard.base import BoardEvent, Claim, ClaimStatus, JobRef, JobState
-from jobboard.zookeeper.nodes import Fence, active_job, dump, finish_record, is_live, load, parse_id
+from jobboard.zookeeper.nodes import (
+    Fence,
+    active_job,
+    dump,
+    expiry,
+    finish_record,
+    is_live,
+    load,
+    parse_id,
+)
 from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.writes import ZkWrites
 
@@ -126,6 +135,61 @@ class ZkClaims(ZkWrites):
                     rank, _, seq = parse_id(job_id)  # type: ignore[misc]
                     lapsed.append((rank, seq, job_id))
         return min(lapsed)[2] if lapsed else None
+
+    # -- waiting ----------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
+        """Block until a waiting job of ``flows`` may be available. Woken by the
+        watches (a post, a claim node deleted: a released job or an expired
+        session), and when the first lease of another owner's claim runs out,
+        so that a dead owner's leased job is taken over at its lease's end."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        flows = None if flows is None else frozenset(flows)
+        while True:
+            lapse = self._next_lapse(flows)
+            with self._changed:
+                if self._view.best(flows, pop=False) is not None:
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (remaining is not None and remaining <= 0) or self._closed:
+                    return False
+                if lapse is not None:
+                    until = lapse - time.time()
+                    if until <= 0:
+                        self._last_lease_check = 0.0  # claim_next looks at once
+                        return True
+                    remaining = until if remaining is None else min(remaining, until)
+                self._changed.wait(remaining)
+
+    def _next_lapse(self, flows: frozenset[str] | None) -> float | None:
+        """Board time when the first leased claim of another owner (on a job of
+        ``flows``) runs out, as far as known. Claims not known yet, and those whose
+        known lease has run out (renewed since, maybe), are read first, in one
+        round trip; session-bound claims are read once."""
+        with self._lock:
+            ids = [
+                i
+                for i in self._view.members["claims"] & self._view.members["jobs"]
+                if i not in self._held and (flows is None or parse_id(i)[1] in flows)  # type: ignore[index]
+            ]
+            stale = [i for i in ids if i not in self._claims or not is_live(*self._claims[i])]
+        if stale and not self._closed:
+            try:
+                found = self._gather([("get", self._path("claims", i)) for i in stale])
+            except (KazooException, KazooTimeoutError, errors.BoardError):
+                found = [None] * len(stale)  # connection trouble: the state listener handles it
+            with self._lock:
+                for job_id, item in zip(stale, found, strict=True):
+                    try:
+                        claim = load(item[0], job_id) if item else None
+                    except errors.InvalidJob:
+                        claim = None
+                    if claim is not None:
+                        self._claims[job_id] = (claim, item[1])
+        with self._lock:
+            ends = [expiry(*self._claims[i]) for i in ids if i in self._claims]
+        known = [end for end in ends if end is not None]
+        return min(known) if known else None
 
     def _claim_id(
         self, job_id: str, who: str, lease: float | None, uncertain: bool, probe: bool = True

@@ -456,15 +456,3 @@ class ZkView(ZkSession):
         """Number of unfinished jobs, from the local view."""
         with self._lock:
             return len(self._view.members["jobs"])
-
-    def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        flows = None if flows is None else frozenset(flows)
-        with self._changed:
-            while True:
-                if self._view.best(flows, pop=False) is not None:
-                    return True
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if (remaining is not None and remaining <= 0) or self._closed:
-                    return False
-                self._changed.wait(remaining)
