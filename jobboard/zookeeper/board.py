@@ -72,8 +72,9 @@ from jobboard.zookeeper.nodes import (
     dump,
     finish_record,
     is_live,
-    load,
     parse_id,
+    read_claim,
+    read_done,
 )
 from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.view import View
@@ -456,7 +457,7 @@ class ZookeeperBoard(ZkClaims):
             found = self._read(lambda: self._gather([("get", self._path("claims", job_id))])[0])
             if found is None:
                 return None
-            cached = (load(found[0], job_id), found[1])
+            cached = (read_claim(found[0], job_id) or {}, found[1])
             with self._lock:
                 self._claims[job_id] = cached
         return cached[0].get("owner") if is_live(*cached) else None
@@ -516,7 +517,7 @@ class ZookeeperBoard(ZkClaims):
             candidates = [
                 n
                 for n, f in zip(candidates, found, strict=True)
-                if f and (load(f[0], n) or {}).get("state") in {s.value for s in wanted}
+                if f and (job := read_done(f[0], n)) is not None and job.state in wanted
             ]
         doomed = expired + candidates
         wanted_names = set(candidates)

@@ -33,8 +33,11 @@ from jobboard.zookeeper.nodes import (
     expiry,
     finish_record,
     is_live,
-    load,
     parse_id,
+    read_claim,
+    read_state,
+    read_static,
+    unreadable,
 )
 from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.writes import ZkWrites
@@ -65,7 +68,10 @@ class ZkClaims(ZkWrites):
         length = self._claim_lease(lease)
         claim = self._retrying(f"claim {job_id}", lambda u: self._claim_id(job_id, who, length, u))
         if claim is None:
-            raise errors.UnclaimableJob(f"job {job_id!r} was trashed as a poison job")
+            raise errors.UnclaimableJob(
+                f"job {job_id!r} was trashed instead: a poison job, or its record does not read "
+                "(see its last_error)"
+            )
         return claim
 
     def claim_next(
@@ -129,7 +135,7 @@ class ZkClaims(ZkWrites):
             for job_id, item in zip(candidates, found, strict=True):
                 if item is None:
                     continue
-                claim = load(item[0], job_id)
+                claim = read_claim(item[0], job_id) or {}
                 self._claims[job_id] = (claim, item[1])
                 if not is_live(claim, item[1]):
                     rank, _, seq = parse_id(job_id)  # type: ignore[misc]
@@ -180,10 +186,7 @@ class ZkClaims(ZkWrites):
                 found = [None] * len(stale)  # connection trouble: the state listener handles it
             with self._lock:
                 for job_id, item in zip(stale, found, strict=True):
-                    try:
-                        claim = load(item[0], job_id) if item else None
-                    except errors.InvalidJob:
-                        claim = None
+                    claim = read_claim(item[0], job_id) if item else None
                     if claim is not None:
                         self._claims[job_id] = (claim, item[1])
         with self._lock:
@@ -205,15 +208,22 @@ class ZkClaims(ZkWrites):
         lapsed_version: int | None = None
         for _ in range(self.MAX_ROUNDS):
             attempts = (state or {}).get("attempts", 0)
-            if attempts > 0:
+            if attempts > 0 or unreadable(state):
                 if static is None:
                     found = self._gather([("get", self._path("jobs", job_id))])[0]
                     if found is None:
                         self._job_gone(job_id)
-                    static = load(found[0], job_id)
-                if attempts >= static.get("max_attempts", self.max_attempts):
-                    self._trash_poison(job_id, static, state, state_version, lapsed_version)
-                    return None
+                    static = read_static(found[0], job_id)
+            problem = unreadable(static, state)
+            if problem is not None:
+                fence = Fence(None, 0, state_version, lapsed_version, static or {}, state or {})
+                self._trash_as_claimant(job_id, fence, problem)
+                return None
+            if attempts > 0 and static is not None and attempts >= static["max_attempts"]:
+                reason = self._poison_reason(attempts, static["max_attempts"])
+                fence = Fence(None, 0, state_version, lapsed_version, static, state or {})
+                self._trash_as_claimant(job_id, fence, reason, poison=True)
+                return None
             now = time.time()
             token = (state or {}).get("token", 0) + 1
             new_state = {
@@ -260,7 +270,7 @@ class ZkClaims(ZkWrites):
                     held = self._gather([("get", self._path("claims", job_id))])[0]
                     if held is None:
                         continue
-                    other = load(held[0], job_id)
+                    other = read_claim(held[0], job_id) or {}
                     if uncertain and other.get("owner") == who and other.get("token") == token:
                         return self._adopt_claim(job_id, other, held[1], who, started)
                     if not is_live(other, held[1]):
@@ -272,13 +282,18 @@ class ZkClaims(ZkWrites):
                     ) from None
                 found = self._gather([("get", self._path("state", job_id))])[0]
                 state, state_version = (
-                    (load(found[0], job_id), found[1].version) if found else (None, None)
+                    (read_state(found[0], job_id), found[1].version) if found else (None, None)
                 )
                 continue
             if static_read is not None:  # job nodes never change: the transaction checked it
-                static = load(static_read.get(timeout=self.session_timeout)[0], job_id)
+                static = read_static(static_read.get(timeout=self.session_timeout)[0], job_id)
             assert static is not None
             new_version = results[state_op].version if state_version is not None else 0
+            problem = unreadable(static)
+            if problem is not None:  # ours now: trash it under our own claim
+                fence = Fence(who, token, new_version, 0, static, new_state)
+                self._trash_as_claimant(job_id, fence, problem)
+                return None
             return self._claimed(
                 job_id,
                 static,
@@ -314,8 +329,8 @@ class ZkClaims(ZkWrites):
             raise errors.UnclaimableJob(f"job {job_id!r} changed while reconnecting")
         return self._claimed(
             job_id,
-            load(static[0], job_id),
-            load(state[0], job_id),
+            read_static(static[0], job_id) or {},
+            read_state(state[0], job_id) or {},
             state[1].version,
             claim,
             who,
@@ -371,26 +386,31 @@ class ZkClaims(ZkWrites):
         self._emit(BoardEvent("claimed", job_id, {"token": token, "owner": who}))
         return claim
 
-    def _trash_poison(
-        self,
-        job_id: str,
-        static: dict[str, Any],
-        state: dict[str, Any] | None,
-        state_version: int | None,
-        lapsed_version: int | None,
+    def _trash_as_claimant(
+        self, job_id: str, fence: Fence, reason: str, *, poison: bool = False
     ) -> None:
-        """Trash a job claimed ``max_attempts`` times without finishing."""
-        state = state or {}
-        reason = self._poison_reason(state.get("attempts", 0), static.get("max_attempts", 0))
-        current = active_job(job_id, static, state, None, None, False)
-        fence = Fence(None, current.token, state_version, lapsed_version, static, state)
+        """Trash a job met by a claim: a poison job (claimed ``max_attempts``
+        times without finishing), or one whose record does not read. ``fence``
+        names the state and claim versions seen (claim version None: nobody may
+        hold a claim meanwhile)."""
+        current = active_job(job_id, fence.static, fence.state, None, None, False)
         with self._lock:
             cancel = job_id in self._view.members["cancel"]
-        done = finish_record(current, JobState.TRASHED, "poison", True, error=reason)
-        if self._commit_finish(job_id, fence, done, cancel, poison=True) is None:
+        done = finish_record(
+            current, JobState.TRASHED, "poison" if poison else "board", True, error=reason
+        )
+        if self._commit_finish(job_id, fence, done, cancel, poison=poison) is None:
+            if fence.owner is not None:  # our own claim on it: let it go
+                self._transact_quietly([("delete", self._path("claims", job_id), -1)])
             return
         log.warning("%s: job %s trashed: %s", self, job_id, reason)
         self._emit(BoardEvent("trashed", job_id, {"reason": reason, "forced": True}))
+
+    def _transact_quietly(self, ops: list[tuple[Any, ...]]) -> None:
+        try:
+            self._transact(ops)
+        except (Refused, KazooException, KazooTimeoutError) as err:
+            log.debug("%s: %s", self, err)
 
     # -- renewing ---------------------------------------------------------------
 
@@ -435,7 +455,7 @@ class ZkClaims(ZkWrites):
         found = self._gather([("get", self._path("claims", c.job_id)) for c in claims])
         out: dict[str, Claim | None] = {}
         for claim, item in zip(claims, found, strict=True):
-            data = load(item[0], claim.job_id) if item else None
+            data = read_claim(item[0], claim.job_id) if item else None
             ok = (
                 data is not None
                 and data.get("owner") == claim.owner

@@ -22,6 +22,7 @@ from jobboard import errors
 from jobboard.base import BoardEvent, Job, JobRef, JobState
 from jobboard.zookeeper.nodes import (
     FINISH_EVENTS,
+    RAW,
     VIEW_KINDS,
     Fence,
     Snapshot,
@@ -30,6 +31,7 @@ from jobboard.zookeeper.nodes import (
     finish_record,
     is_live,
     load,
+    read_state,
 )
 from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.view import ZkView
@@ -240,6 +242,8 @@ class ZkWrites(ZkView):
         ops.append(("delete", self._path("jobs", job_id), -1))
         if cancel:
             ops.append(("delete", self._path("cancel", job_id), -1))
+        if fence.static.get(RAW) is not None:  # an unreadable job record: keep its bytes
+            done = {**done, "corrupt_record": fence.static[RAW]}
         ops.append(("create", self._path("done", job_id), dump(done), False))
         ops += self._counted(FINISH_EVENTS[JobState(done["state"])])
         if poison:
@@ -323,7 +327,10 @@ class ZkWrites(ZkView):
         self, job_id: str, who: str, token: int | None, state: JobState
     ) -> Job | None:
         found = self._gather([("get", self._path("done", job_id))])[0]
-        done = load(found[0], job_id) if found else None
+        try:
+            done = load(found[0], job_id) if found else None
+        except errors.InvalidJob:
+            return None
         if (
             done
             and done.get("finished_by") == who
@@ -404,5 +411,5 @@ class ZkWrites(ZkView):
 
     def _released_by_us(self, job_id: str, who: str, token: int | None) -> bool:
         found = self._gather([("get", self._path("state", job_id))])[0]
-        state = load(found[0], job_id) if found else None
+        state = read_state(found[0], job_id) if found else None
         return bool(state and state.get("released_by") == who and state.get("token") == token)
