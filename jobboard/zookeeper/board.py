@@ -22,10 +22,12 @@ and by the session state (SUSPENDED: uncertain; LOST: lost). See
 layer using the ones below it:
 
 * ``nodes``: node layout, JSON records, jobs and events read from nodes;
-* ``session``: requests, retries, connection state, counters, entities;
+* ``session``: requests, retries, connection state, counters, entities
+  (with ``liveness``: the granted session timeout, when the server last spoke);
 * ``view``: the watch-maintained local view, and reading jobs;
 * ``writes``: fences and fenced writes (progress, finish, abandon);
-* ``claims``: claiming and renewing;
+* ``leases``: renewing leases, waiting for work and for other owners' leases to lapse;
+* ``claims``: claiming (and trashing poison and unreadable jobs);
 * this module: the board's tunables, state and life cycle, posting, listing,
   cancelling and retention.
 """
@@ -457,7 +459,7 @@ class ZookeeperBoard(ZkClaims):
             found = self._read(lambda: self._gather([("get", self._path("claims", job_id))])[0])
             if found is None:
                 return None
-            cached = (read_claim(found[0], job_id) or {}, found[1])
+            cached = (read_claim(found[0], job_id), found[1])
             with self._lock:
                 self._claims[job_id] = cached
         return cached[0].get("owner") if is_live(*cached) else None
@@ -517,7 +519,7 @@ class ZookeeperBoard(ZkClaims):
             candidates = [
                 n
                 for n, f in zip(candidates, found, strict=True)
-                if f and (job := read_done(f[0], n)) is not None and job.state in wanted
+                if f and read_done(f[0], n).state in wanted
             ]
         doomed = expired + candidates
         wanted_names = set(candidates)

@@ -144,7 +144,7 @@ def _read(raw: bytes | None, job_id: str, check: Any) -> tuple[dict[str, Any] | 
     except errors.InvalidJob as err:
         return None, str(err).partition(": ")[2] or str(err)
     if data is None:
-        return None, None
+        return None, "the node is empty"
     return data, check(data)
 
 
@@ -153,10 +153,10 @@ def _raw_text(raw: bytes | None) -> str:
     return text if len(text) <= RAW_KEEP else text[:RAW_KEEP] + "..."
 
 
-def read_static(raw: bytes | None, job_id: str) -> dict[str, Any] | None:
+def read_static(raw: bytes | None, job_id: str) -> dict[str, Any]:
     """A job node's record, or a placeholder naming why it cannot be used."""
     data, problem = _read(raw, job_id, _static_problem)
-    if problem is None:
+    if data is not None and problem is None:
         return data
     rank, flow, _ = parse_id(job_id) or (2, "unknown", 0)
     return {
@@ -172,24 +172,24 @@ def read_static(raw: bytes | None, job_id: str) -> dict[str, Any] | None:
     }
 
 
-def read_state(raw: bytes | None, job_id: str) -> dict[str, Any] | None:
+def read_state(raw: bytes | None, job_id: str) -> dict[str, Any]:
     """A state node's record, or a placeholder (its token unknown) naming why."""
     data, problem = _read(raw, job_id, _state_problem)
-    if problem is None:
+    if data is not None and problem is None:
         return data
     return {"token": 0, "attempts": 0, UNREADABLE: f"unreadable state record: {problem}"}
 
 
-def read_claim(raw: bytes | None, job_id: str) -> dict[str, Any] | None:
+def read_claim(raw: bytes | None, job_id: str) -> dict[str, Any]:
     """A claim node's record; one that does not read counts as a live claim by an
     unknown owner (it ends with its owner's session)."""
     data, problem = _read(raw, job_id, _claim_problem)
-    if problem is None:
+    if data is not None and problem is None:
         return data
     return {"owner": None, "token": None, "lease": None, UNREADABLE: problem}
 
 
-def read_done(raw: bytes | None, job_id: str) -> Job | None:
+def read_done(raw: bytes | None, job_id: str) -> Job:
     """A finished job from its ``done`` record; one that does not read is shown as
     trashed, with ``details["unreadable"]`` naming why."""
     data, problem = _read(raw, job_id, lambda d: None)
@@ -198,8 +198,6 @@ def read_done(raw: bytes | None, job_id: str) -> Job | None:
             return Job.from_dict(data)
         except (KeyError, TypeError, ValueError) as err:
             problem = str(err)
-    elif problem is None:
-        return None
     rank, flow, seq = parse_id(job_id) or (2, "unknown", 0)
     reason = f"unreadable finished record: {problem}"
     return Job(

@@ -461,8 +461,7 @@ class ZkView(ZkSession):
             n for n in self._gather([("get_children", self._path("done"))])[0] or [] if parse_id(n)
         ]
         found = self._gather([("get", self._path("done", n)) for n in names])
-        jobs = [read_done(f[0], n) if f else None for n, f in zip(names, found, strict=True)]
-        return [job for job in jobs if job is not None]
+        return [read_done(f[0], n) for n, f in zip(names, found, strict=True) if f]
 
     @property
     def job_count(self) -> int:
