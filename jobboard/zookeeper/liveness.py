@@ -5,8 +5,9 @@ The server clamps the session timeout a client asks for to its own bounds
 (``minSessionTimeout``/``maxSessionTimeout``) and expires a session after that
 long without hearing from the client. kazoo keeps the granted value only
 inside its connection loop, so :class:`SessionClock` follows a client's
-connection: it reads the value the handshake returns (and, for a client that
-was already connected when given to the board, the loop's copy of it), and
+connection: it reads the value the handshake's answer carries (and, for a
+client that was already connected when given to the board, the copy its
+connection loop keeps), and
 notes the time of every packet read from the server. A claim bound to the
 session is then surely alive until the last packet heard plus the granted
 timeout, less a safety margin for the round trip; past that, the board calls
@@ -22,6 +23,7 @@ import time
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.protocol.serialization import Connect
 
 #: Attribute of a kazoo connection handler listing the clocks that follow it.
 _CLOCKS = "_jobboard_session_clocks"
@@ -73,16 +75,19 @@ class SessionClock:
 
 
 def _wrap(handler: Any, clocks: list[SessionClock]) -> None:
-    """Wrap a kazoo connection handler's handshake and socket read (per instance)."""
-    connect, read_socket = handler._connect, handler._read_socket
+    """Wrap a kazoo connection handler's handshake request and socket read (per
+    instance). The handshake's answer is seen before kazoo reports CONNECTED."""
+    invoke, read_socket = handler._invoke, handler._read_socket
 
-    def handshake(*args: Any) -> Any:
-        read_timeout, connect_timeout = connect(*args)
-        granted = read_timeout * 1.5 / 1000.0  # kazoo reads with 2/3 of it, in ms
-        now = time.monotonic()
-        for clock in list(clocks):
-            clock.granted, clock.heard_at = granted, now
-        return read_timeout, connect_timeout
+    def handshake(timeout: float, request: Any, xid: int | None = None) -> Any:
+        result = invoke(timeout, request, xid)
+        if isinstance(request, Connect) and isinstance(result, tuple):
+            granted = getattr(result[0], "time_out", 0)
+            if isinstance(granted, int) and granted > 0:
+                now = time.monotonic()
+                for clock in list(clocks):
+                    clock.granted, clock.heard_at = granted / 1000.0, now
+        return result
 
     def read(*args: Any) -> Any:
         result = read_socket(*args)
@@ -91,7 +96,7 @@ def _wrap(handler: Any, clocks: list[SessionClock]) -> None:
             clock.heard_at = now
         return result
 
-    handler._connect, handler._read_socket = handshake, read
+    handler._invoke, handler._read_socket = handshake, read
 
 
 def _granted_by_running_loop(handler: Any) -> float | None:
