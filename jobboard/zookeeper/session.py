@@ -359,8 +359,11 @@ class ZkSession(JobBoard):
 
     def counters(self) -> dict[str, int]:
         def read() -> dict[str, int]:
-            names = self._gather([("get_children", self._path("counters"))])[0] or []
-            stats = self._gather([("exists", self._path("counters", k)) for k in COUNTED])
+            names, *stats = self._gather(
+                [("get_children", self._path("counters"))]
+                + [("exists", self._path("counters", k)) for k in COUNTED]
+            )
+            names = names or []
             total = {k: s.cversion // 2 for k, s in zip(COUNTED, stats, strict=True) if s}
             # Records of earlier versions (one node per board instance): added in.
             legacy = [n for n in names if n not in COUNTED]
