@@ -135,8 +135,11 @@ class RedisEvents(RedisSession):
                     if message is None or text(message["channel"]) != self._channel:
                         continue
                     if message["type"] == "subscribe":
+                        # Events may have been missed while away: catch up first, so
+                        # claim_status() says UNCERTAIN until the view is current.
+                        self._recheck_claims(client)
                         self._subscribed.set()
-                        self._wake(None)  # events may have been missed while away
+                        self._wake(None)
                         delay = self.LISTEN_BACKOFF
                     elif message["type"] == "message":
                         self._on_message(message["data"])
@@ -164,6 +167,43 @@ class RedisEvents(RedisSession):
                 except (redis.RedisError, OSError):
                     pass
         self._subscribed.clear()
+
+    def _recheck_claims(self, client: redis.Redis) -> None:
+        """Re-read every claim this process holds, in one pipelined round trip,
+        and mark lost those that are no longer ours (ended, taken or expired
+        while the subscription was down, when their events were missed)."""
+        with self._local_lock:
+            held = list(self._held.values())
+        if not held:
+            return
+        pipe = client.pipeline(transaction=False)
+        pipe.time()
+        for claim in held:
+            pipe.hmget(self._job_key(claim.job_id), "state", "token", "owner", "lease_expires_at")
+        now_reply, *rows = pipe.execute()
+        now = server_time(now_reply)
+        for claim, (state, token, owner, ends) in zip(held, rows, strict=True):
+            try:
+                ours = (
+                    text(state) == "claimed"
+                    and int(token) == claim.token
+                    and text(owner) == claim.owner
+                    and float(ends) > now
+                )
+            except (TypeError, ValueError):
+                ours = False
+            if not ours:
+                log.warning(
+                    "redis board %r: claim of job %s (token %d) was lost while the event "
+                    "link was down",
+                    self.namespace,
+                    claim.job_id,
+                    claim.token,
+                )
+                with self._local_lock:
+                    current = self._held.get(claim.job_id)
+                    if current is not None and current.token == claim.token:
+                        self._lost.add(claim.job_id)
 
     def _on_message(self, data: bytes | str) -> None:
         try:
