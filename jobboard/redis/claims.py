@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from jobboard import errors
 from jobboard.model import Claim, JobRef
-from jobboard.redis.decoding import decode_job, pairs
+from jobboard.redis.decoding import decode_job, pairs, text
 from jobboard.redis.session import log
 from jobboard.redis.writes import RedisWrites
 
@@ -32,8 +32,7 @@ class RedisClaims(RedisWrites):
     def _claimed(self, raw: list[Any], who: str, length: float, started: float) -> Claim:
         """Track the claim a script returned; a job whose record cannot be read
         is trashed at once (it could never run) and ``InvalidJob`` raised."""
-        fields = pairs(raw)
-        job_id = fields.get("id", "?")
+        job_id, fields = text(raw[0]), pairs(raw[1:])
         try:
             job = decode_job(job_id, fields)
         except errors.InvalidJob as err:

@@ -25,6 +25,10 @@
 --   MISMATCH <token> | NOTOWNER <owner> | UNCLAIMABLE <state> [by <owner>] |
 --   POISON <reason> | CORRUPT <field> | IDLE (nothing to abandon)
 
+-- The states a job hash may hold.
+local KNOWN_STATES = {waiting = true, claimed = true, complete = true, failed = true,
+  trashed = true, cancelled = true}
+
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -54,6 +58,9 @@ end
 
 -- Take a job out of its flow's waiting set (forgetting the flow once empty).
 local function dequeue(P, id, flow)
+  if not flow then
+    return  -- a corrupt record without its flow: a later claim drops the index entry
+  end
   local key = P .. 'waiting:' .. flow
   redis.call('ZREM', key, id)
   if redis.call('EXISTS', key) == 0 then
@@ -113,6 +120,12 @@ local function fenced(P, id, who, token, force, t)
   if not f then
     return nil, err
   end
+  if not KNOWN_STATES[f[1]] then
+    if not force then
+      return nil, 'CORRUPT state'
+    end
+    f[1] = 'waiting'  -- an operator ends it: taken out of every index it may be in
+  end
   if f[1] ~= 'waiting' and f[1] ~= 'claimed' then
     -- A stale owner of a finished job is told its token is stale.
     if not force and f[2] and token < f[2] then
@@ -165,18 +178,20 @@ local function finish(P, id, state, t, retention, extra)
 end
 
 -- Claim a job just taken out of its waiting set, or trash it when it is
--- poison (attempts used up) or its record is corrupt. Returns the job's hash
--- as a flat list, or nil and the reason it was trashed (nil and nil when the
+-- poison (attempts used up) or its record is corrupt. Returns the job's id
+-- then its hash as a flat list, or nil and the reason it was trashed (nil and nil when the
 -- index entry was stale: the job was not waiting).
 local function take(P, id, who, lease, retention, t)
   local key = P .. 'job:' .. id
   local f = redis.call('HMGET', key, 'attempts', 'max_attempts', 'token', 'flow', 'state')
-  if f[5] ~= 'waiting' then
-    return nil, nil
+  if not f[5] or KNOWN_STATES[f[5]] and f[5] ~= 'waiting' then
+    return nil, nil  -- gone, or a stale index entry: the job is not waiting
   end
   local attempts, most, token = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
   local reason
-  if not (attempts and most and token) then
+  if f[5] ~= 'waiting' then
+    reason = 'corrupt job record: field state is not a known state'
+  elseif not (attempts and most and token) then
     local bad = (not attempts and 'attempts') or (not most and 'max_attempts') or 'token'
     reason = 'corrupt job record: field ' .. bad .. ' is not a number'
   elseif attempts >= most then
@@ -197,5 +212,7 @@ local function take(P, id, who, lease, retention, t)
   redis.call('ZADD', P .. 'leases', ends, id)
   count(P, 'claimed')
   emit(P, 'claimed', id, {token = token, owner = who, flow = f[4]})
-  return redis.call('HGETALL', key)
+  local job = redis.call('HGETALL', key)
+  table.insert(job, 1, id)
+  return job
 end

@@ -4,7 +4,7 @@
 -- ARGV     P, id, who, lease seconds, retention seconds, reap batch
 -- Keys     job:<id>, leases, waiting:<flow>, flows, finished, counters;
 --          publishes "expired", "trashed", "claimed".
--- Returns  the claimed job's hash as a flat list, or an error
+-- Returns  the claimed job's id then its hash as a flat list, or an error
 --          NOTFOUND | UNCLAIMABLE <state> [by <owner>] | POISON <reason>.
 local P, id, who = ARGV[1], ARGV[2], ARGV[3]
 local t = now()

@@ -6,7 +6,7 @@
 -- Keys     leases, flows, waiting:<flow>, job:<id>, finished, counters;
 --          publishes "expired", "trashed", "claimed".
 -- Cost     O(batch log n) reaping + O(F log n) for F flows.
--- Returns  the claimed job's hash as a flat list; nil when no job waits;
+-- Returns  the claimed job's id then its hash as a flat list; nil when no job waits;
 --          "again" when `skip limit` poison jobs were trashed (call again).
 local P, who = ARGV[1], ARGV[2]
 local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
