@@ -30,6 +30,7 @@ from jobboard.base import (
 from jobboard.errors import (
     BadURL,
     BoardError,
+    BoardRegressed,
     BoardUnavailable,
     ClaimError,
     InvalidJob,
@@ -61,6 +62,7 @@ __all__ = [
     # errors
     "BoardError",
     "BoardUnavailable",
+    "BoardRegressed",
     "InvalidJob",
     "JobNotFound",
     "ClaimError",

@@ -305,7 +305,8 @@ def test_a_post_whose_reply_was_lost_is_resent_and_adds_one_job(redis_board_fact
     job = board.post("j", "f", {"a": 1})
 
     assert len(replies) == 2
-    assert [int(replies[0][0]), replies[0][1]] == [int(replies[1][0]), replies[1][1]]
+    first, again = (reply[1] for reply in replies)  # {gen, {seq, created}}
+    assert [int(first[0]), first[1]] == [int(again[0]), again[1]]
     assert [j.id for j in board.iterjobs()] == [job.id]
     assert board.counters()["posted"] == 1
 
@@ -496,7 +497,7 @@ def test_purge_of_everything_leaves_no_keys_behind(redis_board_factory, raw):
     assert board.purge() == 6
 
     keys = {k.decode() for k in raw.scan_iter(match=f"{_prefix(board)}*")}
-    assert keys == {f"{_prefix(board)}counters", f"{_prefix(board)}seq"}
+    assert keys == {f"{_prefix(board)}{k}" for k in ("counters", "seq", "board", "runs")}
     assert list(board.iterjobs(states=list(JobState))) == []
 
 

@@ -19,9 +19,11 @@ from typing import Any, ClassVar
 
 import redis
 
+from jobboard import errors
 from jobboard.model import BoardEvent
 from jobboard.redis.decoding import server_time, text
-from jobboard.redis.session import RedisSession, log
+from jobboard.redis.durability import RedisDurability
+from jobboard.redis.session import log
 
 __all__ = ["RedisEvents"]
 
@@ -29,7 +31,7 @@ __all__ = ["RedisEvents"]
 _WAKE_KINDS = frozenset({"posted", "abandoned", "expired"})
 
 
-class RedisEvents(RedisSession):
+class RedisEvents(RedisDurability):
     """The event subscription, and waiting for jobs."""
 
     #: Seconds the event thread blocks per read; bounds how long close() waits
@@ -126,6 +128,7 @@ class RedisEvents(RedisSession):
     def _listen(self, client: redis.Redis) -> None:
         """The event thread: subscribe, feed events to ``_emit``, reconnect with backoff."""
         delay = self.LISTEN_BACKOFF
+        first = True  # connect() has just checked the board
         while not self._stopping.is_set():
             pubsub = client.pubsub()
             try:
@@ -137,6 +140,9 @@ class RedisEvents(RedisSession):
                     if message["type"] == "subscribe":
                         # Events may have been missed while away: catch up first, so
                         # claim_status() says UNCERTAIN until the view is current.
+                        if not first:
+                            self._recheck_board()
+                        first = False
                         self._recheck_claims(client)
                         self._subscribed.set()
                         self._wake(None)
@@ -167,6 +173,15 @@ class RedisEvents(RedisSession):
                 except (redis.RedisError, OSError):
                     pass
         self._subscribed.clear()
+
+    def _recheck_board(self) -> None:
+        """After a reconnect (the server may have restarted): check the board's
+        data set at once, so that a loss turns the health check red even when
+        this process is idle."""
+        try:
+            self._hello()
+        except errors.BoardRegressed:
+            pass  # logged and recorded by _halt; events still flow
 
     def _recheck_claims(self, client: redis.Redis) -> None:
         """Re-read every claim this process holds, in one pipelined round trip,
@@ -214,6 +229,11 @@ class RedisEvents(RedisSession):
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("redis board %r: ignoring a malformed event %r", self.namespace, data)
             return
+        if event.kind == "halted" and self._halted is None:
+            try:
+                self._halt(str(event.data.get("reason") or "halted by another client"))
+            except errors.BoardRegressed:
+                pass  # logged and recorded by _halt
         if event.kind in _WAKE_KINDS:
             self._wake(event.data.get("flow"))
         self._emit(event)
