@@ -238,16 +238,19 @@ class Conductor:
             return list(self._running.values())
 
     def healthy(self) -> tuple[bool, str]:
-        """(ok, reason): the board is connected and heartbeats are fresh."""
+        """(ok, reason): the board is connected and heartbeats are fresh; a board's
+        warnings about its server (unsafe persistence or eviction) ride along."""
         if not self.board.connected:
-            return False, "board connection down"
+            halted = getattr(self.board, "halted", None)
+            return False, f"board refuses to work: {halted}" if halted else "board connection down"
         if self.last_heartbeat is None:
             return False, "no heartbeat yet"
         age = time.monotonic() - self.last_heartbeat
         limit = max(self.lease, self.ENTITY_REFRESH) * 2
         if age > limit:
             return False, f"last heartbeat {age:.1f}s ago"
-        return True, "ok"
+        warnings = getattr(self.board, "health_warnings", ())
+        return True, "; ".join(["ok", *(f"warning: {w}" for w in warnings)])
 
     # -- the claim loop -----------------------------------------------------
 

@@ -80,6 +80,11 @@ class RedisDurability(RedisSession):
         """Why the board refuses to work (its data set went backwards), or None."""
         return self._halted
 
+    @property
+    def health_warnings(self) -> list[str]:
+        """What is unsafe about the server (persistence, eviction), for health checks."""
+        return list(self._server.get("warnings") or ())
+
     # -- the marker -----------------------------------------------------------
 
     def _hello(self) -> None:

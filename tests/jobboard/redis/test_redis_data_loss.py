@@ -6,12 +6,16 @@ are checked at connect."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import redis
 
 import jobboard
+from conductor.conductor import Conductor
 from jobboard import BoardRegressed, BoardUnavailable, ClaimStatus, StaleToken, unique_owner
+from jobboard.admin.listings import stats_view
+from jobboard.admin.render import render_stats
 from tests.helpers import wait_until
 from tests.servers import RedisServer
 
@@ -50,6 +54,9 @@ def test_snapshot_restart_that_lost_writes_is_refused_loudly(
     assert len(list(newcomer.iterjobs())) == 2  # reads work: an operator can look
     assert "went back" in owner.stats()["server"]["halted"]
     assert any(r.levelno == logging.CRITICAL for r in caplog.records)
+    conductor = Conductor("c", owner, {"f": lambda job: None})
+    conductor.last_heartbeat = time.monotonic()
+    assert conductor.healthy() == (False, f"board refuses to work: {owner.halted}")
 
     # An operator who checked what was lost resets the board: a new epoch, whose
     # tokens beat every token issued before, and every older claim is void.
@@ -111,6 +118,12 @@ def test_unsafe_persistence_and_eviction_warn_or_refuse_at_connect(
     info = board.stats()["server"]
     assert (info["eviction"], info["persistence"]) == ("allkeys-lru", "none")
     assert len(info["warnings"]) == 2 and "everything" in info["loss_window"]
+    page = render_stats(stats_view(board), 200)  # what `jobboard stats` prints
+    assert "allkeys-lru" in page and "persistence" in page
+    conductor = Conductor("c", board, {"f": lambda job: None})
+    conductor.last_heartbeat = time.monotonic()
+    ok, reason = conductor.healthy()  # what /healthz answers
+    assert ok and "allkeys-lru" in reason
 
     with pytest.raises(BoardUnavailable, match="eviction=require"):
         jobboard.connect(server.url, namespace=namespace(), eviction="require")
