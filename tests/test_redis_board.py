@@ -456,6 +456,8 @@ def test_events_are_compact_json(redis_board_factory, raw):
                 seen.append(json.loads(message["data"]))
     finally:
         pubsub.close()
+    ends = seen[1]["data"].pop("ends")  # the lease end, for idle waiters
+    assert float(ends) == pytest.approx(claim.expires_at, abs=1e-3)
     assert seen == [
         {"kind": "posted", "job": job.id, "data": {"flow": "flow-x", "name": "j"}},
         {"kind": "claimed", "job": job.id, "data": {"token": 1, "owner": who, "flow": "flow-x"}},

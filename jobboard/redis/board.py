@@ -43,6 +43,7 @@ from jobboard.model import Entity, Job, JobState
 from jobboard.redis.claims import RedisClaims
 from jobboard.redis.decoding import json_object, server_time, text
 from jobboard.redis.durability import POLICIES
+from jobboard.redis.idle import IdleKnowledge
 from jobboard.redis.session import log
 from jobboard.urls import coerce_options, number_option, parse_options, redact_url
 
@@ -116,6 +117,7 @@ class RedisBoard(RedisClaims):
         self._subscribed = threading.Event()
         self._waiters_lock = threading.Lock()
         self._waiters = []
+        self._idle = IdleKnowledge(self.QUIET_MAX)
 
     # -- life cycle ---------------------------------------------------------
 

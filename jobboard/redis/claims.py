@@ -8,6 +8,7 @@ held lease in one call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 from jobboard import errors
 from jobboard.model import Claim, JobRef
 from jobboard.redis.decoding import decode_job, pairs, text
+from jobboard.redis.idle import flow_key
 from jobboard.redis.session import log
 from jobboard.redis.writes import RedisWrites
 
@@ -87,6 +89,7 @@ class RedisClaims(RedisWrites):
         args = (who, repr(length), repr(self.retention), self.REAP_BATCH, self.SKIP_LIMIT, *which)
         while True:
             started = self._local_clock()
+            mark, sent = self._idle.mark(), time.monotonic()
             raw = self._call(
                 "claim_next",
                 None,
@@ -96,7 +99,13 @@ class RedisClaims(RedisWrites):
             if raw is None:
                 return None
             if isinstance(raw, bytes | str):
-                continue  # "again": a run of poison jobs was trashed; look further
+                word, *times = text(raw).split()
+                if word != "idle":
+                    continue  # "again": a run of poison jobs was trashed; look further
+                # Nothing waits: wait() needs not ask again until something happens.
+                head = float(times[1]) if len(times) > 1 else None
+                self._idle.quiet(flow_key(flows), mark, sent, float(times[0]), head)
+                return None
             try:
                 return self._claimed(raw, who, length, started)
             except errors.InvalidJob:

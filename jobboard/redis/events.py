@@ -23,6 +23,7 @@ from jobboard import errors
 from jobboard.model import BoardEvent
 from jobboard.redis.decoding import server_time, text
 from jobboard.redis.durability import RedisDurability
+from jobboard.redis.idle import IdleKnowledge, flow_key
 from jobboard.redis.session import log
 
 __all__ = ["RedisEvents"]
@@ -40,6 +41,10 @@ class RedisEvents(RedisDurability):
     #: First and longest pause (seconds) between event-subscription reconnects.
     LISTEN_BACKOFF: ClassVar[float] = 0.1
     LISTEN_BACKOFF_MAX: ClassVar[float] = 5.0
+    #: Seconds after a known lease end that a waiter looks (clocks are rounded).
+    EXPIRY_MARGIN: ClassVar[float] = 0.005
+    #: Longest an idle waiter trusts its last check without asking (a safety net).
+    QUIET_MAX: ClassVar[float] = 30.0
 
     _channel: str
     _control: str
@@ -47,6 +52,7 @@ class RedisEvents(RedisDurability):
     _stopping: threading.Event
     _waiters_lock: threading.Lock
     _waiters: list[tuple[frozenset[str] | None, threading.Event]]
+    _idle: IdleKnowledge
 
     def _start_listening(self, client: redis.Redis) -> None:
         """Start the event thread on ``client``."""
@@ -74,36 +80,42 @@ class RedisEvents(RedisDurability):
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         """Block until a job of ``flows`` may be waiting; False on timeout.
 
-        Woken by posted / abandoned / expired events. Between events it checks
-        once per lease length, because a lease that simply runs out publishes
-        nothing until some claim reaps it.
+        Woken by posted / abandoned / expired events, and at the end of the
+        earliest lease it knows of (a lease that runs out publishes nothing
+        until a claim reaps it). It asks the server only when something may
+        have changed since the last check (its own or a ``claim_next`` that
+        found nothing): an idle board sends nothing while nothing happens.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        wanted = None if flows is None else frozenset([flows] if isinstance(flows, str) else flows)
+        wanted = flow_key(flows)
         entry = (wanted, threading.Event())
         with self._waiters_lock:
             self._waiters.append(entry)
         try:
             while True:
                 entry[1].clear()
-                if self._available(wanted):
-                    return True
-                pause = self.lease
+                quiet = self._idle.until(wanted) if self._subscribed.is_set() else None
+                if quiet is None:
+                    if self._available(wanted):
+                        return True
+                    quiet = self._idle.until(wanted)
+                now = time.monotonic()
+                if quiet is not None:  # wake just after the first lease end
+                    pause = max(quiet - now + self.EXPIRY_MARGIN, self.EXPIRY_MARGIN)
+                else:
+                    pause = self.LISTEN_BACKOFF_MAX  # link down: poll
                 if deadline is not None:
-                    pause = min(pause, deadline - time.monotonic())
+                    pause = min(pause, deadline - now)
                     if pause <= 0:
                         return False
-                if not self._subscribed.is_set():
-                    pause = min(pause, self.LISTEN_BACKOFF_MAX)
-                if not entry[1].wait(pause) and deadline is not None:
-                    if time.monotonic() >= deadline:
-                        return False
+                entry[1].wait(pause)
         finally:
             with self._waiters_lock:
                 self._waiters.remove(entry)
 
     def _available(self, flows: frozenset[str] | None) -> bool:
-        """One round trip: a waiting job of ``flows``, or a lease already run out."""
+        """One round trip: a waiting job of ``flows``, or a lease already run out.
+        When neither, the board remembers it (see :mod:`jobboard.redis.idle`)."""
         p = self._prefix
         if flows is not None and not flows:
             return False
@@ -118,10 +130,15 @@ class RedisEvents(RedisDurability):
                 pipe.exists(*(f"{p}waiting:{f}" for f in flows))
             return pipe.execute()
 
+        mark, sent = self._idle.mark(), time.monotonic()
         now, head, *waiting = self._call("wait", None, read, safe=True)
         if waiting and waiting[0]:
             return True
-        return bool(head) and head[0][1] <= server_time(now)
+        server_now = server_time(now)
+        if head and head[0][1] <= server_now:
+            return True
+        self._idle.quiet(flows, mark, sent, server_now, head[0][1] if head else None)
+        return False
 
     # -- events -------------------------------------------------------------
 
@@ -236,10 +253,20 @@ class RedisEvents(RedisDurability):
                 pass  # logged and recorded by _halt
         if event.kind in _WAKE_KINDS:
             self._wake(event.data.get("flow"))
+        elif event.kind == "claimed":
+            try:
+                ends = float(event.data["ends"])
+            except (KeyError, TypeError, ValueError):
+                ends = None
+            self._idle.claimed(ends)
+            self._wake(None, changed=False)  # waiters only recompute when to look again
         self._emit(event)
 
-    def _wake(self, flow: str | None) -> None:
-        """Wake the waiters interested in ``flow`` (all of them for None)."""
+    def _wake(self, flow: str | None, *, changed: bool = True) -> None:
+        """Wake the waiters interested in ``flow`` (all of them for None);
+        ``changed``: a job may be waiting now (what the last check proved is void)."""
+        if changed:
+            self._idle.woken()
         with self._waiters_lock:
             for flows, event in self._waiters:
                 if flow is None or flows is None or flow in flows:

@@ -264,7 +264,7 @@ local function take(P, id, who, lease, retention, t)
     'attempts', attempts + 1, 'claimed_at', fmt(t), 'lease_expires_at', ends, 'updated_at', fmt(t))
   redis.call('ZADD', P .. 'leases', ends, id)
   count(P, 'claimed')
-  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4]})
+  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends})
   local job = redis.call('HGETALL', key)
   table.insert(job, 1, id)
   return job

@@ -53,3 +53,31 @@ def open_board() -> Iterator[Any]:
             board.close()
         except Exception:  # noqa: BLE001 - teardown closes the rest
             pass
+
+
+class RoundTrips:
+    """Counts the requests a Redis board's client sends: commands, script calls
+    and pipelines (one each)."""
+
+    def __init__(self, board: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        client = board._client
+        execute, pipeline = client.execute_command, client.pipeline
+
+        def counted_execute(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return execute(*args, **kwargs)
+
+        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = pipeline(*args, **kwargs)
+            run = pipe.execute
+
+            def counted_run(*a: Any, **k: Any) -> Any:
+                self.count += 1
+                return run(*a, **k)
+
+            pipe.execute = counted_run
+            return pipe
+
+        monkeypatch.setattr(client, "execute_command", counted_execute)
+        monkeypatch.setattr(client, "pipeline", counted_pipeline)
