@@ -271,11 +271,7 @@ class Conductor:
                 self._stopping.wait(min(1.0, self.lease / 4))
                 continue
             if claim is None:
-                try:
-                    self.board.wait(timeout=self.IDLE_WAIT, flows=flows)
-                except BoardError as err:
-                    self._board_error("wait", err)
-                    self._stopping.wait(min(1.0, self.lease / 4))
+                self._wait_for_work(flows)
                 continue
             job = claim.job if claim.job is not None else self.board.get(claim.job_id)
             running = RunningJob(claim=claim, job=job)
@@ -284,6 +280,22 @@ class Conductor:
             self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
             assert self._pool is not None
             running.future = self._pool.submit(self._run_job, running)
+
+    def _wait_for_work(self, flows: list[str]) -> None:
+        """Block until the board says a job may be waiting (or we stop).
+
+        ``wait`` returning False means nothing became claimable: claiming
+        again would only cost a round trip, so an idle conductor just waits
+        again (waking every ``IDLE_WAIT`` to notice a stop request).
+        """
+        while not self._stopping.is_set():
+            try:
+                if self.board.wait(timeout=self.IDLE_WAIT, flows=flows):
+                    return
+            except BoardError as err:
+                self._board_error("wait", err)
+                self._stopping.wait(min(1.0, self.lease / 4))
+                return
 
     # -- one job ------------------------------------------------------------
 

@@ -4,12 +4,16 @@ speed figures are printed by bench/redis_failover_idle.py."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from jobboard import unique_owner
+from conductor.conductor import Conductor
+from jobboard import JobState, unique_owner
 from jobboard.redis.idle import IdleKnowledge
+from tests.flows_for_tests import FLOWS
+from tests.helpers import wait_until
 
 from .conftest import RoundTrips
 
@@ -62,3 +66,29 @@ def test_idle_knowledge_is_voided_by_wakes_and_shortened_by_claims():
     idle.woken()  # an event while a check was on its way: that check proves nothing
     idle.quiet(frozenset({"f"}), late, sent, server_now=1000.0, lease_end=None)
     assert idle.until(frozenset({"f"})) is None
+
+
+def test_an_idle_conductor_does_not_claim_after_every_wait(redis_board_factory, monkeypatch):
+    board = redis_board_factory(lease=5)
+    calls = {"claim_next": 0, "wait": 0}
+    for name in calls:
+        original = getattr(board, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(board, name, counted)
+    conductor = Conductor("idle", board, FLOWS)
+    conductor.IDLE_WAIT = 0.02  # many wait timeouts in little time
+    runner = threading.Thread(target=conductor.run)
+    runner.start()
+    try:
+        wait_until(lambda: calls["wait"] >= 20, timeout=20)
+        assert calls["claim_next"] == 1  # no event said work arrived
+        job = board.post("j", "steps", {"spec": {}})  # the event wakes it
+        wait_until(lambda: board.get(job).state is JobState.COMPLETE, timeout=20)
+        assert calls["claim_next"] >= 2
+    finally:
+        conductor.stop()
+        runner.join(30)
