@@ -45,6 +45,11 @@ REFUSALS: dict[str, tuple[type[errors.BoardError], str]] = {
     "UNCLAIMABLE": (errors.UnclaimableJob, "job {job} is {rest}; it cannot be claimed"),
     "POISON": (errors.UnclaimableJob, "job {job} was trashed: {rest}"),
     "CORRUPT": (errors.InvalidJob, ""),
+    "SETTLING": (
+        errors.BoardUnavailable,
+        "board {board}: the server restarted just now; claims resume in {rest} s, once every "
+        "running client has checked that nothing it saw was lost",
+    ),
 }
 
 

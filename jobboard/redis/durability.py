@@ -60,6 +60,10 @@ class RedisDurability(RedisSession):
 
     #: Server runs remembered in ``P runs``.
     RUNS_KEPT: ClassVar[int] = 100
+    #: Seconds without claims after a restart of a server that may lose writes,
+    #: so that every running client checks in first (its event link reconnects
+    #: within LISTEN_BACKOFF_MAX); none when the server fsyncs every write.
+    RESTART_SETTLE: ClassVar[float] = 6.0
 
     persistence: str
     eviction: str
@@ -94,7 +98,14 @@ class RedisDurability(RedisSession):
         with self._hello_lock:
             reply = self._scripts["hello"](
                 keys=[f"{self._prefix}board"],
-                args=[self._prefix, self._run_id, self._epoch, self._gen, self.RUNS_KEPT],
+                args=[
+                    self._prefix,
+                    self._run_id,
+                    self._epoch,
+                    self._gen,
+                    self.RUNS_KEPT,
+                    0 if self._server.get("persistence") == "aof-always" else self.RESTART_SETTLE,
+                ],
             )
             status = text(reply[0])
             if status == "halted":

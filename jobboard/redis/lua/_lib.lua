@@ -14,7 +14,8 @@
 --   P.."board"           hash    the board's marker: run_id (the server run its data
 --                                set was last checked on), epoch, gen (one more per
 --                                change), halted (why it refuses to work, or absent),
---                                epoch_floor, created_at
+--                                settle_until (no claims before: a restart), epoch_floor,
+--                                created_at
 --   P.."runs"            list    "<run_id> <gen>": each server run the board met, and
 --                                the gen its data set held when first seen
 --   P.."entities:"..kind hash    entity name -> JSON metadata
@@ -37,7 +38,8 @@
 --   NOTFOUND | FINISHED <state> | NOTCLAIMED <token> | STALE <token> |
 --   MISMATCH <token> | NOTOWNER <owner> | UNCLAIMABLE <state> [by <owner>] |
 --   POISON <reason> | CORRUPT <field> | IDLE (nothing to abandon) |
---   RECHECK (check the board first: hello) | HALTED <reason>
+--   RECHECK (check the board first: hello) | HALTED <reason> |
+--   SETTLING <seconds> (no claims yet: the server restarted just now)
 
 -- The states a job hash may hold.
 local KNOWN_STATES = {waiting = true, claimed = true, complete = true, failed = true,
@@ -47,6 +49,9 @@ local KNOWN_STATES = {waiting = true, claimed = true, complete = true, failed = 
 local EPOCH_UNIT = 4294967296
 -- Set by guard(): the board's epoch and its change count (gen).
 local EPOCH, GEN = 0, 0
+-- Set by guard() while the board settles after a server restart (board time):
+-- no claims until then, so that every client that saw the lost data can check in.
+local SETTLING = nil
 
 local function now()
   local t = redis.call('TIME')
@@ -85,7 +90,7 @@ end
 -- the client to hello when the server restarted or the epoch moved since it
 -- (or anyone) last checked the data set. Returns an error reply or nil.
 local function guard(P, known_run, known_epoch)
-  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted')
+  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until')
   if b[4] then
     return fail('HALTED ' .. b[4])
   end
@@ -94,6 +99,10 @@ local function guard(P, known_run, known_epoch)
     return fail('RECHECK')
   end
   EPOCH, GEN = known_epoch, tonumber(b[3]) or 0
+  local settle = tonumber(b[5])
+  if settle and settle > now() then
+    SETTLING = settle
+  end
   return nil
 end
 

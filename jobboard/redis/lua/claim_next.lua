@@ -7,11 +7,14 @@
 --          publishes "expired", "trashed", "claimed".
 -- Cost     O(batch log n) reaping + O(F log n) for F flows.
 -- Returns  the claimed job's id then its hash as a flat list; "idle <now> [<first
---          lease end>]" when no job waits;
+--          lease end, or the end of a restart's settling>]" when no job can be claimed;
 --          "again" when `skip limit` poison jobs were trashed (call again).
 local P, who = ARGV[1], ARGV[2]
 local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = now()
+if SETTLING then
+  return 'idle ' .. fmt(t) .. ' ' .. fmt(SETTLING)  -- a restart settles: look again then
+end
 reap(P, t, tonumber(ARGV[5]))
 local flows
 if ARGV[7] == '*' then

@@ -3,13 +3,15 @@
 -- the event link, and whenever a script answers RECHECK). Not wrapped.
 -- KEYS[1]  P.."board" (routes the call; layout in _lib.lua)
 -- ARGV     P, the client's known run id ("" for a new client), epoch, gen,
---          how many server runs to remember
+--          how many server runs to remember, seconds to settle after a restart
+--          (0 when the client saw that the server loses nothing: AOF fsync always)
 -- Keys     board (created on first use; stamped with each new server run), runs;
 --          publishes "halted" when it halts the board.
 -- Returns  {"ok", run id, epoch, gen} | {"reset", run id, epoch, gen} (an operator
 --          reset the board: every older claim is void) | {"halted", reason}
 local P, known_run = ARGV[1], ARGV[2]
 local known_epoch, known_gen, kept = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local settle = tonumber(ARGV[6]) or 0
 local key, runs = P .. 'board', P .. 'runs'
 local run, t = server_run(), now()
 local b = redis.call('HMGET', key, 'run_id', 'epoch', 'gen', 'halted', 'epoch_floor')
@@ -42,6 +44,12 @@ if b[1] ~= run then
   redis.call('RPUSH', runs, run .. ' ' .. gen)
   redis.call('LTRIM', runs, -kept, -1)
   redis.call('HSET', key, 'run_id', run)
+  if settle > 0 then
+    -- The server may have lost writes: no claims for a while, so that every
+    -- running client that saw them has checked in (each does at its reconnect)
+    -- before anyone, a new process too, claims a job that may have finished.
+    redis.call('HSET', key, 'settle_until', fmt(t + settle))
+  end
 end
 if known_run == '' then
   return {'ok', run, epoch, gen}

@@ -11,7 +11,7 @@ local run, t = server_run(), now()
 local b = redis.call('HMGET', key, 'epoch', 'gen', 'epoch_floor')
 local epoch = math.max(tonumber(b[1]) or 0, tonumber(b[3]) or 0, tonumber(ARGV[2]) or 0) + 1
 local gen = tonumber(b[2]) or 0
-redis.call('HDEL', key, 'halted', 'halted_at')
+redis.call('HDEL', key, 'halted', 'halted_at', 'settle_until')
 redis.call('HSET', key, 'run_id', run, 'epoch', epoch, 'gen', gen, 'reset_at', fmt(t))
 redis.call('HSETNX', key, 'created_at', fmt(t))
 redis.call('RPUSH', P .. 'runs', run .. ' ' .. gen)

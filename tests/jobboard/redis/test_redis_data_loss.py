@@ -16,6 +16,7 @@ from conductor.conductor import Conductor
 from jobboard import BoardRegressed, BoardUnavailable, ClaimStatus, StaleToken, unique_owner
 from jobboard.admin.listings import stats_view
 from jobboard.admin.render import render_stats
+from jobboard.redis import RedisBoard
 from tests.helpers import wait_until
 from tests.servers import RedisServer
 
@@ -25,11 +26,13 @@ pytestmark = pytest.mark.redis
 
 
 def test_snapshot_restart_that_lost_writes_is_refused_loudly(
-    redis_server_factory, open_board, caplog
+    redis_server_factory, open_board, caplog, monkeypatch
 ):
+    monkeypatch.setattr(RedisBoard, "LISTEN_BACKOFF", 3.0)  # event links come back late
     server = redis_server_factory(save=RedisServer.DEFAULT_SAVE)  # redis-server's default
     ns = namespace()
     owner, worker = open_board(server, namespace=ns, lease=60), open_board(server, namespace=ns)
+    bystander = open_board(server, namespace=ns)  # saw nothing that gets lost
     first, second = owner.post("first", "f"), owner.post("second", "f")
     redis.Redis(port=server.port).save()  # the snapshot the restart will come back with
     who, rival = unique_owner("owner"), unique_owner("worker")
@@ -40,6 +43,10 @@ def test_snapshot_restart_that_lost_writes_is_refused_loudly(
 
     server.restart(hard=True)  # kill -9: writes since the snapshot are gone
 
+    # A client that saw none of the lost writes gets no claim while the board
+    # settles: every running client checks in first (here, when its link is back).
+    assert bystander.claim_next(unique_owner("bystander")) is None
+    wait_until(lambda: not worker.connected, timeout=15)
     # The stale owner cannot write with its token...
     with pytest.raises(BoardRegressed, match="went back"):
         owner.save_progress(stale, who, stale.token, "t2", {"state": "SUCCESS"})

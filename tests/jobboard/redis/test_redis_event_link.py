@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from jobboard import ClaimStatus, unique_owner
+from jobboard.redis import RedisBoard
 from tests.helpers import wait_until
 
 from .conftest import namespace
@@ -19,12 +20,12 @@ def _kill_event_links(port: int) -> int:
 
 
 def test_claim_taken_while_the_event_link_was_down_is_lost_after_reconnect(
-    redis_server_factory, open_board
+    redis_server_factory, open_board, monkeypatch
 ):
+    monkeypatch.setattr(RedisBoard, "LISTEN_BACKOFF", 2.0)  # back after 1-2 s: room to act
     server = redis_server_factory()
     ns = namespace()
     owner = open_board(server, namespace=ns, lease=60)
-    owner.LISTEN_BACKOFF = 2.0  # reconnect after 1-2 s: room to act while it is away
     operator = open_board(server, namespace=ns)
     rival = open_board(server, namespace=ns)
     job = owner.post("j", "f")
