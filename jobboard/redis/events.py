@@ -246,6 +246,8 @@ class RedisEvents(RedisDurability):
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("redis board %r: ignoring a malformed event %r", self.namespace, data)
             return
+        if event.kind == "reset" and self._halted is not None:
+            self._recheck_board()  # an operator reset the board: work again
         if event.kind == "halted" and self._halted is None:
             try:
                 self._halt(str(event.data.get("reason") or "halted by another client"))

@@ -73,7 +73,7 @@ def test_snapshot_restart_that_lost_writes_is_refused_loudly(
     assert fresh.token > stale.token and fresh.token > 1 << 32
     with pytest.raises(StaleToken):
         owner.save_progress(stale, who, stale.token, "t2", {"state": "SUCCESS"})
-    wait_until(lambda: worker.connected and owner.connected, timeout=10)
+    wait_until(lambda: all(b.connected for b in (owner, worker, bystander)), timeout=10)
 
 
 def test_restart_without_persistence_is_refused_even_by_an_idle_client(
