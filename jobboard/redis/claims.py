@@ -89,7 +89,7 @@ class RedisClaims(RedisWrites):
         args = (who, repr(length), repr(self.retention), self.REAP_BATCH, self.SKIP_LIMIT, *which)
         while True:
             started = self._local_clock()
-            mark, sent = self._idle.mark(), time.monotonic()
+            mark = self._idle.mark()
             raw = self._call(
                 "claim_next",
                 None,
@@ -104,7 +104,7 @@ class RedisClaims(RedisWrites):
                     continue  # "again": a run of poison jobs was trashed; look further
                 # Nothing waits: wait() needs not ask again until something happens.
                 head = float(times[1]) if len(times) > 1 else None
-                self._idle.quiet(flow_key(flows), mark, sent, float(times[0]), head)
+                self._idle.quiet(flow_key(flows), mark, time.monotonic(), float(times[0]), head)
                 return None
             try:
                 return self._claimed(raw, who, length, started)

@@ -130,14 +130,15 @@ class RedisEvents(RedisDurability):
                 pipe.exists(*(f"{p}waiting:{f}" for f in flows))
             return pipe.execute()
 
-        mark, sent = self._idle.mark(), time.monotonic()
+        mark = self._idle.mark()
         now, head, *waiting = self._call("wait", None, read, safe=True)
+        answered = time.monotonic()
         if waiting and waiting[0]:
             return True
         server_now = server_time(now)
         if head and head[0][1] <= server_now:
             return True
-        self._idle.quiet(flows, mark, sent, server_now, head[0][1] if head else None)
+        self._idle.quiet(flows, mark, answered, server_now, head[0][1] if head else None)
         return False
 
     # -- events -------------------------------------------------------------

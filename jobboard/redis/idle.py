@@ -68,22 +68,25 @@ class IdleKnowledge:
         self,
         flows: FlowKey,
         mark: tuple[int, int],
-        sent: float,
+        answered: float,
         server_now: float,
         lease_end: float | None,
     ) -> None:
-        """A check sent at local time ``sent`` (server time ``server_now``) found no
-        job of ``flows`` waiting; the earliest lease ends at server time ``lease_end``."""
+        """A check answered at local time ``answered`` (server time ``server_now``,
+        read before) found no job of ``flows`` waiting; the earliest lease ends at
+        server time ``lease_end``. Lease ends are placed on the local clock as seen
+        from the answer, so a waiter wakes after them (by the reply's travel), never
+        before."""
         wakes, claims = mark
         with self._lock:
-            self._offset = server_now - sent  # a reply comes after the send: wakes early
+            self._offset = server_now - answered
             local_end = math.inf if lease_end is None else lease_end - self._offset
             if self._claims == claims:
                 self._lease_end = local_end
             else:  # a claim came in meanwhile: keep its lease end too
                 self._lease_end = min(self._lease_end, local_end)
             if self._wakes == wakes:
-                self._quiet[flows] = (wakes, sent)
+                self._quiet[flows] = (wakes, answered)
 
     def until(self, flows: FlowKey) -> float | None:
         """Local monotonic time until which no job of ``flows`` can be waiting, or

@@ -38,8 +38,11 @@ def test_idle_wait_after_an_empty_claim_next_sends_nothing(redis_board_factory, 
 def test_wait_wakes_when_a_dead_owners_lease_runs_out(redis_board_factory, monkeypatch):
     waiter = redis_board_factory(lease=30)  # its own lease is no clock for waking up
     owner = redis_board_factory(lease=0.5)
+    seen = threading.Event()
+    waiter.add_listener(lambda event: event.kind == "claimed" and seen.set())
     job = owner.post("j", "f")
     dead = owner.claim(job, unique_owner("dead"))  # never renewed: its owner is gone
+    assert seen.wait(10)  # the waiter has heard of the post and the claim
     who = unique_owner("waiter")
     assert waiter.claim_next(who) is None  # learns when the first lease ends
     trips = RoundTrips(waiter, monkeypatch)
