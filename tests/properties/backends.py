@@ -41,6 +41,12 @@ def eventually(fn: Callable[[], T], timeout: float = 15.0, what: str = "") -> T:
         time.sleep(0.02)
 
 
+def slow_clock() -> float:
+    """A local clock running a thousand times slow: an owner whose heartbeat thread was
+    descheduled, or whose clock is skewed, and so believes its lease still runs."""
+    return time.monotonic() / 1000.0
+
+
 def answers(board: JobBoard) -> bool:
     """True once the board's server answers a read (raises while it does not)."""
     board.job_count  # noqa: B018 - the round trip is the point
@@ -58,7 +64,11 @@ class Env:
     #: ``claim_next`` takes exactly the best job (else: one of the best priority).
     strict_order = True
 
-    def open(self, namespace: str) -> JobBoard:
+    #: ``open(..., skewed=True)`` is supported (the board takes a ``local_clock``).
+    can_skew = False
+
+    def open(self, namespace: str, skewed: bool = False) -> JobBoard:
+        """A connected board on ``namespace``; ``skewed`` gives it :func:`slow_clock`."""
         raise NotImplementedError
 
     def expire(self, board: JobBoard, claim: Claim) -> None:
@@ -88,7 +98,7 @@ class MemoryEnv(Env):
     def clock(self) -> float:
         return self.now
 
-    def open(self, namespace: str) -> JobBoard:
+    def open(self, namespace: str, skewed: bool = False) -> JobBoard:
         return jobboard.connect(f"memory://{namespace}", clock=self.clock)
 
     def expire(self, board: JobBoard, claim: Claim) -> None:
@@ -106,7 +116,7 @@ class SqliteEnv(Env):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def open(self, namespace: str) -> JobBoard:
+    def open(self, namespace: str, skewed: bool = False) -> JobBoard:
         return jobboard.connect(f"sqlite://{self.folder / 'props.db'}?namespace={namespace}")
 
     def restart(self, boards: dict[str, JobBoard], namespace: str) -> None:
@@ -125,8 +135,11 @@ class RedisEnv(Env):
         self.server = RedisServer(persistent=True)
         self.server.start()
 
-    def open(self, namespace: str) -> JobBoard:
-        return jobboard.connect(f"{self.server.url}?namespace={namespace}")
+    can_skew = True
+
+    def open(self, namespace: str, skewed: bool = False) -> JobBoard:
+        options = {"local_clock": slow_clock} if skewed else {}
+        return jobboard.connect(f"{self.server.url}?namespace={namespace}", **options)
 
     def restart(self, boards: dict[str, JobBoard], namespace: str) -> None:
         self.server.restart(hard=True)
@@ -154,10 +167,14 @@ class ZooKeeperEnv(Env):
         self.server = ZooKeeperServer(max_session_timeout=60_000)
         self.server.start(timeout=60)
 
-    def open(self, namespace: str) -> JobBoard:
+    can_skew = True
+
+    def open(self, namespace: str, skewed: bool = False) -> JobBoard:
+        options = {"local_clock": slow_clock} if skewed else {}
         return jobboard.connect(
             f"zookeeper://{self.server.hosts}/props?namespace={namespace}"
-            f"&session_timeout={self.SESSION_TIMEOUT}"
+            f"&session_timeout={self.SESSION_TIMEOUT}",
+            **options,
         )
 
     def restart(self, boards: dict[str, JobBoard], namespace: str) -> None:

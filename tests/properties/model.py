@@ -31,6 +31,8 @@ class ModelJob:
     owner: str | None = None
     attempts: int = 0
     cancel_requested: bool = False
+    #: The owner whose lease ran out while its connection lived on (its claim record stays).
+    lapsed: str | None = None
     result: Any = None
     progress: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -78,6 +80,7 @@ class BoardModel:
             job.state = JobState.TRASHED
             return UnclaimableJob
         job.state = JobState.CLAIMED
+        job.lapsed = None
         job.token += 1
         job.attempts += 1
         job.owner = who
@@ -111,10 +114,11 @@ class BoardModel:
         job = self.jobs[job_id]
         return job.state is JobState.CLAIMED and job.owner == who and job.token == token
 
-    def expire(self, job_id: str) -> None:
+    def expire(self, job_id: str, lapsed: bool = True) -> None:
         """The claim's lease ran out: waiting again, same token (the next claim gets a newer one)."""
         job = self.jobs[job_id]
         assert job.state is JobState.CLAIMED
+        job.lapsed = job.owner if lapsed else None
         job.state = JobState.WAITING
         job.owner = None
 
@@ -122,7 +126,9 @@ class BoardModel:
         """Every claim of ``who`` ends at once (its session closed)."""
         for job in self.jobs.values():
             if job.state is JobState.CLAIMED and job.owner == who:
-                self.expire(job.id)
+                self.expire(job.id, lapsed=False)
+            elif job.lapsed == who:
+                job.lapsed = None
 
     # -- fenced writes --------------------------------------------------------
 
@@ -154,7 +160,7 @@ class BoardModel:
         refused = self.refusal(job_id, who, token)
         if refused is None:
             job = self.jobs[job_id]
-            job.state, job.owner = JobState.WAITING, None
+            job.state, job.owner, job.lapsed = JobState.WAITING, None, None
             if refund:
                 job.attempts = max(0, job.attempts - 1)
         return refused
@@ -167,7 +173,7 @@ class BoardModel:
         if state is JobState.WAITING:
             if job.state is not JobState.CLAIMED:
                 return InvalidState
-            job.state, job.owner = JobState.WAITING, None
+            job.state, job.owner, job.lapsed = JobState.WAITING, None, None
             return None
         job.state, job.owner = JobState.TRASHED, None
         return None

