@@ -1,10 +1,16 @@
 """A job whose lease ran out is waiting like any other: found by the property tests.
 
-The state machine of ``test_board_model`` found that on ZooKeeper a job whose
-leased claim lapsed (its owner still connected) is claimed by ``claim_next``
-only once no other job waits: a HIGH job then waits behind every LOW job of
-the backlog. This test pins the contract on every backend: after a lease runs
-out, the job keeps its place (priority, then post order).
+The state machine of ``test_board_model`` found two ways in which, on
+ZooKeeper, a job whose leased claim lapsed (its owner still connected) is not
+treated as waiting:
+
+* ``claim_next`` takes it only once no other job waits, so a HIGH job waits
+  behind every LOW job of the backlog (and an idle ``claim_next`` may pass it
+  over altogether);
+* a claim that finds it out of attempts says it "was trashed as a poison job"
+  but leaves it waiting, and nobody can claim it while the old owner lives.
+
+These tests pin the contract on every backend.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from jobboard import JobPriority
+from jobboard import JobPriority, JobState, UnclaimableJob
 from tests.properties.backends import LONG_LEASE, Env, MemoryEnv, SqliteEnv, eventually
 
 BACKLOG = 3
@@ -53,3 +59,31 @@ def test_a_job_whose_lease_ran_out_keeps_its_priority(env: Env) -> None:
     finally:
         owner.close()
         other.close()
+
+
+def test_a_poison_job_whose_lease_ran_out_is_trashed(env: Env) -> None:
+    namespace = f"l{uuid.uuid4().hex[:10]}"
+    first, second = env.open(namespace), env.open(namespace)
+
+    def look() -> None:  # reads as an admin view or a conductor's listing make them
+        second.get(job.id)
+        list(second.iterjobs(ensure_fresh=True))
+
+    try:
+        # Given: a job with two attempts; both claims let their lease run out.
+        job = first.post("flaky", "f", max_attempts=2)
+        look()
+        claim = second.claim_next("w1", lease=LONG_LEASE)
+        assert claim is not None and claim.job_id == job.id
+        env.expire(second, claim)
+        look()
+        env.expire(first, first.claim(job.id, "w0", lease=LONG_LEASE))
+        look()
+        # When: a third claim meets it with no attempt left.
+        with pytest.raises(UnclaimableJob):
+            second.claim(job.id, "w1", lease=LONG_LEASE)
+        # Then: it is trashed as a poison job, as the refusal says.
+        assert second.get(job.id).state is JobState.TRASHED
+    finally:
+        first.close()
+        second.close()
