@@ -33,7 +33,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from jobboard import Claim, InvalidState, JobBoard, JobPriority, JobState, NotOwner
+from jobboard import Claim, ClaimStatus, InvalidState, JobBoard, JobPriority, JobState, NotOwner
 from tests.properties.backends import (
     LONG_LEASE,
     Env,
@@ -300,6 +300,28 @@ class BoardMachine(RuleBasedStateMachine):
         self.restarted = True
         tally("restarts")
         self.env.restart(self.boards, self.namespace)
+        if self.env.claims_die_with_board:
+            self._sessions_lost_in_restart()
+
+    def _sessions_lost_in_restart(self) -> None:
+        """A session the server expired while it was down ends its owner's claims; the
+        owner must know it (its claim reads lost) for the board to report them waiting."""
+        for who in OWNERS:
+            held = [
+                j
+                for j in self.model.jobs.values()
+                if j.state is JobState.CLAIMED and j.owner == who
+            ]
+            board = self.boards[who]
+            gone = [
+                j
+                for j in held
+                if board.claim_status(self.claims[(j.id, who)]) is ClaimStatus.LOST
+                and self.boards[OWNERS[0]].get(j.id).state is JobState.WAITING
+            ]
+            if gone:
+                self.model.drop_owner(who)
+                tally("sessions lost in a restart")
 
     # -- what must always hold ------------------------------------------------
 
