@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from conductor import context, task
+from conductor.flow import Flow
 from conductor.patterns import linear_flow
 from conductor.registry import FlowRegistry
 
@@ -63,6 +64,6 @@ class Step(task.Task):
 
 
 @FLOWS.register(FLOW)
-def chaos_flow() -> linear_flow.Flow:
+def chaos_flow() -> Flow:
     """fetch -> transform -> publish, each providing ``<name>_out``."""
     return linear_flow.Flow(FLOW).add(*(Step(name, provides=f"{name}_out") for name in TASKS))

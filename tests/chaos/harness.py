@@ -32,6 +32,7 @@ import jobboard
 from jobboard import JobState
 from tests.chaos.chaos_flows import ORACLE_ENV
 from tests.chaos.proxy import TcpProxy
+from tests.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -179,7 +180,7 @@ class FaultInjector:
         rng: random.Random,
         timing: Timing,
         *,
-        server: object | None = None,
+        server: ServerProcess | None = None,
         sqlite_path: Path | None = None,
     ) -> None:
         self.kinds = kinds
@@ -258,15 +259,17 @@ class FaultInjector:
 
     def server_restart(self, _slot: Slot | None) -> None:
         """Kill -9 the server and start it again on the same port and data."""
-        self.server.restart(hard=True)  # type: ignore[attr-defined]
+        assert self.server is not None
+        self.server.restart(hard=True)
 
     def server_pause(self, _slot: Slot | None) -> None:
         """SIGSTOP the server for a while (sockets open, nothing answered)."""
-        self.server.pause()  # type: ignore[attr-defined]
+        assert self.server is not None
+        self.server.pause()
         try:
             time.sleep(self.rng.uniform(0.5, 1.5) * self.timing.lease)
         finally:
-            self.server.resume()  # type: ignore[attr-defined]
+            self.server.resume()
 
     def partition(self, slot: Slot) -> None:
         """Blackhole a claim holder's connections, then heal (the old connections are cut)."""

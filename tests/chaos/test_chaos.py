@@ -43,7 +43,7 @@ import jobboard
 from tests.chaos.chaos_flows import FLOW
 from tests.chaos.harness import FaultInjector, Fleet, Slot, Timing
 from tests.chaos.oracle import Verdict, count_consumed, judge, read_final, read_task_log
-from tests.servers import RedisServer, ZooKeeperServer, missing_server
+from tests.servers import RedisServer, ServerProcess, ZooKeeperServer, missing_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(420)]
 
@@ -71,7 +71,7 @@ class Setup:
     timing: Timing
     lease: float | None
     proxied_port: int | None = None
-    server: object | None = None
+    server: ServerProcess | None = None
     sqlite_path: Path | None = None
 
 

@@ -9,6 +9,7 @@ Everything else goes through ``jobboard.connect`` and the board contract.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,10 @@ def answers(board: JobBoard) -> bool:
     """True once the board's server answers a read (raises while it does not)."""
     board.job_count  # noqa: B018 - the round trip is the point
     return True
+
+
+def connected(board: JobBoard) -> bool:
+    return board.connected
 
 
 class Env:
@@ -146,7 +151,7 @@ class RedisEnv(Env):
     def restart(self, boards: dict[str, JobBoard], namespace: str) -> None:
         self.server.restart(hard=True)
         for board in boards.values():
-            eventually(lambda b=board: answers(b), what="redis back")
+            eventually(functools.partial(answers, board), what="redis back")
 
     def close(self) -> None:
         self.server.cleanup()
@@ -183,7 +188,7 @@ class ZooKeeperEnv(Env):
     def restart(self, boards: dict[str, JobBoard], namespace: str) -> None:
         self.server.restart(hard=True)
         for board in boards.values():
-            eventually(lambda b=board: b.connected, 30.0, what="zookeeper session back")
+            eventually(functools.partial(connected, board), 30.0, what="zookeeper session back")
 
     def close(self) -> None:
         self.server.cleanup()
