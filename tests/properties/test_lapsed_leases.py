@@ -8,7 +8,10 @@ treated as waiting:
   behind every LOW job of the backlog (and an idle ``claim_next`` may pass it
   over altogether);
 * a claim that finds it out of attempts says it "was trashed as a poison job"
-  but leaves it waiting, and nobody can claim it while the old owner lives.
+  but leaves it waiting, and nobody can claim it while the old owner lives;
+* the old owner, if its own clock says the lease still runs (a skewed clock, a
+  descheduled heartbeat), may still save progress, renew and even consume it
+  until another owner claims it: nothing on the server checks the lease.
 
 These tests pin the contract on every backend.
 """
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from jobboard import JobPriority, JobState, UnclaimableJob
+from jobboard import JobPriority, JobState, NotOwner, UnclaimableJob
 from tests.properties.backends import LONG_LEASE, Env, MemoryEnv, SqliteEnv, eventually
 
 BACKLOG = 3
@@ -87,3 +90,33 @@ def test_a_poison_job_whose_lease_ran_out_is_trashed(env: Env) -> None:
     finally:
         first.close()
         second.close()
+
+
+@pytest.fixture(params=["redis", "zookeeper"])
+def server_env(request: pytest.FixtureRequest) -> Env:
+    return request.getfixturevalue(f"{request.param}_env")
+
+
+def test_an_owner_whose_lease_ran_out_cannot_write(server_env: Env) -> None:
+    """The board, not the owner's clock, decides that a lease ran out."""
+    env = server_env
+    namespace = f"l{uuid.uuid4().hex[:10]}"
+    # Given: an owner whose local clock runs slow (a descheduled heartbeat, a skewed
+    # clock) lets its lease run out; nobody has claimed the job since.
+    owner, other = env.open(namespace, skewed=True), env.open(namespace)
+    try:
+        job = other.post("late", "f")
+        claim = owner.claim(job.id, "w0", lease=LONG_LEASE)
+        env.expire(owner, claim)
+        # When / Then: its fenced writes and its renewal are refused, and change nothing.
+        with pytest.raises(NotOwner):
+            owner.save_progress(job.id, "w0", claim.token, "fetch", {"late": True})
+        with pytest.raises(NotOwner):
+            owner.consume(job.id, "w0", claim.token, result={"late": True})
+        assert owner.renew([claim])[job.id] is None
+        after = other.get(job.id)
+        assert (after.state, after.owner) == (JobState.WAITING, None)
+        assert other.load_progress(job.id) == {}
+    finally:
+        owner.close()
+        other.close()
