@@ -6,30 +6,25 @@ Open any backend with :func:`connect`::
     board = jobboard.connect("zookeeper://zk1:2181,zk2:2181/conductor")
     board = jobboard.connect("sqlite:///var/lib/conductor/board.db")
     board = jobboard.connect("memory://tests")
+
+Everything a producer, a conductor or an operator needs is importable from
+here; the contract every backend keeps is :class:`JobBoard` (module
+:mod:`jobboard.base`). Backends live in their own packages
+(:mod:`jobboard.redis`, :mod:`jobboard.zookeeper`, :mod:`jobboard.sqlite`,
+:mod:`jobboard.memory`) and are loaded only when a URL names them.
 """
 
 from __future__ import annotations
 
 from importlib import import_module, metadata
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-from jobboard.base import (
-    ACTIVE_STATES,
-    FINISHED_STATES,
-    BoardEvent,
-    Claim,
-    ClaimStatus,
-    Entity,
-    Job,
-    JobBoard,
-    JobPriority,
-    JobState,
-    unique_owner,
-)
+from jobboard.base import JobBoard
 from jobboard.errors import (
     BadURL,
     BoardError,
+    BoardRegressed,
     BoardUnavailable,
     ClaimError,
     InvalidJob,
@@ -39,26 +34,46 @@ from jobboard.errors import (
     StaleToken,
     UnclaimableJob,
 )
+from jobboard.model import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    BoardEvent,
+    Claim,
+    ClaimStatus,
+    Entity,
+    Job,
+    JobPriority,
+    JobRef,
+    JobState,
+    unique_owner,
+)
+from jobboard.urls import parse_options, redact_url
 
 __all__ = [
     # opening a board
     "connect",
     "backend_for",
+    "parse_options",
+    "redact_url",
+    "ENTRY_POINT_GROUP",
     # the contract
     "JobBoard",
+    # jobs, claims and events
     "Job",
-    "Claim",
-    "ClaimStatus",
-    "Entity",
-    "BoardEvent",
+    "JobRef",
     "JobPriority",
     "JobState",
     "ACTIVE_STATES",
     "FINISHED_STATES",
+    "Claim",
+    "ClaimStatus",
+    "Entity",
+    "BoardEvent",
     "unique_owner",
     # errors
     "BoardError",
     "BoardUnavailable",
+    "BoardRegressed",
     "InvalidJob",
     "JobNotFound",
     "ClaimError",
@@ -69,6 +84,7 @@ __all__ = [
     "BadURL",
 ]
 
+#: The entry point group in which backends register their URL scheme.
 ENTRY_POINT_GROUP = "jobboard.backends"
 
 # Used when the package's entry points are not installed (running from a checkout).
@@ -83,10 +99,10 @@ _BUILTIN = {
 
 def backend_for(scheme: str) -> type[JobBoard]:
     """The board class registered for a URL scheme (entry point group ``jobboard.backends``)."""
-    target = None
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == scheme:
-            return ep.load()
+            loaded: type[JobBoard] = ep.load()
+            return loaded
     target = _BUILTIN.get(scheme)
     if target is None:
         known = sorted(
@@ -94,12 +110,8 @@ def backend_for(scheme: str) -> type[JobBoard]:
         )
         raise BadURL(f"unknown board scheme {scheme!r}; known schemes: {', '.join(known)}")
     module, _, attr = target.partition(":")
-    return getattr(import_module(module), attr)
-
-
-def parse_options(url: str) -> dict[str, str]:
-    """The query-string options of a board URL as a dict."""
-    return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    builtin: type[JobBoard] = getattr(import_module(module), attr)
+    return builtin
 
 
 def connect(url: str, **options: Any) -> JobBoard:

@@ -40,23 +40,30 @@ never share one (the token check protects even if they do).
 from __future__ import annotations
 
 import abc
-import enum
-import json
-import logging
-import math
-import os
-import re
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, Self
-from urllib.parse import urlsplit, urlunsplit
 
 from jobboard import errors
+from jobboard.changes import Ending, NewJob, Release
+from jobboard.checks import BoardChecks
+from jobboard.claimview import LocalClaims
+from jobboard.model import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    BoardEvent,
+    Claim,
+    ClaimStatus,
+    Entity,
+    Job,
+    JobPriority,
+    JobRef,
+    JobState,
+    unique_owner,
+)
+from jobboard.urls import coerce_options, redact_url
 
+# The model's names stay importable from here, where they were first defined.
 __all__ = [
     "ACTIVE_STATES",
     "FINISHED_STATES",
@@ -67,205 +74,22 @@ __all__ = [
     "Job",
     "JobBoard",
     "JobPriority",
+    "JobRef",
     "JobState",
+    "coerce_options",
+    "redact_url",
     "unique_owner",
 ]
 
-log = logging.getLogger(__name__)
 
-
-class JobPriority(enum.StrEnum):
-    """The five priority levels; higher priority jobs are claimed first."""
-
-    VERY_HIGH = "VERY_HIGH"
-    HIGH = "HIGH"
-    NORMAL = "NORMAL"
-    LOW = "LOW"
-    VERY_LOW = "VERY_LOW"
-
-    @property
-    def rank(self) -> int:
-        """Sort key: 0 for VERY_HIGH up to 4 for VERY_LOW (smaller is claimed first)."""
-        return _PRIORITY_RANK[self]
-
-    @classmethod
-    def convert(cls, value: JobPriority | str, *, job: str | None = None) -> JobPriority:
-        """Accept a member or its name (any case); raise ``InvalidJob`` naming ``priority``."""
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls(value.strip().upper())
-            except ValueError:
-                pass
-        raise errors.InvalidJob(
-            f"job {job!r}: field 'priority' must be one of "
-            f"{', '.join(p.value for p in cls)}, got {value!r}",
-            field="priority",
-            job=job,
-        )
-
-
-_PRIORITY_RANK = {p: i for i, p in enumerate(JobPriority)}
-
-
-class JobState(enum.StrEnum):
-    """Where a job is in its life."""
-
-    WAITING = "waiting"
-    CLAIMED = "claimed"
-    COMPLETE = "complete"
-    FAILED = "failed"
-    TRASHED = "trashed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        """True for the states a job never leaves (until retention purges it)."""
-        return self in FINISHED_STATES
-
-
-ACTIVE_STATES = frozenset({JobState.WAITING, JobState.CLAIMED})
-FINISHED_STATES = frozenset(
-    {JobState.COMPLETE, JobState.FAILED, JobState.TRASHED, JobState.CANCELLED}
-)
-
-
-class ClaimStatus(enum.StrEnum):
-    """What the local process knows about one of its claims, without a round trip."""
-
-    OWNED = "owned"
-    UNCERTAIN = "uncertain"  # connection suspended: the claim may or may not survive
-    LOST = "lost"
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A snapshot of one job as the board stored it when it was read."""
-
-    id: str
-    name: str
-    flow: str
-    store: dict[str, Any]
-    priority: JobPriority = JobPriority.NORMAL
-    state: JobState = JobState.WAITING
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    seq: int = 0
-    attempts: int = 0
-    max_attempts: int = 5
-    owner: str | None = None
-    token: int = 0
-    claimed_at: float | None = None
-    lease_expires_at: float | None = None
-    cancel_requested: bool = False
-    finished_at: float | None = None
-    result: Any = None
-    last_error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def uuid(self) -> str:
-        """Alias of ``id`` in the reference vocabulary."""
-        return self.id
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        data = asdict(self)
-        data["priority"] = self.priority.value
-        data["state"] = self.state.value
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Job:
-        """Rebuild a job from :meth:`to_dict` output; unknown keys are ignored."""
-        known = {k: data[k] for k in _JOB_FIELDS if k in data}
-        known["priority"] = JobPriority(known.get("priority", "NORMAL"))
-        known["state"] = JobState(known.get("state", "waiting"))
-        return cls(**known)
-
-
-_JOB_FIELDS = tuple(Job.__dataclass_fields__)
-_CLAIM_ENDING_EVENTS = frozenset(
-    {"claimed", "abandoned", "trashed", "consumed", "failed", "cancelled", "expired"}
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """Proof of ownership of one job: pass it (or its token) to every fenced write.
-
-    ``expires_at`` is the lease end in board time (``None`` for session-bound
-    claims); ``deadline`` is the same end on this process's monotonic clock,
-    measured from *before* the request was sent, so the owner always believes
-    its claim gone no later than the board does.
-    """
-
-    job_id: str
-    owner: str
-    token: int
-    lease: float | None = None
-    expires_at: float | None = None
-    deadline: float = math.inf
-    job: Job | None = None
-
-    def with_deadline(self, deadline: float, expires_at: float | None) -> Claim:
-        """A copy with a renewed lease."""
-        return replace(self, deadline=deadline, expires_at=expires_at)
-
-
-@dataclass(frozen=True, slots=True)
-class Entity:
-    """A registered participant (a conductor) with its self-reported metadata."""
-
-    name: str
-    kind: str
-    metadata: dict[str, Any]
-    last_seen: float
-
-
-@dataclass(frozen=True, slots=True)
-class BoardEvent:
-    """A change on the board, delivered to listeners added with ``add_listener``.
-
-    ``kind`` is one of: posted, claimed, consumed, failed, abandoned, trashed,
-    cancelled, cancel_requested, expired, purged.
-    """
-
-    kind: str
-    job_id: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def redact_url(url: str) -> str:
-    """A board URL without its password, for messages, logs and displays."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def unique_owner(name: str) -> str:
-    """An owner id that no other process shares: ``name@host:pid:random``."""
-    return f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-JobRef = Job | Claim | str
-
-_FLOW_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
-_ATOM_RE = re.compile(r"^[^\x00-\x1f]{1,200}$")
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=False)
-
-
-class JobBoard(abc.ABC):
+class JobBoard(LocalClaims, BoardChecks, abc.ABC):
     """Abstract job board. Subclasses implement one backend.
 
     Tunables are class constants, overridable per instance through the
     constructor (and through the URL's query string in :func:`jobboard.connect`).
+    The local view of claims and the listeners come from
+    :class:`~jobboard.claimview.LocalClaims`, the argument checks and the
+    fencing rule from :class:`~jobboard.checks.BoardChecks`.
     """
 
     scheme: ClassVar[str] = ""
@@ -301,12 +125,7 @@ class JobBoard(abc.ABC):
         )
         if self.lease <= 0:
             raise errors.BadURL(f"board {name!r}: option 'lease' must be > 0, got {lease!r}")
-        self._local_clock = local_clock
-        self._local_lock = threading.Lock()
-        self._held: dict[str, Claim] = {}
-        self._lost: set[str] = set()
-        self._cancel_flags: set[str] = set()
-        self._listeners: list[Callable[[BoardEvent], None]] = []
+        LocalClaims.__init__(self, local_clock)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -339,7 +158,6 @@ class JobBoard(abc.ABC):
 
     # -- producers ----------------------------------------------------------
 
-    @abc.abstractmethod
     def post(
         self,
         name: str,
@@ -355,12 +173,12 @@ class JobBoard(abc.ABC):
         Raises ``InvalidJob`` naming the field when anything is malformed;
         nothing is written then.
         """
+        return self._post(self._validate_post(name, flow, store, priority, max_attempts, details))
 
     @abc.abstractmethod
     def get(self, job: JobRef) -> Job:
         """Read one job (any state); raises ``JobNotFound``."""
 
-    @abc.abstractmethod
     def iterjobs(
         self,
         only_unclaimed: bool = False,
@@ -373,8 +191,11 @@ class JobBoard(abc.ABC):
 
         By default only unfinished jobs (waiting and claimed); ``states``
         selects others. ``only_unclaimed`` restricts to waiting jobs. A claim
-        whose lease ran out is reported as waiting.
+        whose lease ran out is reported as waiting. ``ensure_fresh`` asks a
+        backend that lists from a local cache to read the server instead.
         """
+        wanted = self._normalise_states(states, only_unclaimed)
+        return iter(self._list_jobs(wanted, flow, ensure_fresh))
 
     @property
     def job_count(self) -> int:
@@ -437,14 +258,7 @@ class JobBoard(abc.ABC):
         result_json = None if result is None else self._encode(result, "result", job_id)
         self._check_owner_args(job_id, who, token, False)
         return self._finish(
-            job_id,
-            who,
-            token,
-            state=JobState.COMPLETE,
-            force=False,
-            result_json=result_json,
-            error=None,
-            event="consumed",
+            Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
         )
 
     def fail(
@@ -454,16 +268,8 @@ class JobBoard(abc.ABC):
         job_id = self._job_id(job)
         message = self._validate_error(job_id, error)
         self._check_owner_args(job_id, who, token, False)
-        return self._finish(
-            job_id,
-            who,
-            token,
-            state=JobState.CANCELLED if cancelled else JobState.FAILED,
-            force=False,
-            result_json=None,
-            error=message,
-            event="cancelled" if cancelled else "failed",
-        )
+        state, event = (JobState.CANCELLED, "cancelled") if cancelled else (JobState.FAILED, "failed")
+        return self._finish(Ending(job_id, who, token, state, False, None, message, event))
 
     def abandon(
         self,
@@ -484,9 +290,7 @@ class JobBoard(abc.ABC):
         job_id = self._job_id(job)
         message = None if reason is None else self._validate_error(job_id, reason, "reason")
         self._check_owner_args(job_id, who, token, force)
-        return self._release_claim(
-            job_id, who, token, reason=message, force=force, refund=bool(refund)
-        )
+        return self._release_claim(Release(job_id, who, token, message, force, bool(refund)))
 
     def trash(
         self,
@@ -503,14 +307,7 @@ class JobBoard(abc.ABC):
         message = self._validate_error(job_id, reason or "trashed", "reason")
         self._check_owner_args(job_id, who, token, force)
         return self._finish(
-            job_id,
-            who,
-            token,
-            state=JobState.TRASHED,
-            force=force,
-            result_json=None,
-            error=message,
-            event="trashed",
+            Ending(job_id, who, token, JobState.TRASHED, force, None, message, "trashed")
         )
 
     def find_owner(self, job: JobRef) -> str | None:
@@ -577,122 +374,6 @@ class JobBoard(abc.ABC):
             "counters": self.counters(),
         }
 
-    # -- events and the local view of claims --------------------------------
-
-    def add_listener(self, callback: Callable[[BoardEvent], None]) -> None:
-        """Call ``callback(event)`` for board changes (from a backend thread)."""
-        with self._local_lock:
-            self._listeners.append(callback)
-
-    def remove_listener(self, callback: Callable[[BoardEvent], None]) -> None:
-        """Stop calling a callback added with :meth:`add_listener`."""
-        with self._local_lock:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-    def _emit(self, event: BoardEvent) -> None:
-        """Apply an event to the local claim view, then tell listeners."""
-        if event.job_id is not None:
-            self._apply_event(event)
-        for callback in list(self._listeners):
-            try:
-                callback(event)
-            except Exception:  # a listener must never break the board
-                log.exception("board listener %r failed", callback)
-
-    def _apply_event(self, event: BoardEvent) -> None:
-        """Mark a held claim lost when an event shows someone else ended or took it."""
-        job_id = event.job_id
-        assert job_id is not None
-        with self._local_lock:
-            if event.kind == "cancel_requested":
-                self._cancel_flags.add(job_id)
-                return
-            held = self._held.get(job_id)
-            if held is None or event.kind not in _CLAIM_ENDING_EVENTS:
-                return
-            data = event.data
-            token = data.get("token")
-            if isinstance(token, int) and token < held.token:
-                return  # a late event about an earlier claim of a job we hold again
-            ours = data.get("token") == held.token and (
-                event.kind == "claimed" or data.get("owner") == held.owner
-            )
-            if event.kind == "expired":
-                # Only the claim whose lease ran out is lost (not a newer claim of ours).
-                if data.get("token") in (None, held.token):
-                    self._lost.add(job_id)
-            elif data.get("forced") or not ours:
-                self._lost.add(job_id)
-
-    def _track(self, claim: Claim) -> Claim:
-        with self._local_lock:
-            self._held[claim.job_id] = claim
-            self._lost.discard(claim.job_id)
-            self._cancel_flags.discard(claim.job_id)
-        return claim
-
-    def _retrack(self, claim: Claim) -> None:
-        """Store a renewed copy of a claim we still hold (keeps its flags)."""
-        with self._local_lock:
-            held = self._held.get(claim.job_id)
-            if held is not None and held.token == claim.token:
-                self._held[claim.job_id] = claim
-
-    def _apply_renewals(self, renewed: Mapping[str, Claim | None]) -> None:
-        """Record the outcome of a renew call in the local claim view."""
-        for job_id, claim in renewed.items():
-            if claim is None:
-                self._mark_lost(job_id)
-            else:
-                self._retrack(claim)
-
-    def _untrack(self, job_id: str) -> None:
-        with self._local_lock:
-            self._held.pop(job_id, None)
-            self._lost.discard(job_id)
-            self._cancel_flags.discard(job_id)
-
-    def _mark_lost(self, job_id: str) -> None:
-        with self._local_lock:
-            if job_id in self._held:
-                self._lost.add(job_id)
-
-    def _mark_cancel(self, job_id: str) -> None:
-        with self._local_lock:
-            self._cancel_flags.add(job_id)
-
-    def _connection_uncertain(self) -> bool:
-        """True while the connection is suspended (session-bound backends)."""
-        return False
-
-    def claim_status(self, claim: Claim | str) -> ClaimStatus:
-        """Whether this process still owns a claim, from local knowledge only.
-
-        Costs no round trip: it reads the lease deadline kept locally (renewed
-        by :meth:`renew`), claim-loss and release events pushed by the backend,
-        and the connection state.
-        """
-        job_id = claim if isinstance(claim, str) else claim.job_id
-        held = self._held.get(job_id)
-        if held is None or job_id in self._lost:
-            return ClaimStatus.LOST
-        if isinstance(claim, Claim) and claim.token != held.token:
-            return ClaimStatus.LOST
-        if self._local_clock() >= held.deadline:
-            return ClaimStatus.LOST
-        if self._connection_uncertain():
-            return ClaimStatus.UNCERTAIN
-        return ClaimStatus.OWNED
-
-    def cancel_requested(self, job: JobRef) -> bool:
-        """Whether a cancel of one of our claimed jobs has reached us (local, no round trip)."""
-        return self._job_id(job) in self._cancel_flags
-
-    def held_claim(self, job: JobRef) -> Claim | None:
-        """The latest local copy of our claim on ``job`` (with the renewed deadline)."""
-        return self._held.get(self._job_id(job))
-
     # -- the atomic part of writes, one per backend --------------------------
     #
     # The public methods have validated every argument (``who`` and ``token``
@@ -705,246 +386,28 @@ class JobBoard(abc.ABC):
         """Write the encoded progress record if ``who``/``token`` hold the claim."""
 
     @abc.abstractmethod
-    def _finish(
-        self,
-        job_id: str,
-        who: str,
-        token: int | None,
-        *,
-        state: JobState,
-        force: bool,
-        result_json: str | None,
-        error: str | None,
-        event: str,
-    ) -> Job:
-        """End an unfinished job in the finished ``state``, fenced unless ``force``.
+    def _post(self, new: NewJob) -> Job:
+        """Add the validated job as waiting, count and publish ``posted``; return it."""
 
-        ``result_json`` (already encoded) becomes the result; ``error``, when
-        given, replaces ``last_error``. Counts and publishes ``event``, forgets
-        the local claim and returns the finished job.
+    @abc.abstractmethod
+    def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:
+        """The jobs in ``wanted`` states (of ``flow`` if given), in claim order."""
+
+    @abc.abstractmethod
+    def _finish(self, end: Ending) -> Job:
+        """End an unfinished job as ``end`` says, fenced unless ``end.force``.
+
+        Counts and publishes ``end.event``, forgets the local claim and
+        returns the finished job.
         """
 
     @abc.abstractmethod
-    def _release_claim(
-        self,
-        job_id: str,
-        who: str,
-        token: int | None,
-        *,
-        reason: str | None,
-        force: bool,
-        refund: bool = False,
-    ) -> Job:
-        """Make a claimed job waiting again, fenced unless ``force``; ``reason``, when
-        given, replaces ``last_error``; ``refund`` takes one off ``attempts`` (never
-        below zero). Publishes ``abandoned`` and forgets the claim."""
+    def _release_claim(self, release: Release) -> Job:
+        """Make a claimed job waiting again as ``release`` says, fenced unless
+        ``release.force``. Publishes ``abandoned`` and forgets the claim."""
 
     @abc.abstractmethod
     def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:
         """Delete the finished jobs in ``wanted`` states older than ``older_than``
         seconds; count and publish ``purged`` when any went; return how many."""
 
-    # -- helpers shared by backends -----------------------------------------
-
-    @staticmethod
-    def _job_id(job: JobRef) -> str:
-        if isinstance(job, Job):
-            return job.id
-        if isinstance(job, Claim):
-            return job.job_id
-        if isinstance(job, str) and job:
-            return job
-        raise errors.InvalidJob(f"not a job reference: {job!r}", field="job")
-
-    def _lease_for(self, lease: float | None) -> float:
-        value = self.lease if lease is None else float(lease)
-        if not value > 0 or math.isinf(value):
-            raise errors.InvalidJob(
-                f"field 'lease' must be a positive number, got {lease!r}", field="lease"
-            )
-        return value
-
-    def _check_owner_args(self, job_id: str, who: str, token: int | None, force: bool) -> None:
-        if not isinstance(who, str) or not who:
-            raise errors.InvalidJob(
-                f"job {job_id!r}: field 'who' must be a non-empty string", field="who", job=job_id
-            )
-        if not force and (token is None or isinstance(token, bool) or not isinstance(token, int)):
-            raise errors.NotOwner(
-                f"job {job_id!r}: a fenced operation needs the claim's integer token (got {token!r})"
-            )
-
-    @staticmethod
-    def _check_fence(
-        job_id: str,
-        state: JobState,
-        current: int,
-        owner: str | None,
-        who: str,
-        token: int | None,
-        force: bool,
-    ) -> None:
-        """Raise the contract's error when ``who``/``token`` may not write to a job.
-
-        ``state``, ``current`` (token) and ``owner`` are the job's as stored,
-        with an expired lease already reported as waiting. Backends call this
-        inside their atomic check-and-write.
-        """
-        if state.finished:
-            if not force and token is not None and token < current:
-                raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale; the job is {state.value}"
-                )
-            raise errors.InvalidState(f"job {job_id!r} is already {state.value}")
-        if force:
-            return
-        assert token is not None
-        if state is not JobState.CLAIMED:
-            if token < current:
-                raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale (current {current}); not claimed now"
-                )
-            raise errors.NotOwner(f"job {job_id!r} is not claimed (its claim has ended)")
-        if token != current:
-            cls = errors.StaleToken if token < current else errors.NotOwner
-            raise cls(f"job {job_id!r}: token {token} does not match the current claim ({current})")
-        if owner != who:
-            raise errors.NotOwner(f"job {job_id!r} is owned by {owner!r}, not {who!r}")
-
-    def _encode(self, value: Any, field_name: str, job: str | None) -> str:
-        """JSON-encode a payload, enforcing JSON-only content and the size limit."""
-        try:
-            text = _json_dumps(value)
-        except (TypeError, ValueError) as err:
-            raise errors.InvalidJob(
-                f"job {job!r}: field {field_name!r} is not JSON-serialisable: {err}",
-                field=field_name,
-                job=job,
-            ) from err
-        if len(text.encode()) > self.max_payload:
-            raise errors.InvalidJob(
-                f"job {job!r}: field {field_name!r} is {len(text.encode())} bytes encoded, "
-                f"over the limit of {self.max_payload}",
-                field=field_name,
-                job=job,
-            )
-        return text
-
-    def _validate_post(
-        self,
-        name: str,
-        flow: str,
-        store: Mapping[str, Any] | None,
-        priority: JobPriority | str,
-        max_attempts: int | None,
-        details: Mapping[str, Any] | None,
-    ) -> tuple[JobPriority, int, str, str]:
-        """Check ``post``'s arguments; returns (priority, max_attempts, store_json, details_json)."""
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise errors.InvalidJob(
-                f"field 'name' must be a non-empty string of at most 200 characters, got {name!r}",
-                field="name",
-                job=name if isinstance(name, str) else None,
-            )
-        if not isinstance(flow, str) or not _FLOW_RE.match(flow):
-            raise errors.InvalidJob(
-                f"job {name!r}: field 'flow' must match {_FLOW_RE.pattern}, got {flow!r}",
-                field="flow",
-                job=name,
-            )
-        prio = JobPriority.convert(priority, job=name)
-        attempts = self.max_attempts if max_attempts is None else max_attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 1000:
-            raise errors.InvalidJob(
-                f"job {name!r}: field 'max_attempts' must be an integer from 1 to 1000, "
-                f"got {max_attempts!r}",
-                field="max_attempts",
-                job=name,
-            )
-        for field_name, value in (("store", store), ("details", details)):
-            if value is not None and not isinstance(value, Mapping):
-                raise errors.InvalidJob(
-                    f"job {name!r}: field {field_name!r} must be a JSON object, "
-                    f"got {type(value).__name__}",
-                    field=field_name,
-                    job=name,
-                )
-            for key in value or ():
-                if not isinstance(key, str):
-                    raise errors.InvalidJob(
-                        f"job {name!r}: field {field_name!r} has a non-string key {key!r}",
-                        field=field_name,
-                        job=name,
-                    )
-        store_json = self._encode(dict(store or {}), "store", name)
-        details_json = self._encode(dict(details or {}), "details", name)
-        return prio, attempts, store_json, details_json
-
-    def _validate_atom(self, job_id: str, atom_name: str, record: Mapping[str, Any]) -> str:
-        if not isinstance(atom_name, str) or not _ATOM_RE.match(atom_name):
-            raise errors.InvalidJob(
-                f"job {job_id!r}: field 'atom_name' must be a printable string of 1-200 "
-                f"characters, got {atom_name!r}",
-                field="atom_name",
-                job=job_id,
-            )
-        if not isinstance(record, Mapping):
-            raise errors.InvalidJob(
-                f"job {job_id!r}: field 'record' must be a JSON object", field="record", job=job_id
-            )
-        return self._encode(dict(record), "record", job_id)
-
-    def _validate_error(self, job_id: str, error: Any, field_name: str = "error") -> str:
-        if not isinstance(error, str):
-            raise errors.InvalidJob(
-                f"job {job_id!r}: field {field_name!r} must be a string",
-                field=field_name,
-                job=job_id,
-            )
-        limit = max(1024, self.max_payload // 4)
-        return error if len(error) <= limit else error[: limit - 3] + "..."
-
-    @staticmethod
-    def _normalise_states(
-        states: Collection[JobState | str] | None, only_unclaimed: bool
-    ) -> frozenset[JobState]:
-        if only_unclaimed:
-            return frozenset({JobState.WAITING})
-        if states is None:
-            return ACTIVE_STATES
-        out = set()
-        for state in states:
-            try:
-                out.add(JobState(state))
-            except ValueError as err:
-                raise errors.InvalidJob(
-                    f"field 'states' has an unknown state {state!r}", field="states"
-                ) from err
-        return frozenset(out)
-
-    @staticmethod
-    def _poison_reason(attempts: int, max_attempts: int) -> str:
-        return (
-            f"poison job: claimed {attempts} times without finishing (max_attempts={max_attempts})"
-        )
-
-
-_FLOAT_OPTIONS = ("lease", "retention")
-_INT_OPTIONS = ("max_payload", "max_attempts")
-
-
-def coerce_options(options: Mapping[str, Any], url: str = "") -> dict[str, Any]:
-    """Convert the common board options given as URL query strings to numbers.
-
-    Raises ``BadURL`` naming the option when a value does not parse.
-    """
-    out = dict(options)
-    for key in _FLOAT_OPTIONS + _INT_OPTIONS:
-        if key in out and isinstance(out[key], str):
-            try:
-                out[key] = float(out[key]) if key in _FLOAT_OPTIONS else int(out[key])
-            except ValueError as err:
-                raise errors.BadURL(
-                    f"board URL {url!r}: option {key!r} must be a number, got {out[key]!r}"
-                ) from err
-    return out

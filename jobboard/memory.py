@@ -16,29 +16,23 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 from jobboard import errors
-from jobboard.base import (
-    FINISHED_STATES,
-    BoardEvent,
-    Claim,
-    Entity,
-    Job,
-    JobBoard,
-    JobPriority,
-    JobRef,
-    JobState,
-    coerce_options,
-)
+from jobboard.base import JobBoard
+from jobboard.changes import Ending, NewJob, Release
+from jobboard.model import FINISHED_STATES, BoardEvent, Claim, Entity, Job, JobRef, JobState
+from jobboard.urls import coerce_options, parse_options
 
 __all__ = ["MemoryBoard"]
 
 
 class _Store:
-    """The shared state of every MemoryBoard of one name."""
+    """The shared state of every MemoryBoard of one name, and the operations on
+    its indexes; every method expects ``lock`` to be held."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -52,6 +46,79 @@ class _Store:
         self.counters: dict[str, int] = {}
         self.seq = itertools.count(1)
         self.subscribers: list[Callable[[BoardEvent], None]] = []
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def push_waiting(self, job: Job) -> None:
+        heapq.heappush(self.waiting.setdefault(job.flow, []), (job.priority.rank, job.seq, job.id))
+
+    def finish(self, job: Job, now: float) -> None:
+        """Store a job that finished at ``now`` (retention starts counting)."""
+        self.jobs[job.id] = job
+        self.finished.append((now, job.id))
+
+    def reap(self, now: float, retention: float, events: list[BoardEvent]) -> None:
+        """Turn claims whose lease ran out back into waiting jobs; purge old finished jobs."""
+        while self.leases and self.leases[0][0] <= now:
+            _, job_id, token = heapq.heappop(self.leases)
+            job = self.jobs.get(job_id)
+            if job is None or job.state is not JobState.CLAIMED or job.token != token:
+                continue
+            if job.lease_expires_at is not None and job.lease_expires_at > now:
+                heapq.heappush(self.leases, (job.lease_expires_at, job_id, token))
+                continue
+            self.jobs[job_id] = replace(
+                job,
+                state=JobState.WAITING,
+                owner=None,
+                claimed_at=None,
+                lease_expires_at=None,
+                updated_at=now,
+                last_error=f"lease of {job.owner} expired",
+            )
+            self.push_waiting(job)
+            self.count("expired")
+            events.append(BoardEvent("expired", job_id, {"token": token, "owner": job.owner}))
+            self.changed.notify_all()
+        while self.finished and self.finished[0][0] + retention <= now:
+            _, job_id = self.finished.popleft()
+            job = self.jobs.get(job_id)
+            if (
+                job is not None
+                and job.state in FINISHED_STATES
+                and (job.finished_at or 0) + retention <= now
+            ):
+                del self.jobs[job_id]
+                self.progress.pop(job_id, None)
+
+    def best_waiting(self, flows: Collection[str] | None) -> Job | None:
+        """Pop stale heap entries and return the best waiting job."""
+        best: tuple[tuple[int, int, str], list[tuple[int, int, str]]] | None = None
+        names = self.waiting.keys() if flows is None else flows
+        for flow in list(names):
+            heap = self.waiting.get(flow)
+            while heap:
+                rank, seq, job_id = heap[0]
+                job = self.jobs.get(job_id)
+                if job is not None and job.state is JobState.WAITING and job.seq == seq:
+                    break
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0] < best[0]):
+                best = (heap[0], heap)
+        if best is None:
+            return None
+        heapq.heappop(best[1])
+        return self.jobs[best[0][2]]
+
+    def has_waiting(self, flows: Collection[str] | None) -> bool:
+        names = self.waiting.keys() if flows is None else flows
+        for flow in names:
+            for _, seq, job_id in self.waiting.get(flow, ()):
+                job = self.jobs.get(job_id)
+                if job is not None and job.state is JobState.WAITING and job.seq == seq:
+                    return True
+        return False
 
 
 _STORES: dict[str, _Store] = {}
@@ -77,8 +144,6 @@ class MemoryBoard(JobBoard):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """``memory://NAME?lease=5&...``."""
-        from jobboard import parse_options
-
         parts = urlsplit(url)
         name = (parts.netloc + parts.path).strip("/") or "default"
         opts = coerce_options({**parse_options(url), **options}, url)
@@ -114,54 +179,24 @@ class MemoryBoard(JobBoard):
             for subscriber in list(self._s.subscribers):
                 subscriber(event)
 
+    @contextmanager
+    def _changing(self) -> Iterator[tuple[float, list[BoardEvent]]]:
+        """Hold the store's lock at board time ``now``, expired leases reaped;
+        publish the events gathered meanwhile once the lock is released."""
+        events: list[BoardEvent] = []
+        try:
+            with self._s.lock:
+                now = self._clock()
+                self._s.reap(now, self.retention, events)
+                yield now, events
+        finally:
+            self._publish(events)
+
     def _require(self, job_id: str) -> Job:
         job = self._s.jobs.get(job_id)
         if job is None:
             raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
         return job
-
-    def _count(self, key: str, n: int = 1) -> None:
-        self._s.counters[key] = self._s.counters.get(key, 0) + n
-
-    def _push_waiting(self, job: Job) -> None:
-        heapq.heappush(
-            self._s.waiting.setdefault(job.flow, []), (job.priority.rank, job.seq, job.id)
-        )
-
-    def _reap(self, now: float, events: list[BoardEvent]) -> None:
-        """Turn claims whose lease ran out back into waiting jobs; purge old finished jobs."""
-        s = self._s
-        while s.leases and s.leases[0][0] <= now:
-            _, job_id, token = heapq.heappop(s.leases)
-            job = s.jobs.get(job_id)
-            if job is None or job.state is not JobState.CLAIMED or job.token != token:
-                continue
-            if job.lease_expires_at is not None and job.lease_expires_at > now:
-                heapq.heappush(s.leases, (job.lease_expires_at, job_id, token))
-                continue
-            s.jobs[job_id] = replace(
-                job,
-                state=JobState.WAITING,
-                owner=None,
-                claimed_at=None,
-                lease_expires_at=None,
-                updated_at=now,
-                last_error=f"lease of {job.owner} expired",
-            )
-            self._push_waiting(job)
-            self._count("expired")
-            events.append(BoardEvent("expired", job_id, {"token": token, "owner": job.owner}))
-            s.changed.notify_all()
-        while s.finished and s.finished[0][0] + self.retention <= now:
-            _, job_id = s.finished.popleft()
-            job = s.jobs.get(job_id)
-            if (
-                job is not None
-                and job.state in FINISHED_STATES
-                and (job.finished_at or 0) + self.retention <= now
-            ):
-                del s.jobs[job_id]
-                s.progress.pop(job_id, None)
 
     def _fenced(self, job_id: str, who: str, token: int | None, force: bool) -> Job:
         """Return the job if ``who``/``token`` own it (or ``force``); raise otherwise."""
@@ -169,122 +204,46 @@ class MemoryBoard(JobBoard):
         self._check_fence(job_id, job.state, job.token, job.owner, who, token, force)
         return job
 
-    def _finish(
-        self,
-        job_id: str,
-        who: str,
-        token: int | None,
-        *,
-        state: JobState,
-        force: bool,
-        result_json: str | None,
-        error: str | None,
-        event: str,
-    ) -> Job:
-        events: list[BoardEvent] = []
-        with self._s.lock:
-            now = self._clock()
-            self._reap(now, events)
-            job = self._fenced(job_id, who, token, force)
-            done = replace(
-                job,
-                state=state,
-                owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-                finished_at=now,
-                result=json.loads(result_json) if result_json is not None else None,
-                last_error=error if error is not None else job.last_error,
-            )
-            self._s.jobs[job_id] = done
-            self._s.finished.append((now, job_id))
-            self._count(event)
-            events.append(
-                BoardEvent(
-                    event,
-                    job_id,
-                    {"token": job.token, "owner": who, "forced": force, "flow": job.flow},
-                )
-            )
-        self._untrack(job_id)
-        self._publish(events)
+    def _finish(self, end: Ending) -> Job:
+        with self._changing() as (now, events):
+            job = self._fenced(end.job_id, end.who, end.token, end.force)
+            done = end.apply(job, now)
+            self._s.finish(done, now)
+            self._s.count(end.event)
+            events.append(end.published(job.token, job.flow))
+            self._untrack(end.job_id)
         return done
 
     # -- producers ----------------------------------------------------------
 
-    def post(
-        self,
-        name: str,
-        flow: str,
-        store: Mapping[str, Any] | None = None,
-        *,
-        priority: JobPriority | str = JobPriority.NORMAL,
-        max_attempts: int | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> Job:
-        prio, attempts, store_json, details_json = self._validate_post(
-            name, flow, store, priority, max_attempts, details
-        )
-        events: list[BoardEvent] = []
-        with self._s.lock:
-            now = self._clock()
-            self._reap(now, events)
-            job = Job(
-                id=uuid.uuid4().hex,
-                name=name,
-                flow=flow,
-                store=json.loads(store_json),
-                priority=prio,
-                created_at=now,
-                updated_at=now,
-                seq=next(self._s.seq),
-                max_attempts=attempts,
-                details=json.loads(details_json),
-            )
+    def _post(self, new: NewJob) -> Job:
+        with self._changing() as (now, events):
+            job = new.job(uuid.uuid4().hex, now, next(self._s.seq))
             self._s.jobs[job.id] = job
-            self._push_waiting(job)
-            self._count("posted")
+            self._s.push_waiting(job)
+            self._s.count("posted")
             self._s.changed.notify_all()
-            events.append(BoardEvent("posted", job.id, {"flow": flow, "name": name}))
-        self._publish(events)
+            events.append(new.event(job.id))
         return job
 
     def get(self, job: JobRef) -> Job:
         job_id = self._job_id(job)
-        events: list[BoardEvent] = []
-        with self._s.lock:
-            self._reap(self._clock(), events)
-            found = self._require(job_id)
-        self._publish(events)
-        return found
+        with self._changing():
+            return self._require(job_id)
 
-    def iterjobs(
-        self,
-        only_unclaimed: bool = False,
-        ensure_fresh: bool = False,
-        *,
-        states: Collection[JobState | str] | None = None,
-        flow: str | None = None,
-    ) -> Iterator[Job]:
-        wanted = self._normalise_states(states, only_unclaimed)
-        events: list[BoardEvent] = []
-        with self._s.lock:
-            self._reap(self._clock(), events)
+    def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:
+        with self._changing():
             jobs = [
                 j
                 for j in self._s.jobs.values()
                 if j.state in wanted and (flow is None or j.flow == flow)
             ]
-        self._publish(events)
         jobs.sort(key=lambda j: (j.priority.rank, j.seq))
-        return iter(jobs)
+        return jobs
 
     def cancel(self, job: JobRef) -> Job:
         job_id = self._job_id(job)
-        events: list[BoardEvent] = []
-        with self._s.lock:
-            now = self._clock()
-            self._reap(now, events)
+        with self._changing() as (now, events):
             current = self._require(job_id)
             if current.state.finished:
                 raise errors.InvalidState(
@@ -299,14 +258,13 @@ class MemoryBoard(JobBoard):
                     cancel_requested=True,
                     last_error="cancelled before it started",
                 )
-                self._s.finished.append((now, job_id))
-                self._count("cancelled")
+                self._s.finish(updated, now)
+                self._s.count("cancelled")
                 events.append(BoardEvent("cancelled", job_id, {"token": current.token}))
             else:
                 updated = replace(current, cancel_requested=True, updated_at=now)
+                self._s.jobs[job_id] = updated
                 events.append(BoardEvent("cancel_requested", job_id, {"token": current.token}))
-            self._s.jobs[job_id] = updated
-        self._publish(events)
         return updated
 
     # -- conductors ---------------------------------------------------------
@@ -317,12 +275,12 @@ class MemoryBoard(JobBoard):
         """Claim a waiting job (lock held); trash it instead if it is poison."""
         if job.attempts >= job.max_attempts:
             reason = self._poison_reason(job.attempts, job.max_attempts)
-            self._s.jobs[job.id] = replace(
+            trashed = replace(
                 job, state=JobState.TRASHED, updated_at=now, finished_at=now, last_error=reason
             )
-            self._s.finished.append((now, job.id))
-            self._count("trashed")
-            self._count("poison")
+            self._s.finish(trashed, now)
+            self._s.count("trashed")
+            self._s.count("poison")
             events.append(BoardEvent("trashed", job.id, {"reason": reason, "forced": True}))
             return None
         token = job.token + 1
@@ -338,7 +296,7 @@ class MemoryBoard(JobBoard):
         )
         self._s.jobs[job.id] = claimed
         heapq.heappush(self._s.leases, (now + lease, job.id, token))
-        self._count("claimed")
+        self._s.count("claimed")
         events.append(BoardEvent("claimed", job.id, {"token": token, "owner": who}))
         return self._track(
             Claim(
@@ -354,68 +312,35 @@ class MemoryBoard(JobBoard):
 
     def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
         job_id = self._job_id(job)
-        self._check_owner_args(job_id, who, 0, False)
-        length = self._lease_for(lease)
+        length = self._claim_args(job_id, who, lease)
         started = self._local_clock()
-        events: list[BoardEvent] = []
-        try:
-            with self._s.lock:
-                now = self._clock()
-                self._reap(now, events)
-                current = self._require(job_id)
-                if current.state is not JobState.WAITING:
-                    owner = f" by {current.owner!r}" if current.owner else ""
-                    raise errors.UnclaimableJob(
-                        f"job {job_id!r} is {current.state.value}{owner}; it cannot be claimed"
-                    )
-                claim = self._claim_locked(current, who, length, now, started, events)
-                if claim is None:
-                    raise errors.UnclaimableJob(
-                        f"job {job_id!r} was trashed: {self._s.jobs[job_id].last_error}"
-                    )
-                return claim
-        finally:
-            self._publish(events)
+        with self._changing() as (now, events):
+            current = self._require(job_id)
+            if current.state is not JobState.WAITING:
+                owner = f" by {current.owner!r}" if current.owner else ""
+                raise errors.UnclaimableJob(
+                    f"job {job_id!r} is {current.state.value}{owner}; it cannot be claimed"
+                )
+            claim = self._claim_locked(current, who, length, now, started, events)
+            if claim is None:
+                raise errors.UnclaimableJob(
+                    f"job {job_id!r} was trashed: {self._s.jobs[job_id].last_error}"
+                )
+            return claim
 
     def claim_next(
         self, who: str, flows: Collection[str] | None = None, *, lease: float | None = None
     ) -> Claim | None:
-        self._check_owner_args("?", who, 0, False)
-        length = self._lease_for(lease)
+        length = self._claim_args("?", who, lease)
         started = self._local_clock()
-        events: list[BoardEvent] = []
-        try:
-            with self._s.lock:
-                now = self._clock()
-                self._reap(now, events)
-                while True:
-                    best = self._best_waiting(flows)
-                    if best is None:
-                        return None
-                    claim = self._claim_locked(best, who, length, now, started, events)
-                    if claim is not None:
-                        return claim
-        finally:
-            self._publish(events)
-
-    def _best_waiting(self, flows: Collection[str] | None) -> Job | None:
-        """Pop stale heap entries and return the best waiting job (lock held)."""
-        best: tuple[tuple[int, int, str], list[tuple[int, int, str]]] | None = None
-        names = self._s.waiting.keys() if flows is None else flows
-        for flow in list(names):
-            heap = self._s.waiting.get(flow)
-            while heap:
-                rank, seq, job_id = heap[0]
-                job = self._s.jobs.get(job_id)
-                if job is not None and job.state is JobState.WAITING and job.seq == seq:
-                    break
-                heapq.heappop(heap)
-            if heap and (best is None or heap[0] < best[0]):
-                best = (heap[0], heap)
-        if best is None:
-            return None
-        heapq.heappop(best[1])
-        return self._s.jobs[best[0][2]]
+        with self._changing() as (now, events):
+            while True:
+                best = self._s.best_waiting(flows)
+                if best is None:
+                    return None
+                claim = self._claim_locked(best, who, length, now, started, events)
+                if claim is not None:
+                    return claim
 
     def renew(
         self, claims: Iterable[Claim], *, lease: float | None = None
@@ -423,10 +348,7 @@ class MemoryBoard(JobBoard):
         length = self._lease_for(lease)
         started = self._local_clock()
         out: dict[str, Claim | None] = {}
-        events: list[BoardEvent] = []
-        with self._s.lock:
-            now = self._clock()
-            self._reap(now, events)
+        with self._changing() as (now, _events):
             for claim in claims:
                 job = self._s.jobs.get(claim.job_id)
                 if (
@@ -444,19 +366,15 @@ class MemoryBoard(JobBoard):
                 out[claim.job_id] = replace(
                     claim, lease=length, expires_at=now + length, deadline=started + length
                 )
-        self._publish(events)
         self._apply_renewals(out)
         return out
 
     def _store_progress(
         self, job_id: str, who: str, token: int, atom_name: str, encoded: str
     ) -> None:
-        events: list[BoardEvent] = []
-        with self._s.lock:
-            self._reap(self._clock(), events)
+        with self._changing():
             self._fenced(job_id, who, token, False)
             self._s.progress.setdefault(job_id, {})[atom_name] = encoded
-        self._publish(events)
 
     def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
         job_id = self._job_id(job)
@@ -465,46 +383,19 @@ class MemoryBoard(JobBoard):
             records = dict(self._s.progress.get(job_id, {}))
         return {name: json.loads(text) for name, text in records.items()}
 
-    def _release_claim(
-        self,
-        job_id: str,
-        who: str,
-        token: int | None,
-        *,
-        reason: str | None,
-        force: bool,
-        refund: bool = False,
-    ) -> Job:
-        events: list[BoardEvent] = []
-        with self._s.lock:
-            now = self._clock()
-            self._reap(now, events)
-            current = self._fenced(job_id, who, token, force)
+    def _release_claim(self, release: Release) -> Job:
+        job_id = release.job_id
+        with self._changing() as (now, events):
+            current = self._fenced(job_id, release.who, release.token, release.force)
             if current.state is not JobState.CLAIMED:
                 raise errors.InvalidState(f"job {job_id!r} is not claimed; nothing to abandon")
-            released = replace(
-                current,
-                state=JobState.WAITING,
-                owner=None,
-                claimed_at=None,
-                lease_expires_at=None,
-                updated_at=now,
-                last_error=reason if reason is not None else current.last_error,
-                attempts=max(0, current.attempts - 1) if refund else current.attempts,
-            )
+            released = release.apply(current, now)
             self._s.jobs[job_id] = released
-            self._push_waiting(released)
-            self._count("abandoned")
+            self._s.push_waiting(released)
+            self._s.count("abandoned")
             self._s.changed.notify_all()
-            events.append(
-                BoardEvent(
-                    "abandoned",
-                    job_id,
-                    {"token": current.token, "owner": who, "forced": force, "flow": current.flow},
-                )
-            )
-        self._untrack(job_id)
-        self._publish(events)
+            events.append(release.published(current.token, current.flow))
+            self._untrack(job_id)
         return released
 
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
@@ -513,8 +404,8 @@ class MemoryBoard(JobBoard):
         try:
             with self._s.changed:
                 while True:
-                    self._reap(self._clock(), events)
-                    if self._has_waiting(flows):
+                    self._s.reap(self._clock(), self.retention, events)
+                    if self._s.has_waiting(flows):
                         return True
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
@@ -523,15 +414,6 @@ class MemoryBoard(JobBoard):
                     self._s.changed.wait(0.5 if remaining is None else min(remaining, 0.5))
         finally:
             self._publish(events)
-
-    def _has_waiting(self, flows: Collection[str] | None) -> bool:
-        names = self._s.waiting.keys() if flows is None else flows
-        for flow in names:
-            for _, seq, job_id in self._s.waiting.get(flow, ()):
-                job = self._s.jobs.get(job_id)
-                if job is not None and job.state is JobState.WAITING and job.seq == seq:
-                    return True
-        return False
 
     # -- entities -----------------------------------------------------------
 
@@ -571,7 +453,7 @@ class MemoryBoard(JobBoard):
             for job_id in doomed:
                 del self._s.jobs[job_id]
                 self._s.progress.pop(job_id, None)
-            self._count("purged", len(doomed))
+            self._s.count("purged", len(doomed))
         if doomed:
             self._publish([BoardEvent("purged", None, {"count": len(doomed)})])
         return len(doomed)

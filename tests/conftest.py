@@ -1,23 +1,17 @@
 """Shared fixtures: the board factories of every backend, each test in its own namespace.
 
-Each backend has a plugin module ``tests/fixtures_<backend>.py`` defining a
-``<backend>_board_factory`` fixture; the contract suite is parametrised over
-every backend whose module exists.
+The servers and the ``<backend>_board_factory`` fixtures live in one plugin
+module, ``tests/fixtures.py``; ``board_factory`` (and so the contract suite)
+is parametrised over every backend.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-BACKENDS = [
-    name
-    for name in ("memory", "redis", "zookeeper", "sqlite")
-    if importlib.util.find_spec(f"tests.fixtures_{name}") is not None
-]
+BACKENDS = ["memory", "redis", "zookeeper", "sqlite"]
 
-pytest_plugins = [f"tests.fixtures_{name}" for name in BACKENDS]
+pytest_plugins = ["tests.fixtures"]
 
 
 @pytest.fixture(params=BACKENDS)

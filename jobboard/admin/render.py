@@ -1,0 +1,266 @@
+"""What the admin tool shows, and how: views of jobs, claims and progress, as text.
+
+The *views* (:mod:`jobboard.admin.records`) turn board objects into the
+plain dicts that ``--json`` prints (their schema is documented in
+docs/admin.md); the *pages* here render those dicts as text with the helpers
+of :mod:`jobboard.admin.text`, whose names, like the views', are importable
+from this module too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jobboard.admin.records import (
+    EXECUTION_TIMES,
+    STATE_ORDER,
+    claim_record,
+    conductor_record,
+    error_text,
+    execution_of,
+    export_records,
+    owner_known,
+    progress_records,
+    task_record,
+)
+from jobboard.admin.text import (
+    DEFAULT_WIDTH,
+    ELLIPSIS,
+    compact_json,
+    counts_line,
+    cut,
+    fmt_age,
+    fmt_clock,
+    fmt_duration,
+    fmt_time,
+    key_values,
+    one_line,
+    short_id,
+    table,
+)
+
+__all__ = [
+    # text helpers
+    "DEFAULT_WIDTH",
+    "ELLIPSIS",
+    "compact_json",
+    "counts_line",
+    "cut",
+    "fmt_age",
+    "fmt_clock",
+    "fmt_duration",
+    "fmt_time",
+    "key_values",
+    "one_line",
+    "short_id",
+    "table",
+    # views: the records listings print as JSON
+    "EXECUTION_TIMES",
+    "claim_record",
+    "conductor_record",
+    "error_text",
+    "execution_of",
+    "export_records",
+    "owner_known",
+    "progress_records",
+    "task_record",
+    # pages
+    "render_claims",
+    "render_conductors",
+    "render_jobs",
+    "render_show",
+    "render_stats",
+    "render_watch",
+]
+
+
+
+def render_jobs(jobs: Sequence[Any], now: float, width: int = DEFAULT_WIDTH) -> str:
+    """The ``list`` table."""
+    rows = [
+        (
+            short_id(j.id),
+            j.name,
+            j.flow,
+            str(j.state),
+            str(j.priority),
+            f"{j.attempts}/{j.max_attempts}",
+            j.owner,
+            fmt_age(j.created_at, now),
+        )
+        for j in jobs
+    ]
+    headers = ("ID", "NAME", "FLOW", "STATE", "PRIORITY", "ATT", "OWNER", "AGE")
+    return table(headers, rows, width=width, right=(5, 7), fixed=(0, 3, 5, 7))
+
+
+def render_claims(claims: Sequence[Mapping[str, Any]], width: int = DEFAULT_WIDTH) -> str:
+    """The ``claims`` table; suspicious rows are marked with ``!``."""
+    rows = [
+        (
+            "!" if c["suspicious"] else "",
+            short_id(c["job"]),
+            c["owner"],
+            fmt_duration(c["age"]),
+            "session" if c["lease_left"] is None else fmt_duration(c["lease_left"]),
+            c["token"],
+            ",".join(c["flags"]) or "ok",
+        )
+        for c in claims
+    ]
+    headers = ("", "JOB", "OWNER", "AGE", "LEASE", "TOKEN", "FLAGS")
+    return table(headers, rows, width=width, right=(3, 4, 5), fixed=(0, 1, 3, 4, 5))
+
+
+def render_conductors(conductors: Sequence[Mapping[str, Any]], width: int = DEFAULT_WIDTH) -> str:
+    """The ``conductors`` table."""
+    rows = [
+        (
+            c["name"],
+            c["host"],
+            c["pid"],
+            ",".join(str(f) for f in c["flows"]) or "-",
+            c["running"],
+            fmt_duration(c["heartbeat_age"]) + " ago",
+        )
+        for c in conductors
+    ]
+    headers = ("NAME", "HOST", "PID", "FLOWS", "RUNNING", "HEARTBEAT")
+    return table(headers, rows, width=width, right=(2, 4, 5))
+
+
+def render_show(view: Mapping[str, Any], now: float, width: int = DEFAULT_WIDTH) -> str:
+    """The ``show`` page: every field, the claim, then per-task progress and failures."""
+    job = view["job"]
+
+    def moment(key: str) -> str:
+        """A timestamp field as ``ISO time (age ago)``."""
+        return f"{fmt_time(job[key])} ({fmt_age(job[key], now)} ago)"
+
+    fields = [
+        ("id", job["id"]),
+        ("name", job["name"]),
+        ("flow", job["flow"]),
+        ("state", job["state"]),
+        ("priority", job["priority"]),
+        ("attempts", f"{job['attempts']} of {job['max_attempts']}"),
+        ("token", job["token"]),
+        ("seq", job["seq"]),
+        ("created", moment("created_at")),
+        ("updated", moment("updated_at")),
+        ("finished", fmt_time(job["finished_at"])),
+        ("cancel requested", "yes" if job["cancel_requested"] else "no"),
+        ("last error", job["last_error"]),
+        ("result", compact_json(job["result"])),
+        ("store", compact_json(job["store"])),
+        ("details", compact_json(job["details"])),
+    ]
+    out = [f"Job {job['id']}", key_values(fields, width=width)]
+    claim = view["claim"]
+    out.append("")
+    if claim is None:
+        out.append("Claim: none")
+    else:
+        lease = claim["lease_left"]
+        out.append("Claim")
+        out.append(
+            key_values(
+                [
+                    ("owner", claim["owner"]),
+                    ("since", f"{fmt_time(claim['claimed_at'])} ({fmt_duration(claim['age'])})"),
+                    ("lease left", "session-bound" if lease is None else fmt_duration(lease)),
+                    ("token", claim["token"]),
+                    ("flags", ",".join(claim["flags"]) or "ok"),
+                ],
+                width=width,
+            )
+        )
+    tasks = view["progress"]
+    out.append("")
+    if not tasks:
+        out.append("Progress: no task has saved progress")
+        return "\n".join(out)
+    out.append(f"Progress ({len(tasks)} tasks; times UTC, phases: input / task / result)")
+    rows = [
+        (
+            t["task"],
+            t["state"],
+            t["host"],
+            fmt_clock(t["start"]),
+            fmt_duration(t["durations"]["input_transform"]),
+            fmt_duration(t["durations"]["task"]),
+            fmt_duration(t["durations"]["result_transform"]),
+            ("error: " + t["error"]) if t["error"] else compact_json(t["result"]),
+        )
+        for t in tasks
+    ]
+    headers = ("TASK", "STATE", "HOST", "START", "INPUT", "TASK", "RESULT", "OUTCOME")
+    out.append(table(headers, rows, width=width, right=(4, 5, 6), indent=2))
+    failures = [t for t in tasks if t["error"]]
+    if failures:
+        out.append("")
+        out.append("Failures")
+        out.append(key_values([(t["task"], t["error"]) for t in failures], width=width))
+    return "\n".join(out)
+
+
+def render_stats(stats: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:
+    """The ``stats`` page."""
+    states = stats["states"]
+    out = [
+        "Jobs by state",
+        "  " + counts_line({s: states.get(s, 0) for s in STATE_ORDER}),
+        "",
+        key_values(
+            [
+                ("oldest waiting job", fmt_duration(stats["oldest_waiting_age"])),
+                ("claim losses (leases expired)", stats["claim_losses"]),
+                ("trashed", f"{stats['trashed']} (poison jobs: {stats['poison']})"),
+            ],
+            width=width,
+            indent=0,
+        ),
+    ]
+    flows = stats["flows"]
+    if flows:
+        rows = [(f, *(flows[f].get(s, 0) for s in STATE_ORDER)) for f in sorted(flows)]
+        headers = ("FLOW", *(s.upper() for s in STATE_ORDER))
+        out += ["", table(headers, rows, width=width, right=range(1, 7))]
+    counters = stats["counters"]
+    if counters:
+        out += ["", "Counters", key_values(sorted(counters.items()), width=width)]
+    server = stats.get("server")
+    if server:
+        shown = [(k, server[k]) for k in _SERVER_KEYS if server.get(k) not in (None, "", [])]
+        shown += [("warning", w) for w in server.get("warnings") or ()]
+        out += ["", "Server", key_values(shown, width=width)]
+    return "\n".join(out)
+
+
+#: What ``stats`` shows of ``stats()["server"]``, in order.
+_SERVER_KEYS = ("address", "persistence", "loss_window", "eviction", "epoch", "halted")
+
+
+def render_watch(snapshot: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:
+    """One frame of ``watch``: counts, claims and recent events."""
+    out = [
+        cut(f"jobboard watch  {fmt_time(snapshot['now'])}  {snapshot['board']}", width),
+        "  " + counts_line(snapshot["counts"]),
+        "",
+    ]
+    claims = snapshot["claims"]
+    shown = claims[: snapshot.get("max_claims", 10)]
+    out.append(f"Claims ({len(claims)})")
+    if shown:
+        out.append(render_claims(shown, width=width))
+        if len(claims) > len(shown):
+            out.append(f"  … and {len(claims) - len(shown)} more (jobboard claims)")
+    out += ["", "Recent events"]
+    for when, kind, job_id, data in snapshot["events"]:
+        extra = " ".join(f"{k}={v}" for k, v in sorted(data.items()) if k != "token")
+        out.append(cut(f"  {fmt_clock(when)}  {kind:<16} {short_id(job_id)}  {extra}", width))
+    if not snapshot["events"]:
+        out.append("  (none yet)")
+    out += ["", "Ctrl-C to quit"]
+    return "\n".join(out)

@@ -1,0 +1,169 @@
+"""What this process knows about its own claims, and the board's listeners.
+
+Every board keeps a local view of the claims it made: the lease deadline on
+the local monotonic clock, claims known lost, cancel requests that reached
+it. Backends feed it with the events they learn (pushed or polled) through
+:meth:`LocalClaims._emit`, so that :meth:`LocalClaims.claim_status` costs no
+round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+from jobboard.model import BoardEvent, Claim, ClaimStatus, JobRef, job_id_of
+
+__all__ = ["LocalClaims"]
+
+log = logging.getLogger("jobboard.base")
+
+_CLAIM_ENDING_EVENTS = frozenset(
+    {"claimed", "abandoned", "trashed", "consumed", "failed", "cancelled", "expired"}
+)
+
+
+class LocalClaims:
+    """The local view of this process's claims, and the listeners of board events."""
+
+    def __init__(self, local_clock: Callable[[], float]) -> None:
+        self._local_clock = local_clock
+        self._local_lock = threading.Lock()
+        self._held: dict[str, Claim] = {}
+        self._lost: set[str] = set()
+        self._cancel_flags: set[str] = set()
+        self._listeners: list[Callable[[BoardEvent], None]] = []
+
+    def add_listener(self, callback: Callable[[BoardEvent], None]) -> None:
+        """Call ``callback(event)`` for board changes (from a backend thread)."""
+        with self._local_lock:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[BoardEvent], None]) -> None:
+        """Stop calling a callback added with :meth:`add_listener`."""
+        with self._local_lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    def _emit(self, event: BoardEvent) -> None:
+        """Apply an event to the local claim view, then tell listeners."""
+        if event.job_id is not None:
+            self._apply_event(event)
+        for callback in list(self._listeners):
+            try:
+                callback(event)
+            except Exception:  # a listener must never break the board
+                log.exception("board listener %r failed", callback)
+
+    def _apply_event(self, event: BoardEvent) -> None:
+        """Mark a held claim lost when an event shows someone else ended or took it."""
+        job_id = event.job_id
+        assert job_id is not None
+        with self._local_lock:
+            if event.kind == "cancel_requested":
+                self._cancel_flags.add(job_id)
+                return
+            held = self._held.get(job_id)
+            if held is None or event.kind not in _CLAIM_ENDING_EVENTS:
+                return
+            data = event.data
+            token = data.get("token")
+            if isinstance(token, int) and token < held.token:
+                return  # a late event about an earlier claim of a job we hold again
+            ours = data.get("token") == held.token and (
+                event.kind == "claimed" or data.get("owner") == held.owner
+            )
+            if event.kind == "expired":
+                # Only the claim whose lease ran out is lost (not a newer claim of ours).
+                if data.get("token") in (None, held.token):
+                    self._lost.add(job_id)
+            elif data.get("forced") or not ours:
+                self._lost.add(job_id)
+
+    def _track(self, claim: Claim) -> Claim:
+        with self._local_lock:
+            self._held[claim.job_id] = claim
+            self._lost.discard(claim.job_id)
+            self._cancel_flags.discard(claim.job_id)
+        return claim
+
+    def _retrack(self, claim: Claim) -> None:
+        """Store a renewed copy of a claim we still hold (keeps its flags)."""
+        with self._local_lock:
+            held = self._held.get(claim.job_id)
+            if held is not None and held.token == claim.token:
+                self._held[claim.job_id] = claim
+
+    def _apply_renewals(self, renewed: Mapping[str, Claim | None]) -> None:
+        """Record the outcome of a renew call in the local claim view."""
+        for job_id, claim in renewed.items():
+            if claim is None:
+                self._mark_lost(job_id)
+            else:
+                self._retrack(claim)
+
+    def _untrack(self, job_id: str) -> None:
+        with self._local_lock:
+            self._held.pop(job_id, None)
+            self._lost.discard(job_id)
+            self._cancel_flags.discard(job_id)
+
+    def _mark_lost(self, job_id: str) -> None:
+        with self._local_lock:
+            if job_id in self._held:
+                self._lost.add(job_id)
+
+    def _mark_cancel(self, job_id: str) -> None:
+        with self._local_lock:
+            self._cancel_flags.add(job_id)
+
+    def _connection_uncertain(self) -> bool:
+        """True while the connection is suspended (session-bound backends)."""
+        return False
+
+    def claim_status(self, claim: Claim | str) -> ClaimStatus:
+        """Whether this process still owns a claim, from local knowledge only.
+
+        Costs no round trip: it reads the lease deadline kept locally (renewed
+        by :meth:`renew`), claim-loss and release events pushed by the backend,
+        and the connection state.
+        """
+        job_id = claim if isinstance(claim, str) else claim.job_id
+        held = self._held.get(job_id)
+        if held is None or job_id in self._lost:
+            return ClaimStatus.LOST
+        if isinstance(claim, Claim) and claim.token != held.token:
+            return ClaimStatus.LOST
+        if self._local_clock() >= held.deadline:
+            return ClaimStatus.LOST
+        if self._connection_uncertain():
+            return ClaimStatus.UNCERTAIN
+        return ClaimStatus.OWNED
+
+    def claim_uncertain_since(self, claim: Claim | str) -> float | None:
+        """Since when (this process's monotonic clock) the claim has been ``UNCERTAIN``.
+
+        ``None`` while it is not uncertain. Session-bound backends return the
+        moment their connection was suspended; lease-based ones never are.
+        """
+        return None
+
+    def uncertain_claim_bound(self) -> float | None:
+        """How many seconds an ``UNCERTAIN`` claim may still be trusted (``None``: no bound).
+
+        Past it the owner must act as if the claim were lost: the server may
+        already have ended it and handed the job to someone else. A
+        session-bound backend returns a safe part of the negotiated session
+        timeout; the conductor's claim listener stops the engine after it.
+        """
+        return None
+
+    def cancel_requested(self, job: JobRef) -> bool:
+        """Whether a cancel of one of our claimed jobs has reached us (local, no round trip)."""
+        return job_id_of(job) in self._cancel_flags
+
+    def held_claim(self, job: JobRef) -> Claim | None:
+        """The latest local copy of our claim on ``job`` (with the renewed deadline)."""
+        return self._held.get(job_id_of(job))
+

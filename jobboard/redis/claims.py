@@ -1,0 +1,141 @@
+"""Claims of the Redis board: claiming one job, the best waiting job, renewing.
+
+Each claim is one script: it reaps a batch of expired leases, checks the job
+is waiting, trashes it instead when its attempts are used up (a poison job),
+bumps the token and sets the lease, all atomically. ``renew`` extends every
+held lease in one call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from jobboard import errors
+from jobboard.model import Claim, JobRef
+from jobboard.redis.decoding import decode_job, pairs, text
+from jobboard.redis.idle import flow_key
+from jobboard.redis.session import log
+from jobboard.redis.writes import RedisWrites
+
+__all__ = ["RedisClaims"]
+
+
+class RedisClaims(RedisWrites):
+    """Claiming and renewing."""
+
+    #: Most expired leases one claim call ends (the reaper step's batch).
+    REAP_BATCH: ClassVar[int] = 100
+    #: Most poison jobs one claim_next script trashes before it is called again.
+    SKIP_LIMIT: ClassVar[int] = 32
+
+    def _claimed(self, raw: list[Any], who: str, length: float, started: float) -> Claim:
+        """Track the claim a script returned; a job whose record cannot be read
+        is trashed at once (it could never run) and ``InvalidJob`` raised."""
+        job_id, fields = text(raw[0]), pairs(raw[1:])
+        try:
+            job = decode_job(job_id, fields)
+        except errors.InvalidJob as err:
+            self.trash(job_id, who, int(fields["token"]), reason=f"corrupt job record: {err}")
+            raise
+        claim = self._track(
+            Claim(
+                job_id=job.id,
+                owner=who,
+                token=job.token,
+                lease=length,
+                expires_at=job.lease_expires_at,
+                deadline=started + length,
+                job=job,
+            )
+        )
+        if job.cancel_requested:
+            self._mark_cancel(job.id)
+        return claim
+
+    def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
+        job_id = self._job_id(job)
+        length = self._claim_args(job_id, who, lease)
+        started = self._local_clock()
+        raw = self._call(
+            "claim",
+            job_id,
+            lambda: self._script(
+                "claim",
+                self._job_key(job_id),
+                job_id,
+                who,
+                repr(length),
+                repr(self.retention),
+                self.REAP_BATCH,
+            ),
+            safe=False,
+        )
+        return self._claimed(raw, who, length, started)
+
+    def claim_next(
+        self, who: str, flows: Collection[str] | None = None, *, lease: float | None = None
+    ) -> Claim | None:
+        length = self._claim_args("?", who, lease)
+        if isinstance(flows, str):
+            flows = [flows]
+        which = ["*"] if flows is None else ["=", *flows]
+        if flows is not None and len(which) == 1:
+            return None
+        args = (who, repr(length), repr(self.retention), self.REAP_BATCH, self.SKIP_LIMIT, *which)
+        while True:
+            started = self._local_clock()
+            mark = self._idle.mark()
+            raw = self._call(
+                "claim_next",
+                None,
+                lambda: self._script("claim_next", f"{self._prefix}leases", *args),
+                safe=False,
+            )
+            if raw is None:
+                return None
+            if isinstance(raw, bytes | str):
+                word, *times = text(raw).split()
+                if word != "idle":
+                    continue  # "again": a run of poison jobs was trashed; look further
+                # Nothing waits: wait() needs not ask again until something happens.
+                head = float(times[1]) if len(times) > 1 else None
+                self._idle.quiet(flow_key(flows), mark, time.monotonic(), float(times[0]), head)
+                return None
+            try:
+                return self._claimed(raw, who, length, started)
+            except errors.InvalidJob:
+                log.exception("redis board %r: trashed an unreadable job", self.namespace)
+
+    def renew(
+        self, claims: Iterable[Claim], *, lease: float | None = None
+    ) -> dict[str, Claim | None]:
+        length = self._lease_for(lease)
+        claims = list(claims)
+        if not claims:
+            return {}
+        args: list[Any] = [repr(length)]
+        for claim in claims:
+            args += [claim.job_id, claim.owner, claim.token]
+        started = self._local_clock()
+        reply = self._call(
+            "renew",
+            None,
+            lambda: self._script("renew", f"{self._prefix}leases", *args),
+            safe=True,  # extending a lease twice is the same as once
+        )
+        now = float(reply[0])
+        out: dict[str, Claim | None] = {}
+        for claim, status in zip(claims, reply[1:], strict=True):
+            if not status:
+                out[claim.job_id] = None
+                continue
+            if status == 2:
+                self._mark_cancel(claim.job_id)
+            out[claim.job_id] = replace(
+                claim, lease=length, expires_at=now + length, deadline=started + length
+            )
+        self._apply_renewals(out)
+        return out

@@ -1,0 +1,44 @@
+-- claim_next: reap expired leases, then claim the best waiting job of the
+-- requested flows (priority, then post order), trashing poison jobs met on the way.
+-- KEYS[1]  P.."leases" (routes the call; layout in _lib.lua)
+-- ARGV     P, who, lease seconds, retention seconds, reap batch, skip limit,
+--          "*" (every flow with waiting jobs) or "=", then the flow names
+-- Keys     leases, flows, waiting:<flow>, job:<id>, finished, counters;
+--          publishes "expired", "trashed", "claimed".
+-- Cost     O(batch log n) reaping + O(F log n) for F flows.
+-- Returns  the claimed job's id then its hash as a flat list; "idle <now> [<first
+--          lease end, or the end of a restart's settling>]" when no job can be claimed;
+--          "again" when `skip limit` poison jobs were trashed (call again).
+local P, who = ARGV[1], ARGV[2]
+local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = now()
+if SETTLING then
+  return 'idle ' .. fmt(t) .. ' ' .. fmt(SETTLING)  -- a restart settles: look again then
+end
+reap(P, t, tonumber(ARGV[5]))
+local flows
+if ARGV[7] == '*' then
+  flows = redis.call('SMEMBERS', P .. 'flows')
+else
+  flows = {unpack(ARGV, 8)}
+end
+for _ = 1, tonumber(ARGV[6]) do
+  local best, best_score, best_flow
+  for _, flow in ipairs(flows) do
+    local head = redis.call('ZRANGE', P .. 'waiting:' .. flow, 0, 0, 'WITHSCORES')
+    if head[1] and (not best or tonumber(head[2]) < best_score) then
+      best, best_score, best_flow = head[1], tonumber(head[2]), flow
+    end
+  end
+  if not best then
+    -- Nothing waits: say when the first lease ends, so an idle client sleeps until then.
+    local head = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
+    return 'idle ' .. fmt(t) .. (head[2] and (' ' .. head[2]) or '')
+  end
+  dequeue(P, best, best_flow)
+  local job = take(P, best, who, lease, retention, t)
+  if job then
+    return job
+  end
+end
+return 'again'

@@ -1,0 +1,13 @@
+-- save_progress: store one atom's JSON progress record, fenced by the claim token.
+-- KEYS[1]  P.."job:"..id (routes the call; layout in _lib.lua)
+-- ARGV     P, id, who, token, "0" (never forced), atom name, record JSON
+-- Keys     job:<id> (checked), progress:<id> (written); an expired lease found
+--          here is ended (publishes "expired") and the write refused.
+-- Returns  1, or an error NOTFOUND | FINISHED | NOTCLAIMED | STALE | MISMATCH | NOTOWNER.
+local f, err, P, id = fenced_head()
+if not f then
+  return fail(err)
+end
+redis.call('HSET', P .. 'progress:' .. id, ARGV[6], ARGV[7])
+bump(P)
+return 1

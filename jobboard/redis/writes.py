@@ -1,0 +1,91 @@
+"""Fenced writes of the Redis board: progress, finishing, abandoning, cancelling.
+
+Each is one Lua script that checks owner, token and lease inside the server,
+atomically with the write, and publishes its event. None is retried blindly:
+a connection error says the outcome is unknown.
+"""
+
+from __future__ import annotations
+
+from jobboard.changes import Ending, Release
+from jobboard.model import Job, JobRef
+from jobboard.redis.decoding import pairs, readable_job
+from jobboard.redis.reads import RedisReads
+
+__all__ = ["RedisWrites"]
+
+#: The operation named in errors about finishing writes, by the event they publish.
+_OP_OF_EVENT = {"consumed": "consume", "failed": "fail", "cancelled": "fail", "trashed": "trash"}
+
+
+class RedisWrites(RedisReads):
+    """The writes a claim fences, and cancel."""
+
+    def _store_progress(
+        self, job_id: str, who: str, token: int, atom_name: str, encoded: str
+    ) -> None:
+        self._call(
+            "save_progress",
+            job_id,
+            lambda: self._script(
+                "save_progress", self._job_key(job_id), job_id, who, token, 0, atom_name, encoded
+            ),
+            safe=False,
+        )
+
+
+    def _finish(self, end: Ending) -> Job:
+        job_id = end.job_id
+        raw = self._call(
+            _OP_OF_EVENT[end.event],
+            job_id,
+            lambda: self._script(
+                "finish",
+                self._job_key(job_id),
+                job_id,
+                end.who,
+                "" if end.token is None else end.token,
+                int(end.force),
+                end.state.value,
+                end.event,
+                repr(self.retention),
+                int(end.result_json is not None),
+                end.result_json or "",
+                int(end.error is not None),
+                end.error or "",
+            ),
+            safe=False,
+        )
+        self._untrack(job_id)
+        return readable_job(job_id, pairs(raw))
+
+    def _release_claim(self, release: Release) -> Job:
+        job_id = release.job_id
+        raw = self._call(
+            "abandon",
+            job_id,
+            lambda: self._script(
+                "abandon",
+                self._job_key(job_id),
+                job_id,
+                release.who,
+                "" if release.token is None else release.token,
+                int(release.force),
+                int(release.reason is not None),
+                release.reason or "",
+                int(release.refund),
+            ),
+            safe=False,
+        )
+        self._untrack(job_id)
+        return readable_job(job_id, pairs(raw))
+
+    def cancel(self, job: JobRef) -> Job:
+        job_id = self._job_id(job)
+        raw = self._call(
+            "cancel",
+            job_id,
+            lambda: self._script("cancel", self._job_key(job_id), job_id, repr(self.retention)),
+            safe=False,
+        )
+        return readable_job(job_id, pairs(raw))

@@ -1,0 +1,114 @@
+"""Reads and listings of the SQLite board: each one read transaction.
+
+A row ``state='claimed' AND lease_expires_at <= now`` reads as a waiting job.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from jobboard.model import FINISHED_STATES, Job, JobRef, JobState
+from jobboard.sqlite.schema import row_job
+from jobboard.sqlite.watcher import SqliteWatcher
+
+__all__ = ["SqliteReads"]
+
+
+class SqliteReads(SqliteWatcher):
+    """Reading jobs, listings, progress, counters and statistics."""
+
+    def get(self, job: JobRef) -> Job:
+        job_id = self._job_id(job)
+        return self._read("get", lambda conn, now: row_job(self._fetch(conn, job_id), now))
+
+    def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:
+        conds: list[str] = []
+        if JobState.WAITING in wanted:
+            conds.append("state = 'waiting' OR (state = 'claimed' AND lease_expires_at <= :now)")
+        if JobState.CLAIMED in wanted:
+            conds.append("state = 'claimed' AND lease_expires_at > :now")
+        finished = sorted(s.value for s in wanted & FINISHED_STATES)
+        if finished:
+            conds.append(f"state IN ({', '.join(repr(s) for s in finished)})")
+        where = " OR ".join(f"({c})" for c in conds)
+        sql = f"SELECT * FROM jobs WHERE namespace = :ns AND ({where})"
+        if flow is not None:
+            sql += " AND flow = :flow"
+        sql += " ORDER BY priority, seq"
+
+        def select(conn: sqlite3.Connection, now: float) -> list[Job]:
+            params = {"ns": self.namespace, "now": now, "flow": flow}
+            return [row_job(row, now) for row in conn.execute(sql, params)]
+
+        return self._read("iterjobs", select)
+
+    @property
+    def job_count(self) -> int:
+        def count(conn: sqlite3.Connection, _now: float) -> int:
+            sql = "SELECT COUNT(*) FROM jobs WHERE namespace = ? AND state IN ('waiting', 'claimed')"
+            found: int = conn.execute(sql, (self.namespace,)).fetchone()[0]
+            return found
+
+        return self._read("job_count", count)
+
+
+    def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
+        job_id = self._job_id(job)
+
+        def select(conn: sqlite3.Connection, _now: float) -> dict[str, dict[str, Any]]:
+            self._fetch(conn, job_id)
+            rows = conn.execute(
+                "SELECT atom, record FROM progress WHERE namespace = ? AND job_id = ?",
+                (self.namespace, job_id),
+            )
+            return {atom: json.loads(record) for atom, record in rows}
+
+        return self._read("load_progress", select)
+
+    def counters(self) -> dict[str, int]:
+        return self._read(
+            "counters",
+            lambda conn, _now: {
+                name: value
+                for name, value in conn.execute(
+                    "SELECT name, value FROM counters WHERE namespace = ?", (self.namespace,)
+                )
+            },
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """As :meth:`JobBoard.stats`, computed by one grouped query instead of a listing."""
+
+        def select(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
+            rows = conn.execute(
+                "SELECT flow, CASE WHEN state = 'claimed' AND lease_expires_at <= :now"
+                " THEN 'waiting' ELSE state END AS s, COUNT(*), MIN(created_at)"
+                " FROM jobs WHERE namespace = :ns GROUP BY flow, s",
+                {"ns": self.namespace, "now": now},
+            ).fetchall()
+            counters = {
+                name: value
+                for name, value in conn.execute(
+                    "SELECT name, value FROM counters WHERE namespace = ?", (self.namespace,)
+                )
+            }
+            per_state = {s.value: 0 for s in JobState}
+            per_flow: dict[str, dict[str, int]] = {}
+            oldest_created: float | None = None
+            for flow, state, count, created in rows:
+                per_state[state] += count
+                per_flow.setdefault(flow, {})[state] = count
+                if state == JobState.WAITING.value:
+                    oldest_created = (
+                        created if oldest_created is None else min(oldest_created, created)
+                    )
+            return {
+                "states": per_state,
+                "flows": per_flow,
+                "oldest_waiting_age": None if oldest_created is None else now - oldest_created,
+                "counters": counters,
+            }
+
+        return self._read("stats", select)

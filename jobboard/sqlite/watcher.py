@@ -1,0 +1,236 @@
+"""Wake-up and pushed claim news of the SQLite board: a ``data_version`` watcher.
+
+SQLite pushes nothing, so a per-board watcher thread polls ``PRAGMA
+data_version`` (a few microseconds; it changes when any other connection
+commits) with a sleep growing from :attr:`SqliteWatcher.POLL_MIN` to
+:attr:`SqliteWatcher.POLL_MAX` while nothing changes and reset on a change.
+It runs only while a thread waits in :meth:`SqliteWatcher.wait` or the board
+holds claims. On a change it wakes waiters and re-reads the rows of held
+claims, so that a cancel request or a claim taken away by another process
+reaches ``claim_status`` and ``cancel_requested`` as local calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from jobboard.model import BoardEvent, Claim, JobState
+from jobboard.sqlite.schema import SQL_BEST_ANY, SQL_BEST_OF_FLOW, SQL_EXPIRED, SQL_NEXT_EXPIRY
+from jobboard.sqlite.store import SqliteStore, log
+
+__all__ = ["SqliteWatcher"]
+
+_EVENT_OF_STATE = {
+    JobState.COMPLETE: "consumed",
+    JobState.FAILED: "failed",
+    JobState.TRASHED: "trashed",
+    JobState.CANCELLED: "cancelled",
+}
+
+
+class SqliteWatcher(SqliteStore):
+    """Waiting for jobs, and the watcher thread that tells of others' commits."""
+
+    #: Shortest sleep of the change poll (right after a change), in seconds.
+    POLL_MIN: ClassVar[float] = 0.005
+    #: Longest sleep of the change poll (after a quiet spell); bounds push latency.
+    POLL_MAX: ClassVar[float] = 0.15
+    #: Factor by which the poll's sleep grows after each quiet poll.
+    POLL_GROWTH: ClassVar[float] = 1.5
+    #: Most held claims re-read by one watcher query (SQLite's parameter limit is far above).
+    CHECK_CHUNK: ClassVar[int] = 400
+
+    _changed: threading.Condition
+    _generation: int
+    _waiters: int
+    _track_lock: threading.RLock
+    _watcher: threading.Thread | None
+    _kick: threading.Event
+    _ending: set[str]
+    polls: int
+
+    @contextmanager
+    def _ending_job(self, job_id: str) -> Iterator[None]:
+        """Mark a job this board is ending itself, so the watcher does not report it lost."""
+        with self._local_lock:
+            self._ending.add(job_id)
+        try:
+            yield
+        finally:
+            with self._local_lock:
+                self._ending.discard(job_id)
+
+
+    def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        wanted = None if flows is None else sorted(set(flows))
+        with self._changed:
+            self._waiters += 1
+        self._kick_watcher()
+        try:
+            while True:
+                with self._changed:
+                    seen = self._generation
+                ready, next_expiry = self._read(
+                    "wait", lambda conn, now: self._waiting_state(conn, now, wanted)
+                )
+                if ready:
+                    return True
+                pause = None if deadline is None else deadline - time.monotonic()
+                if pause is not None and pause <= 0:
+                    return False
+                if next_expiry is not None:  # an expiring lease makes a job waiting, silently
+                    until_expiry = max(0.0, next_expiry - time.time()) + self.POLL_MIN
+                    pause = until_expiry if pause is None else min(pause, until_expiry)
+                with self._changed:
+                    self._changed.wait_for(functools.partial(self._changed_since, seen), pause)
+                    if self._state == "closed":
+                        return False
+        finally:
+            with self._changed:
+                self._waiters -= 1
+
+    def _changed_since(self, seen: int) -> bool:
+        """Whether a change was seen after generation ``seen`` (or the board closed)."""
+        return self._generation != seen or self._state == "closed"
+
+    def _waiting_state(
+        self, conn: sqlite3.Connection, now: float, flows: list[str] | None
+    ) -> tuple[bool, float | None]:
+        """(a job of ``flows`` is claimable now, the next lease expiry of the namespace)."""
+        if flows is None:
+            if conn.execute(SQL_BEST_ANY, (self.namespace,)).fetchone() is not None:
+                return True, None
+        elif any(
+            conn.execute(SQL_BEST_OF_FLOW, (self.namespace, flow)).fetchone() is not None
+            for flow in flows
+        ):
+            return True, None
+        sql = SQL_EXPIRED
+        params: tuple[Any, ...] = (self.namespace, now)
+        if flows is not None:  # few expired rows to filter: the index range is expired leases
+            sql += f" AND flow IN ({', '.join('?' * len(flows))})"
+            params += tuple(flows)
+        if conn.execute(sql + " LIMIT 1", params).fetchone() is not None:
+            return True, None
+        next_expiry = conn.execute(SQL_NEXT_EXPIRY, (self.namespace,)).fetchone()[0]
+        return False, next_expiry if next_expiry is None or next_expiry > now else None
+
+    def _bump(self) -> None:
+        """Wake this board's waiters: something changed."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def _kick_watcher(self) -> None:
+        """Start the watcher if needed and cut its current sleep short."""
+        if self.in_memory:
+            return  # every change of a private database goes through this board
+        with self._pool_lock:
+            if self._state != "open":
+                return
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(
+                    target=self._watch, name=f"sqlite-board-watch-{self.namespace}", daemon=True
+                )
+                self._watcher.start()
+        self._kick.set()
+
+    def _watch_wanted(self) -> bool:
+        return self._waiters > 0 or bool(self._held)
+
+    def _watch(self) -> None:
+        """The watcher thread: poll ``data_version`` adaptively while anyone needs pushes."""
+        conn: sqlite3.Connection | None = None
+        last: int | None = None
+        interval = self.POLL_MIN
+        while self._state == "open":
+            try:
+                if not self._watch_wanted():
+                    self._kick.wait()  # idle: no waiter, no claim; sleep until kicked
+                    self._kick.clear()
+                    last, interval = None, self.POLL_MIN
+                    continue
+                if conn is None:
+                    conn = self._open_connection()
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                self.polls += 1
+                if version != last:
+                    if last is not None:
+                        self._bump()
+                        interval = self.POLL_MIN
+                    # On a change, and once after resuming (a change may have been missed).
+                    if self._held:
+                        self._check_held(conn)
+                    last = version
+                else:
+                    interval = min(interval * self.POLL_GROWTH, self.POLL_MAX)
+            except Exception:  # the watcher must survive a bad moment of the file
+                log.warning("sqlite board %s: change poll failed", self.path, exc_info=True)
+                interval = self.POLL_MAX
+            if self._kick.wait(interval):
+                self._kick.clear()
+        if conn is not None:
+            self._discard(conn)
+
+    def _check_held(self, conn: sqlite3.Connection) -> None:
+        """Re-read held claims; publish lost claims and cancel requests as local events."""
+        with self._local_lock:  # claims known lost or being ended here need no news
+            skip = self._ending | self._lost
+            held = [job_id for job_id in self._held if job_id not in skip]
+        rows: list[sqlite3.Row] = []
+        now = time.time()
+        for start in range(0, len(held), self.CHECK_CHUNK):
+            chunk = held[start : start + self.CHECK_CHUNK]
+            rows += conn.execute(
+                "SELECT id, state, owner, token, cancel_requested, lease_expires_at FROM jobs"
+                f" WHERE namespace = ? AND id IN ({', '.join('?' * len(chunk))})",
+                (self.namespace, *chunk),
+            ).fetchall()
+        found = {row["id"]: row for row in rows}
+        with self._track_lock:  # a claim tracked meanwhile is judged against its own token
+            for job_id in held:
+                claim = self._held.get(job_id)
+                if claim is None or job_id in self._ending:
+                    continue
+                row = found.get(job_id)
+                event = _verdict(claim, row, now)
+                if event is not None:
+                    self._emit(event)
+                if (
+                    row is not None
+                    and row["cancel_requested"]
+                    and row["token"] >= claim.token
+                    and job_id not in self._cancel_flags
+                ):
+                    self._emit(BoardEvent("cancel_requested", job_id, {"token": row["token"]}))
+
+
+
+def _verdict(claim: Claim, row: sqlite3.Row | None, now: float) -> BoardEvent | None:
+    """The event telling that ``claim`` is gone, judged from the job's current row, or None.
+
+    A row older than the claim (a smaller token: read before the claim was
+    made) proves nothing and yields None.
+    """
+    job_id = claim.job_id
+    if row is None:
+        return BoardEvent("trashed", job_id, {"token": claim.token, "forced": True, "gone": True})
+    token, state = row["token"], JobState(row["state"])
+    if token < claim.token:
+        return None
+    if state is JobState.CLAIMED:
+        if token != claim.token or row["owner"] != claim.owner:
+            return BoardEvent("claimed", job_id, {"token": token, "owner": row["owner"]})
+        expires = row["lease_expires_at"]
+        if expires is not None and expires <= now:
+            return BoardEvent("expired", job_id, {"token": token, "owner": claim.owner})
+        return None
+    kind = "abandoned" if state is JobState.WAITING else _EVENT_OF_STATE[state]
+    return BoardEvent(kind, job_id, {"token": token, "owner": row["owner"], "forced": True})

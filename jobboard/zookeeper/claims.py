@@ -1,0 +1,326 @@
+"""Claiming and renewing on a ZooKeeper board.
+
+A layer of :class:`jobboard.zookeeper.ZookeeperBoard` (which sets up the state
+declared here). A claim is one transaction: check the job node exists, create
+the ephemeral ``claims/<id>`` and create or version-check-and-set
+``state/<id>`` with the next token, with the read of the job's content and
+the watching read of the new claim node pipelined behind it. ``claim_next``
+takes the best job from the local view; after losing a race it spreads over
+the few best jobs for a while. A job claimed ``max_attempts`` times is trashed
+as poison by the claim that finds it, and so is a job whose record does not
+read. Leases (optional: claims are bound to the session) live in
+:mod:`jobboard.zookeeper.leases`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Collection
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from kazoo.exceptions import KazooException
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import ZnodeStat
+
+from jobboard import errors
+from jobboard.changes import Ending
+from jobboard.model import BoardEvent, Claim, JobRef, JobState
+from jobboard.zookeeper.leases import ZkLeases
+from jobboard.zookeeper.nodes import (
+    Fence,
+    active_job,
+    dump,
+    finish_record,
+    is_live,
+    read_claim,
+    read_state,
+    read_static,
+    unreadable,
+)
+from jobboard.zookeeper.session import Refused, log
+
+
+class ZkClaims(ZkLeases):
+    """Claims (session-bound, optionally leased)."""
+
+    CLAIM_SPREAD: ClassVar[int]
+    CONTENTION_MEMORY: ClassVar[float]
+
+    _explicit_lease: bool
+    _contended_until: float
+
+    # -- claiming ---------------------------------------------------------------
+
+    def _claim_lease(self, lease: float | None) -> float | None:
+        """The lease of a new claim: None (session-bound) unless one was asked for."""
+        if lease is not None:
+            return self._lease_for(lease)
+        return self.lease if self._explicit_lease else None
+
+    def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
+        job_id = self._require_id(job)
+        self._check_owner_args(job_id, who, 0, False)
+        length = self._claim_lease(lease)
+        claim = self._retrying(f"claim {job_id}", lambda u: self._claim_id(job_id, who, length, u))
+        if claim is None:
+            raise errors.UnclaimableJob(
+                f"job {job_id!r} was trashed instead: a poison job, or its record does not read "
+                "(see its last_error)"
+            )
+        return claim
+
+    def claim_next(
+        self, who: str, flows: Collection[str] | None = None, *, lease: float | None = None
+    ) -> Claim | None:
+        self._check_owner_args("?", who, 0, False)
+        length = self._claim_lease(lease)
+        flows = None if flows is None else frozenset(flows)
+        tried: set[str] = set()
+        while True:
+            with self._lock:
+                if time.monotonic() < self._contended_until:
+                    job_id = self._view.spread(flows, self.CLAIM_SPREAD)
+                else:
+                    job_id = self._view.best(flows, pop=True)
+            probe = job_id is None  # a lapsed lease: read the claim it replaces
+            if job_id is None:
+                job_id = self._lapsed_lease(flows, tried)
+                if job_id is None:
+                    return None
+            if job_id in tried:
+                continue
+            tried.add(job_id)
+            try:
+                claim = self._retrying(
+                    f"claim {job_id}",
+                    functools.partial(self._claim_id, job_id, who, length, probe=probe),
+                )
+            except (errors.UnclaimableJob, errors.JobNotFound):
+                continue
+            except BaseException:
+                with self._lock:
+                    self._view.push(job_id)
+                raise
+            if claim is not None:
+                return claim
+
+    def _claim_id(
+        self, job_id: str, who: str, lease: float | None, uncertain: bool, probe: bool = True
+    ) -> Claim | None:
+        """Claim one job: one transaction creating our claim node and writing the state
+        node; the job's static part is read in the same round trip when not cached.
+        Returns None when the job was trashed as poison instead."""
+        started = self._local_clock()
+        with self._lock:
+            static = self._static.get(job_id)
+            cached = self._states.get(job_id)
+        state, state_version = cached if cached is not None else (None, None)
+        lapsed_version: int | None = None
+        for _ in range(self.MAX_ROUNDS):
+            attempts = (state or {}).get("attempts", 0)
+            if attempts > 0 or unreadable(state):
+                if static is None:
+                    found = self._gather([("get", self._path("jobs", job_id))])[0]
+                    if found is None:
+                        self._job_gone(job_id)
+                    static = read_static(found[0], job_id)
+            problem = unreadable(static, state)
+            if problem is not None:
+                fence = Fence(None, 0, state_version, lapsed_version, static or {}, state or {})
+                self._trash_as_claimant(job_id, fence, problem)
+                return None
+            if attempts > 0 and static is not None and attempts >= static["max_attempts"]:
+                reason = self._poison_reason(attempts, static["max_attempts"])
+                fence = Fence(None, 0, state_version, lapsed_version, static, state or {})
+                self._trash_as_claimant(job_id, fence, reason, poison=True)
+                return None
+            now = time.time()
+            token = (state or {}).get("token", 0) + 1
+            new_state = {
+                **(state or {}),
+                "token": token,
+                "attempts": attempts + 1,
+                "owner": who,
+                "claimed_at": now,
+                "updated_at": now,
+                "released_by": None,
+                "forced": False,
+            }
+            claim_data = {"owner": who, "token": token, "lease": lease, "claimed_at": now}
+            ops: list[tuple[Any, ...]] = [("check", self._path("jobs", job_id), -1)]
+            if lapsed_version is not None:
+                ops.append(("delete", self._path("claims", job_id), lapsed_version))
+            ops.append(("create", self._path("claims", job_id), dump(claim_data), True))
+            if state_version is None:
+                ops.append(("create", self._path("state", job_id), dump(new_state), False))
+            else:
+                ops.append(("set", self._path("state", job_id), dump(new_state), state_version))
+            static_read = (
+                None if static is not None else self.client.get_async(self._path("jobs", job_id))
+            )
+            verify: list[Any] = []
+            state_op = len(ops) - 1
+            try:
+                results = self._transact(
+                    ops + self._counted("claimed"),
+                    functools.partial(self._watch_claim, job_id, verify),
+                )
+            except Refused as refused:
+                op = ops[refused.index]
+                if op[0] == "check":
+                    self._job_gone(job_id, probe)
+                if op[1].startswith(self._path("claims")):
+                    if op[0] == "delete":
+                        lapsed_version = None
+                        continue
+                    if not probe and not uncertain:  # claim_next: just try the next job
+                        self._contended_until = time.monotonic() + self.CONTENTION_MEMORY
+                        self._local("claims", job_id, True)
+                        raise errors.UnclaimableJob(f"job {job_id!r} is claimed") from None
+                    held = self._gather([("get", self._path("claims", job_id))])[0]
+                    if held is None:
+                        continue
+                    other = read_claim(held[0], job_id)
+                    if uncertain and other.get("owner") == who and other.get("token") == token:
+                        return self._adopt_claim(job_id, other, held[1], who, started)
+                    if not is_live(other, held[1]):
+                        lapsed_version = held[1].version
+                        continue
+                    self._local("claims", job_id, True)
+                    raise errors.UnclaimableJob(
+                        f"job {job_id!r} is claimed by {other.get('owner')!r}; it cannot be claimed"
+                    ) from None
+                found = self._gather([("get", self._path("state", job_id))])[0]
+                state, state_version = (
+                    (read_state(found[0], job_id), found[1].version) if found else (None, None)
+                )
+                continue
+            if static_read is not None:  # job nodes never change: the transaction checked it
+                static = read_static(static_read.get(timeout=self.session_timeout)[0], job_id)
+            assert static is not None
+            new_version = results[state_op].version if state_version is not None else 0
+            problem = unreadable(static)
+            if problem is not None:  # ours now: trash it under our own claim
+                fence = Fence(who, token, new_version, 0, static, new_state)
+                self._trash_as_claimant(job_id, fence, problem)
+                return None
+            return self._claimed(
+                job_id,
+                static,
+                new_state,
+                new_version,
+                claim_data,
+                who,
+                lease,
+                started,
+                state is None,
+                verify=verify[0] if verify else None,
+            )
+        raise errors.UnclaimableJob(f"job {job_id!r}: too much contention, try again")
+
+    def _job_gone(self, job_id: str, probe: bool = True) -> None:
+        """Raise for a job that is no longer active (finished or unknown)."""
+        self._local("jobs", job_id, False)
+        if not probe:
+            raise errors.UnclaimableJob(f"job {job_id!r} is no longer waiting")
+        done = self._gather([("exists", self._path("done", job_id))])[0]
+        if done is None:
+            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+        raise errors.UnclaimableJob(f"job {job_id!r} is finished; it cannot be claimed")
+
+    def _adopt_claim(
+        self, job_id: str, claim: dict[str, Any], stat: ZnodeStat, who: str, started: float
+    ) -> Claim:
+        """Our earlier attempt went through before the connection dropped: take it."""
+        static, state = self._gather(
+            [("get", self._path("jobs", job_id)), ("get", self._path("state", job_id))]
+        )
+        if static is None or state is None:
+            raise errors.UnclaimableJob(f"job {job_id!r} changed while reconnecting")
+        return self._claimed(
+            job_id,
+            read_static(static[0], job_id),
+            read_state(state[0], job_id),
+            state[1].version,
+            claim,
+            who,
+            claim.get("lease"),
+            started,
+            False,
+            claim_version=stat.version,
+        )
+
+    def _claimed(
+        self,
+        job_id: str,
+        static: dict[str, Any],
+        state: dict[str, Any],
+        state_version: int,
+        claim_data: dict[str, Any],
+        who: str,
+        lease: float | None,
+        started: float,
+        fresh: bool,
+        claim_version: int = 0,
+        verify: Any = None,
+    ) -> Claim:
+        """Record a successful claim locally and build the Claim."""
+        token = state["token"]
+        fence = Fence(who, token, state_version, claim_version, static, state, lease)
+        with self._lock:
+            self._static[job_id] = static
+            self._states[job_id] = (state, state_version)
+            self._fences[job_id] = fence
+            self._progress[job_id] = set() if fresh else None
+            self._progress_dir[job_id] = not fresh
+            cancel = job_id in self._view.members["cancel"]
+        self._local("claims", job_id, True)
+        job = active_job(job_id, static, state, claim_data, None, cancel)
+        now = time.time()
+        claim = Claim(
+            job_id=job_id,
+            owner=who,
+            token=token,
+            lease=lease,
+            expires_at=None if lease is None else now + lease,
+            deadline=math.inf if lease is None else started + lease,
+            job=replace(job, lease_expires_at=None if lease is None else now + lease),
+        )
+        self._track(claim)
+        if cancel:
+            self._mark_cancel(job_id)
+        if verify is None:
+            self._verify_claim(job_id)
+        else:  # the watching read went out with the claim; check its answer now
+            verify.rawlink(functools.partial(self._claim_verified, job_id, token))
+        self._emit(BoardEvent("claimed", job_id, {"token": token, "owner": who}))
+        return claim
+
+    def _trash_as_claimant(
+        self, job_id: str, fence: Fence, reason: str, *, poison: bool = False
+    ) -> None:
+        """Trash a job met by a claim: a poison job (claimed ``max_attempts``
+        times without finishing), or one whose record does not read. ``fence``
+        names the state and claim versions seen (claim version None: nobody may
+        hold a claim meanwhile)."""
+        current = active_job(job_id, fence.static, fence.state, None, None, False)
+        with self._lock:
+            cancel = job_id in self._view.members["cancel"]
+        who = "poison" if poison else "board"
+        end = Ending(job_id, who, None, JobState.TRASHED, True, None, reason, "trashed")
+        done = finish_record(current, end)
+        if self._commit_finish(job_id, fence, done, cancel, poison=poison) is None:
+            if fence.owner is not None:  # our own claim on it: let it go
+                self._transact_quietly([("delete", self._path("claims", job_id), -1)])
+            return
+        log.warning("%s: job %s trashed: %s", self, job_id, reason)
+        self._emit(BoardEvent("trashed", job_id, {"reason": reason, "forced": True}))
+
+    def _transact_quietly(self, ops: list[tuple[Any, ...]]) -> None:
+        try:
+            self._transact(ops)
+        except (Refused, KazooException, KazooTimeoutError) as err:
+            log.debug("%s: %s", self, err)

@@ -1,0 +1,1 @@
+"""Tests of the jobboard package: the contract suite and each backend."""
