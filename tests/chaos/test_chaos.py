@@ -283,10 +283,5 @@ def test_no_stale_write_accepted(chaos: Outcome) -> None:
     assert chaos.verdict.token_reused == 0, chaos.replay
 
 
-@pytest.mark.xfail(
-    reason="issue 9 item 8: a task starts after the claim loss was noticed (a stale owner "
-    "re-runs a task the new owner already saved)",
-    strict=False,
-)
 def test_no_saved_task_runs_again(chaos: Outcome) -> None:
     assert chaos.verdict.saved_task_reruns == 0, chaos.replay
