@@ -57,7 +57,7 @@ from jobboard.changes import NewJob
 from jobboard.model import ACTIVE_STATES, FINISHED_STATES, BoardEvent, Job, JobRef, JobState
 from jobboard.urls import coerce_options, number_option, parse_options, redact_url
 from jobboard.zookeeper.claims import ZkClaims
-from jobboard.zookeeper.liveness import SessionClock
+from jobboard.zookeeper.liveness import ServerTime, SessionClock
 from jobboard.zookeeper.nodes import (
     NAMESPACE_RE,
     VIEW_KINDS,
@@ -159,6 +159,7 @@ class ZookeeperBoard(ZkClaims):
         self.requested_session_timeout = float(session_timeout or self.DEFAULT_SESSION_TIMEOUT)
         self.session_timeout = self.requested_session_timeout
         self._clock = SessionClock(self.requested_session_timeout, self.SESSION_SAFETY_MARGIN)
+        self._time = ServerTime()
         self.connect_timeout = float(connect_timeout or self.CONNECT_TIMEOUT)
         # The session (session).
         self._digest = digest
@@ -379,7 +380,7 @@ class ZookeeperBoard(ZkClaims):
             cached = (read_claim(found[0], job_id), found[1])
             with self._lock:
                 self._claims[job_id] = cached
-        return cached[0].get("owner") if is_live(*cached) else None
+        return cached[0].get("owner") if is_live(*cached, self._time.earliest()) else None
 
     # -- operators ------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from jobboard.zookeeper.nodes import (
     Fence,
     active_job,
     dump,
+    expiry,
     finish_record,
     is_live,
     read_claim,
@@ -163,6 +164,7 @@ class ZkClaims(ZkLeases):
             )
             verify: list[Any] = []
             state_op = len(ops) - 1
+            sent = time.time()
             try:
                 results = self._transact(
                     ops + self._counted("claimed"),
@@ -186,7 +188,7 @@ class ZkClaims(ZkLeases):
                     other = read_claim(held[0], job_id)
                     if uncertain and other.get("owner") == who and other.get("token") == token:
                         return self._adopt_claim(job_id, other, held[1], who, started)
-                    if not is_live(other, held[1]):
+                    if not is_live(other, held[1], self._time.earliest()):
                         lapsed_version = held[1].version
                         continue
                     self._local("claims", job_id, True)
@@ -218,6 +220,8 @@ class ZkClaims(ZkLeases):
                 started,
                 state is None,
                 verify=verify[0] if verify else None,
+                # the claim node's mtime (when its lease starts) is no earlier than this
+                lease_end=None if lease is None else sent + self._time.low + lease,
             )
         raise errors.UnclaimableJob(f"job {job_id!r}: too much contention, try again")
 
@@ -251,6 +255,7 @@ class ZkClaims(ZkLeases):
             started,
             False,
             claim_version=stat.version,
+            lease_end=expiry(claim, stat),
         )
 
     def _claimed(
@@ -266,10 +271,12 @@ class ZkClaims(ZkLeases):
         fresh: bool,
         claim_version: int = 0,
         verify: Any = None,
+        lease_end: float | None = None,
     ) -> Claim:
-        """Record a successful claim locally and build the Claim."""
+        """Record a successful claim locally and build the Claim (``lease_end``: server
+        time by which its lease surely runs out)."""
         token = state["token"]
-        fence = Fence(who, token, state_version, claim_version, static, state, lease)
+        fence = Fence(who, token, state_version, claim_version, static, state, lease, lease_end)
         with self._lock:
             self._static[job_id] = static
             self._states[job_id] = (state, state_version)

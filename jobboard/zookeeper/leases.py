@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
 from jobboard import errors
-from jobboard.model import Claim, ClaimStatus
+from jobboard.model import BoardEvent, Claim, ClaimStatus
 from jobboard.zookeeper.nodes import Fence, dump, expiry, id_parts, is_live, read_claim
+from jobboard.zookeeper.session import Refused
 from jobboard.zookeeper.writes import ZkWrites
 
 
@@ -116,6 +117,40 @@ class ZkLeases(ZkWrites):
         known = [end for end in ends if end is not None]
         return min(known) if known else None
 
+    # -- reaping ----------------------------------------------------------------
+
+    def _reap(
+        self,
+        job_id: str,
+        state: dict[str, Any],
+        state_version: int,
+        claim_version: int,
+    ) -> bool:
+        """End a claim whose lease ran out: one transaction deletes the claim node
+        (at the version judged lapsed) and rewrites the state node (at the version
+        read no later than it), so the lapsed owner's fenced writes, which check
+        both versions, all fail from now on. False if either moved meanwhile."""
+        owner = state.get("owner")
+        reaped = {**state, "updated_at": time.time(), "last_error": f"lease of {owner} expired"}
+        try:
+            results = self._transact(
+                [
+                    ("delete", self._path("claims", job_id), claim_version),
+                    ("set", self._path("state", job_id), dump(reaped), state_version),
+                ]
+            )
+        except Refused:
+            with self._lock:
+                self._states.pop(job_id, None)
+                self._claims.pop(job_id, None)
+            return False
+        with self._lock:
+            self._states[job_id] = (reaped, results[1].version)
+            self._claims.pop(job_id, None)
+        self._local("claims", job_id, False)
+        self._emit(BoardEvent("expired", job_id, {"token": state.get("token"), "owner": owner}))
+        return True
+
     # -- renewing ---------------------------------------------------------------
 
     def renew(
@@ -136,8 +171,8 @@ class ZkLeases(ZkWrites):
                 or fence.owner != claim.owner
             ):
                 to_read.append(claim)
-            elif self.claim_status(claim) is ClaimStatus.LOST:
-                out[claim.job_id] = None
+            elif self.claim_status(claim) is ClaimStatus.LOST or not self._lease_runs(fence):
+                out[claim.job_id] = None  # lost, or its lease may have run out by server time
             elif fence.lease is None:
                 out[claim.job_id] = held
             else:
@@ -164,7 +199,7 @@ class ZkLeases(ZkWrites):
                 data is not None
                 and data.get("owner") == claim.owner
                 and data.get("token") == claim.token
-                and is_live(data, item[1])
+                and is_live(data, item[1], self._time.latest())
             )
             out[claim.job_id] = claim if ok else None
         return out
@@ -178,9 +213,13 @@ class ZkLeases(ZkWrites):
         one claimed since: a takeover re-creates the claim node, whose version
         starts again at 0, but always moves the state node) with the
         version-checked rewrite of the claim node. A renew whose job finished
-        meanwhile is reported lost and leaves nothing behind."""
+        meanwhile is reported lost and leaves nothing behind. The rewritten
+        node's mtime tells when the renew was applied in server time: one that
+        landed after the lease's end (sent just before it) is undone, the lease
+        reaped, and reported lost: a lapsed claim never comes back."""
         client = self.client
         pending = []
+        sent = time.time()
         for claim, fence in pairs:
             new_lease = length if length is not None else fence.lease
             assert new_lease is not None  # only leased claims are rewritten
@@ -204,6 +243,13 @@ class ZkLeases(ZkWrites):
             except (KazooException, KazooTimeoutError) as err:
                 raise self._translate(err, f"renew {claim.job_id}") from err
             stat = results[-1]
+            if not isinstance(stat, Exception):
+                self._time.learn(sent, time.time(), stat.mtime)
+                if fence.lease_end is None or stat.mtime / 1000.0 >= fence.lease_end:
+                    assert fence.state_version is not None  # a claim wrote the state node
+                    self._reap(claim.job_id, fence.state, fence.state_version, stat.version)
+                    out[claim.job_id] = None  # applied after the lease had run out
+                    continue
             with self._lock:
                 current = self._fences.get(claim.job_id)
                 if isinstance(stat, Exception) or current is None or current.token != fence.token:
@@ -213,6 +259,7 @@ class ZkLeases(ZkWrites):
                     current,
                     claim_version=max(stat.version, current.claim_version or 0),
                     lease=new_lease,
+                    lease_end=stat.mtime / 1000.0 + new_lease,
                 )
             out[claim.job_id] = replace(
                 claim, lease=new_lease, expires_at=now + new_lease, deadline=started + new_lease

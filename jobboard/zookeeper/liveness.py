@@ -13,6 +13,8 @@ session is then surely alive until the last packet heard plus the granted
 timeout, less a safety margin for the round trip; past that, the board calls
 it lost even while the connection merely looks suspended, so that its owner
 stops before another client can have claimed the job.
+
+:class:`ServerTime` keeps bounds on the servers' clock, the time base of leases.
 """
 
 from __future__ import annotations
@@ -119,3 +121,35 @@ def _granted_by_running_loop(handler: Any) -> float | None:
             return value * 1.5 / (1000.0 if value > 3600 else 1.0)  # caught before the / 1000
         frame = frame.f_back
     return None
+
+
+class ServerTime:
+    """Bounds on the ZooKeeper servers' wall clock, learned from node mtimes.
+
+    ZooKeeper transactions read no clock, but the server stamps every node it
+    writes with its own time (``mtime``). A write sent at local wall time ``s``
+    and answered at ``r`` was applied in between, so the server's clock was
+    ahead of ours by at least ``mtime - r`` and at most ``mtime - s``. A lease
+    ends at its claim node's ``mtime`` plus its length, in server time; others
+    call it lapsed only once the server's time has surely passed that
+    (:meth:`earliest`), its owner stops trusting it as soon as it may have
+    (:meth:`latest`). Until a write was sampled, the clocks are taken as equal.
+    """
+
+    def __init__(self) -> None:
+        self.low = 0.0
+        self.high = 0.0
+
+    def learn(self, sent: float, answered: float, mtime_ms: int) -> None:
+        """Record a write sent at ``sent`` and answered at ``answered`` (local wall
+        times) that stamped ``mtime_ms``."""
+        server = mtime_ms / 1000.0
+        self.low, self.high = server - answered, server - sent
+
+    def earliest(self) -> float:
+        """A time the server's clock has surely reached by now."""
+        return time.time() + self.low
+
+    def latest(self) -> float:
+        """A time the server's clock surely has not passed yet."""
+        return time.time() + self.high

@@ -261,6 +261,8 @@ class Fence:
     static: dict[str, Any]
     state: dict[str, Any]
     lease: float | None = None
+    #: Server time when the lease ends (None: session-bound, or not known).
+    lease_end: float | None = None
 
 
 def expiry(claim: Mapping[str, Any] | None, stat: ZnodeStat | None) -> float | None:
@@ -270,12 +272,14 @@ def expiry(claim: Mapping[str, Any] | None, stat: ZnodeStat | None) -> float | N
     return float(stat.mtime) / 1000.0 + float(claim["lease"])
 
 
-def is_live(claim: Mapping[str, Any] | None, stat: ZnodeStat | None) -> bool:
-    """Whether a claim node's claim holds now (a lapsed lease does not)."""
+def is_live(
+    claim: Mapping[str, Any] | None, stat: ZnodeStat | None, now: float | None = None
+) -> bool:
+    """Whether a claim node's claim holds at server time ``now`` (a lapsed lease does not)."""
     if claim is None:
         return False
     ends = expiry(claim, stat)
-    return ends is None or ends > time.time()
+    return ends is None or ends > (time.time() if now is None else now)
 
 
 def active_job(
@@ -285,11 +289,12 @@ def active_job(
     claim: Mapping[str, Any] | None,
     claim_stat: ZnodeStat | None,
     cancel: bool,
+    now: float | None = None,
 ) -> Job:
-    """The unfinished Job its job, state and claim nodes describe."""
+    """The unfinished Job its job, state and claim nodes describe at server time ``now``."""
     _, _, seq = parse_id(job_id) or (0, "", 0)
     state = state or {}
-    live = is_live(claim, claim_stat)
+    live = is_live(claim, claim_stat, now)
     problem = unreadable(static, state)
     details = static.get("details", {})
     if problem is not None:

@@ -39,7 +39,7 @@ from kazoo.security import ACL
 from jobboard import errors
 from jobboard.base import JobBoard
 from jobboard.model import Claim, ClaimStatus, Entity
-from jobboard.zookeeper.liveness import SessionClock
+from jobboard.zookeeper.liveness import ServerTime, SessionClock
 from jobboard.zookeeper.nodes import FOLDERS, dump, load
 
 log = logging.getLogger("jobboard.zookeeper")
@@ -85,6 +85,7 @@ class ZkSession(JobBoard):
     session_timeout: float
     requested_session_timeout: float
     _clock: SessionClock
+    _time: ServerTime
     connect_timeout: float
     _digest: str | None
     _acl: list[ACL] | None
@@ -142,6 +143,17 @@ class ZkSession(JobBoard):
         self.session_timeout = self._clock.timeout
         client.add_listener(self._on_state)
         self._read(self._ensure_layout)
+        self._read(self._sync_time)
+
+    def _sync_time(self) -> None:
+        """Learn the servers' clock from the mtime of a write (the namespace node is
+        touched). Best effort: a board that may not write keeps what it knew."""
+        sent = time.time()
+        try:
+            stat = self._call("set", self.root, b"")
+        except NoAuthError:
+            return
+        self._time.learn(sent, time.time(), stat.mtime)
 
     def _drop_client(self) -> None:
         """Stop following the client; stop and forget it if the board made it."""
@@ -205,6 +217,7 @@ class ZkSession(JobBoard):
                 self._session_id = new_session
                 for (kind, name), data in list(self._entities.items()):
                     self._put_entity(kind, name, data)
+                self._sync_time()
             self._resync()
         except (errors.BoardError, KazooException, KazooTimeoutError) as err:
             log.warning("%s: resync after reconnect failed: %s", self, err)

@@ -399,14 +399,22 @@ class ZkView(ZkSession):
             None,
         )
 
-    def _job(self, snap: Snapshot) -> Job:
-        """The Job a snapshot describes; ``JobNotFound`` when there is none."""
+    def _job(self, snap: Snapshot, now: float | None = None) -> Job:
+        """The Job a snapshot describes at server time ``now`` (by default a time the
+        server has surely reached: a lease is lapsed once it surely ran out);
+        ``JobNotFound`` when there is none."""
         if snap.done is not None:
             return snap.done
         if snap.static is None:
             raise errors.JobNotFound(f"no job {snap.job_id!r} on board {self.name!r}")
         return active_job(
-            snap.job_id, snap.static, snap.state, snap.claim, snap.claim_stat, snap.cancel
+            snap.job_id,
+            snap.static,
+            snap.state,
+            snap.claim,
+            snap.claim_stat,
+            snap.cancel,
+            self._time.earliest() if now is None else now,
         )
 
     def _active_jobs(self, ids: list[str], fresh: bool) -> list[Job]:
@@ -428,6 +436,7 @@ class ZkView(ZkSession):
         calls += [("get", self._path("claims", i)) for i in need_claim]
         results = iter(self._gather(calls))
         out = []
+        now = self._time.earliest()
         with self._lock:
             for job_id in need_static:
                 found = next(results)
@@ -455,7 +464,9 @@ class ZkView(ZkSession):
                     if kept is not None:
                         claim, stat = kept
                 state = self._states.get(job_id, (None, None))[0]
-                out.append(active_job(job_id, static, state, claim, stat, job_id in cancels))
+                out.append(
+                    active_job(job_id, static, state, claim, stat, job_id in cancels, now)
+                )
         return out
 
     def _finished_jobs(self) -> list[Job]:

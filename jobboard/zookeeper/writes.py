@@ -29,6 +29,7 @@ from jobboard.zookeeper.nodes import (
     Snapshot,
     active_job,
     dump,
+    expiry,
     finish_record,
     is_live,
     load,
@@ -61,6 +62,7 @@ class ZkWrites(ZkView):
             snap.static,
             state,
             snap.claim.get("lease") if snap.claim else None,
+            expiry(snap.claim, snap.claim_stat),
         )
 
     def _fence(
@@ -69,22 +71,32 @@ class ZkWrites(ZkView):
         """Check ``who``/``token`` own the job (or ``force``) and return what to fence on.
 
         Our own claims are checked locally (the transaction re-checks them on
-        the server); anything else is read and checked like MemoryBoard does.
+        the server) while their lease surely runs, by our clock and by the
+        server's; anything else is read and checked like MemoryBoard does, a
+        lease counting as lapsed as soon as the server's time may have passed
+        its end (no transaction can read the server's clock).
         """
         fence = self._fences.get(job_id)
         held = self._held.get(job_id)
         if not force and fence is not None and held is not None and fence.token == token:
             if fence.owner != who:
                 raise errors.NotOwner(f"job {job_id!r} is owned by {fence.owner!r}, not {who!r}")
-            if self._local_clock() < held.deadline:
+            if self._local_clock() < held.deadline and self._lease_runs(fence):
                 return fence, None
         snap = self._snapshot(job_id)
         self._check(snap, who, token, force)
         return self._fence_of(snap), snap
 
+    def _lease_runs(self, fence: Fence) -> bool:
+        """Whether our claim's lease (if any) surely still runs by the server's time."""
+        if fence.lease is None:
+            return True
+        return fence.lease_end is not None and self._time.latest() < fence.lease_end
+
     def _check(self, snap: Snapshot, who: str, token: int | None, force: bool) -> None:
-        """Raise as MemoryBoard would when ``who``/``token`` may not write to the job."""
-        job = self._job(snap)
+        """Raise as MemoryBoard would when ``who``/``token`` may not write to the job
+        (a lease counts as lapsed once the server's time may have passed its end)."""
+        job = self._job(snap, self._time.latest())
         self._check_fence(snap.job_id, job.state, job.token, job.owner, who, token, force)
 
     def _checks(self, job_id: str, fence: Fence) -> list[tuple[Any, ...]]:
@@ -334,7 +346,8 @@ class ZkWrites(ZkView):
                         return self.get(job_id)
                     raise
                 if fence.claim_version is None or (
-                    snap is not None and not is_live(snap.claim, snap.claim_stat)
+                    snap is not None
+                    and not is_live(snap.claim, snap.claim_stat, self._time.latest())
                 ):
                     raise errors.InvalidState(f"job {job_id!r} is not claimed; nothing to abandon")
                 now = time.time()

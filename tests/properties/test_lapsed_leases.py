@@ -100,7 +100,7 @@ def test_a_poison_job_whose_lease_ran_out_is_trashed(env: Env) -> None:
         second.close()
 
 
-@pytest.fixture(params=["redis", ZOOKEEPER])
+@pytest.fixture(params=["redis", "zookeeper"])
 def server_env(request: pytest.FixtureRequest) -> Env:
     return request.getfixturevalue(f"{request.param}_env")
 
