@@ -44,6 +44,14 @@ from jobboard.zookeeper.nodes import (
 from jobboard.zookeeper.session import Refused, log
 
 
+class _Adopt(Exception):
+    """A claim node found by a retried claim is our own (its earlier attempt went through)."""
+
+    def __init__(self, claim: dict[str, Any], stat: ZnodeStat) -> None:
+        super().__init__("our own claim")
+        self.claim, self.stat = claim, stat
+
+
 class ZkClaims(ZkLeases):
     """Claims (session-bound, optionally leased)."""
 
@@ -129,15 +137,18 @@ class ZkClaims(ZkLeases):
                         self._job_gone(job_id)
                     static = read_static(found[0], job_id)
             problem = unreadable(static, state)
-            if problem is not None:
-                fence = Fence(None, 0, state_version, lapsed_version, static or {}, state or {})
-                self._trash_as_claimant(job_id, fence, problem)
-                return None
-            if attempts > 0 and static is not None and attempts >= static["max_attempts"]:
-                reason = self._poison_reason(attempts, static["max_attempts"])
+            poison = attempts > 0 and static is not None and attempts >= static["max_attempts"]
+            if problem is not None or poison:
+                assert static is not None
+                if problem is None:
+                    problem = self._poison_reason(attempts, static["max_attempts"])
                 fence = Fence(None, 0, state_version, lapsed_version, static, state or {})
-                self._trash_as_claimant(job_id, fence, reason, poison=True)
-                return None
+                if self._trash_as_claimant(job_id, fence, problem, poison=poison):
+                    return None
+                # refused: a claim node we did not know of (a lapsed lease, or a live
+                # claim), or the state moved; read both again and decide anew
+                state, state_version, lapsed_version = self._reread(job_id, who, uncertain)
+                continue
             now = time.time()
             token = (state or {}).get("token", 0) + 1
             new_state = {
@@ -174,31 +185,15 @@ class ZkClaims(ZkLeases):
                 op = ops[refused.index]
                 if op[0] == "check":
                     self._job_gone(job_id, probe)
-                if op[1].startswith(self._path("claims")):
-                    if op[0] == "delete":
-                        lapsed_version = None
-                        continue
+                if op[0] == "create" and op[1] == self._path("claims", job_id):
                     if not probe and not uncertain:  # claim_next: just try the next job
                         self._contended_until = time.monotonic() + self.CONTENTION_MEMORY
                         self._local("claims", job_id, True)
                         raise errors.UnclaimableJob(f"job {job_id!r} is claimed") from None
-                    held = self._gather([("get", self._path("claims", job_id))])[0]
-                    if held is None:
-                        continue
-                    other = read_claim(held[0], job_id)
-                    if uncertain and other.get("owner") == who and other.get("token") == token:
-                        return self._adopt_claim(job_id, other, held[1], who, started)
-                    if not is_live(other, held[1], self._time.earliest()):
-                        lapsed_version = held[1].version
-                        continue
-                    self._local("claims", job_id, True)
-                    raise errors.UnclaimableJob(
-                        f"job {job_id!r} is claimed by {other.get('owner')!r}; it cannot be claimed"
-                    ) from None
-                found = self._gather([("get", self._path("state", job_id))])[0]
-                state, state_version = (
-                    (read_state(found[0], job_id), found[1].version) if found else (None, None)
-                )
+                try:
+                    state, state_version, lapsed_version = self._reread(job_id, who, uncertain)
+                except _Adopt as adopt:
+                    return self._adopt_claim(job_id, adopt.claim, adopt.stat, who, started)
                 continue
             if static_read is not None:  # job nodes never change: the transaction checked it
                 static = read_static(static_read.get(timeout=self.session_timeout)[0], job_id)
@@ -224,6 +219,36 @@ class ZkClaims(ZkLeases):
                 lease_end=None if lease is None else sent + self._time.low + lease,
             )
         raise errors.UnclaimableJob(f"job {job_id!r}: too much contention, try again")
+
+    def _reread(
+        self, job_id: str, who: str, uncertain: bool
+    ) -> tuple[dict[str, Any] | None, int | None, int | None]:
+        """Read a job's state and claim nodes again (the state first, so that a claim
+        node judged lapsed is never one created after the state version read: every
+        takeover moves the state). Returns the state, its version and the version of
+        a lapsed claim node to replace (None: there is none). Raises
+        ``UnclaimableJob`` while another claim holds, ``_Adopt`` for our own claim
+        made by an attempt whose answer was lost."""
+        found, held = self._gather(
+            [("get", self._path("state", job_id)), ("get", self._path("claims", job_id))]
+        )
+        state, state_version = (
+            (read_state(found[0], job_id), found[1].version) if found else (None, None)
+        )
+        with self._lock:
+            self._states[job_id] = (state, state_version)
+        if held is None:
+            return state, state_version, None
+        other = read_claim(held[0], job_id)
+        token = (state or {}).get("token")
+        if uncertain and other.get("owner") == who and other.get("token") == token:
+            raise _Adopt(other, held[1])
+        if not is_live(other, held[1], self._time.earliest()):
+            return state, state_version, held[1].version
+        self._local("claims", job_id, True)
+        raise errors.UnclaimableJob(
+            f"job {job_id!r} is claimed by {other.get('owner')!r}; it cannot be claimed"
+        )
 
     def _job_gone(self, job_id: str, probe: bool = True) -> None:
         """Raise for a job that is no longer active (finished or unknown)."""
@@ -308,11 +333,11 @@ class ZkClaims(ZkLeases):
 
     def _trash_as_claimant(
         self, job_id: str, fence: Fence, reason: str, *, poison: bool = False
-    ) -> None:
+    ) -> bool:
         """Trash a job met by a claim: a poison job (claimed ``max_attempts``
         times without finishing), or one whose record does not read. ``fence``
         names the state and claim versions seen (claim version None: nobody may
-        hold a claim meanwhile)."""
+        hold a claim meanwhile). False when that was refused (the versions moved)."""
         current = active_job(job_id, fence.static, fence.state, None, None, False)
         with self._lock:
             cancel = job_id in self._view.members["cancel"]
@@ -322,9 +347,11 @@ class ZkClaims(ZkLeases):
         if self._commit_finish(job_id, fence, done, cancel, poison=poison) is None:
             if fence.owner is not None:  # our own claim on it: let it go
                 self._transact_quietly([("delete", self._path("claims", job_id), -1)])
-            return
+                return True
+            return False
         log.warning("%s: job %s trashed: %s", self, job_id, reason)
         self._emit(BoardEvent("trashed", job_id, {"reason": reason, "forced": True}))
+        return True
 
     def _transact_quietly(self, ops: list[tuple[Any, ...]]) -> None:
         try:

@@ -35,11 +35,13 @@ ZK_LEASE_DEFECT = pytest.mark.xfail(
     reason="ZooKeeper leased claims: a lapsed lease is judged by the owner's clock only",
     strict=True,
 )
-ZOOKEEPER = pytest.param("zookeeper", marks=ZK_LEASE_DEFECT)
+ZK_PENDING = ("test_a_job_whose_lease_ran_out_keeps_its_priority",)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", ZOOKEEPER])
+@pytest.fixture(params=["memory", "sqlite", "redis", "zookeeper"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    if request.param == "zookeeper" and request.node.originalname in ZK_PENDING:
+        request.applymarker(ZK_LEASE_DEFECT)
     if request.param == "memory":
         yield MemoryEnv()
     elif request.param == "sqlite":
