@@ -60,7 +60,7 @@ class ZkLeases(ZkWrites):
                     continue
                 claim = read_claim(item[0], job_id)
                 self._claims[job_id] = (claim, item[1])
-                if not is_live(claim, item[1]):
+                if not is_live(claim, item[1], self._time.earliest()):
                     rank, _, seq = id_parts(job_id)
                     lapsed.append((rank, seq, job_id))
         return min(lapsed)[2] if lapsed else None
@@ -83,7 +83,7 @@ class ZkLeases(ZkWrites):
                 if (remaining is not None and remaining <= 0) or self._closed:
                     return False
                 if lapse is not None:
-                    until = lapse - time.time()
+                    until = lapse - self._time.earliest()
                     if until <= 0:
                         self._last_lease_check = 0.0  # claim_next looks at once
                         return True
@@ -101,7 +101,10 @@ class ZkLeases(ZkWrites):
                 for i in self._view.members["claims"] & self._view.members["jobs"]
                 if i not in self._held and (flows is None or id_parts(i)[1] in flows)
             ]
-            stale = [i for i in ids if i not in self._claims or not is_live(*self._claims[i])]
+            now = self._time.earliest()
+            stale = [
+                i for i in ids if i not in self._claims or not is_live(*self._claims[i], now)
+            ]
         if stale and not self._closed:
             try:
                 found = self._gather([("get", self._path("claims", i)) for i in stale])
