@@ -5,8 +5,9 @@ declared here). A claim is one transaction: check the job node exists, create
 the ephemeral ``claims/<id>`` and create or version-check-and-set
 ``state/<id>`` with the next token, with the read of the job's content and
 the watching read of the new claim node pipelined behind it. ``claim_next``
-takes the best job from the local view; after losing a race it spreads over
-the few best jobs for a while. A job claimed ``max_attempts`` times is trashed
+takes the best job from the local view (after reaping lapsed leases, so that
+their jobs wait in their place); after losing a race it spreads over the few
+best jobs for a while. A job claimed ``max_attempts`` times is trashed
 as poison by the claim that finds it, and so is a job whose record does not
 read. Leases (optional: claims are bound to the session) live in
 :mod:`jobboard.zookeeper.leases`.
@@ -88,24 +89,28 @@ class ZkClaims(ZkLeases):
         length = self._claim_lease(lease)
         flows = None if flows is None else frozenset(flows)
         tried: set[str] = set()
+        now = time.monotonic()
+        with self._lock:
+            idle = self._view.best(flows, pop=False) is None
+        scan = idle or now - self._last_lease_check >= self.LEASE_CHECK_INTERVAL
+        if scan:
+            self._last_lease_check = now
+        self._reap_lapsed(flows, scan)  # a lapsed job waits again, in its place
         while True:
             with self._lock:
                 if time.monotonic() < self._contended_until:
                     job_id = self._view.spread(flows, self.CLAIM_SPREAD)
                 else:
                     job_id = self._view.best(flows, pop=True)
-            probe = job_id is None  # a lapsed lease: read the claim it replaces
             if job_id is None:
-                job_id = self._lapsed_lease(flows, tried)
-                if job_id is None:
-                    return None
+                return None
             if job_id in tried:
                 continue
             tried.add(job_id)
             try:
                 claim = self._retrying(
                     f"claim {job_id}",
-                    functools.partial(self._claim_id, job_id, who, length, probe=probe),
+                    functools.partial(self._claim_id, job_id, who, length, probe=False),
                 )
             except (errors.UnclaimableJob, errors.JobNotFound):
                 continue

@@ -4,8 +4,14 @@ A layer of :class:`jobboard.zookeeper.ZookeeperBoard` (which sets up the state
 declared here). Claims are bound to the owner's session; a claim may also
 carry a lease, which ``renew`` extends with one transaction per claim (all in
 one round trip) that also checks the state node, so a renew never lands on a
-newer owner's claim. An idle board's ``wait`` wakes when the first lease of
-another owner's claim runs out, and ``claim_next`` then takes that job.
+newer owner's claim. A lease ends at its claim node's mtime plus its length,
+in the servers' time (no transaction reads a clock; see
+:class:`~jobboard.zookeeper.liveness.ServerTime`). Its owner stops writing and
+renewing as soon as that may have passed; ``claim_next`` reaps a claim once it
+surely has (deleting the claim node and rewriting the state node, both
+version-checked, which fences the old owner out), so the job waits again in
+its place. An idle board's ``wait`` wakes when the first lease of another
+owner's claim runs out.
 """
 
 from __future__ import annotations
@@ -20,7 +26,15 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 from jobboard import errors
 from jobboard.model import BoardEvent, Claim, ClaimStatus
-from jobboard.zookeeper.nodes import Fence, dump, expiry, id_parts, is_live, read_claim
+from jobboard.zookeeper.nodes import (
+    Fence,
+    dump,
+    expiry,
+    id_parts,
+    is_live,
+    read_claim,
+    read_state,
+)
 from jobboard.zookeeper.session import Refused
 from jobboard.zookeeper.writes import ZkWrites
 
@@ -32,38 +46,47 @@ class ZkLeases(ZkWrites):
 
     _last_lease_check: float
 
-    def _lapsed_lease(self, flows: frozenset[str] | None, tried: set[str]) -> str | None:
-        """A claimed job whose lease ran out (leased claims only), looked for at most
-        every ``LEASE_CHECK_INTERVAL`` by an idle ``claim_next``."""
-        now = time.monotonic()
-        if now - self._last_lease_check < self.LEASE_CHECK_INTERVAL:
-            return None
-        self._last_lease_check = now
+    def _reap_lapsed(self, flows: frozenset[str] | None, scan: bool) -> None:
+        """Reap the leased claims (on jobs of ``flows``) that surely ran out by the
+        server's time, so that their jobs wait again in claim order.
+
+        Claims read before whose lease end has passed are read again (a renew
+        moves it); claims never read are read too when ``scan`` (new claims come
+        at the rate jobs are taken, so ``claim_next`` scans at most every
+        ``LEASE_CHECK_INTERVAL`` while other work waits). One round trip reads
+        the state and claim nodes of them all, each state before its claim."""
+        now = self._time.earliest()
         with self._lock:
-            candidates = [
-                i
-                for i in self._view.members["claims"] & self._view.members["jobs"]
-                if i not in tried
-                and i not in self._held
-                and (flows is None or id_parts(i)[1] in flows)
-                and (i not in self._claims or self._claims[i][0].get("lease") is not None)
-            ]
-        if not candidates:
-            return None
+            check = []
+            for job_id in self._view.members["claims"] & self._view.members["jobs"]:
+                if flows is not None and id_parts(job_id)[1] not in flows:
+                    continue
+                fence = self._fences.get(job_id) if job_id in self._held else None
+                if fence is not None and (fence.lease_end or now) > now:
+                    continue  # our own claim, session-bound or surely live
+                known = self._claims.get(job_id)
+                if (known is None and scan) or (known and not is_live(*known, now)):
+                    check.append(job_id)
+        if not check:
+            return
         found = self._read(
-            lambda: self._gather([("get", self._path("claims", i)) for i in candidates])
+            lambda: self._gather(
+                [("get", self._path(kind, i)) for i in check for kind in ("state", "claims")]
+            )
         )
+        now = self._time.earliest()
         lapsed = []
         with self._lock:
-            for job_id, item in zip(candidates, found, strict=True):
-                if item is None:
+            for n, job_id in enumerate(check):
+                state, claim = found[2 * n], found[2 * n + 1]
+                if claim is None:
                     continue
-                claim = read_claim(item[0], job_id)
-                self._claims[job_id] = (claim, item[1])
-                if not is_live(claim, item[1], self._time.earliest()):
-                    rank, _, seq = id_parts(job_id)
-                    lapsed.append((rank, seq, job_id))
-        return min(lapsed)[2] if lapsed else None
+                data = read_claim(claim[0], job_id)
+                self._claims[job_id] = (data, claim[1])
+                if state is not None and not is_live(data, claim[1], now):
+                    lapsed.append((job_id, state, claim[1].version))
+        for job_id, state, claim_version in lapsed:
+            self._reap(job_id, read_state(state[0], job_id), state[1].version, claim_version)
 
     # -- waiting ----------------------------------------------------------------
 
@@ -102,9 +125,7 @@ class ZkLeases(ZkWrites):
                 if i not in self._held and (flows is None or id_parts(i)[1] in flows)
             ]
             now = self._time.earliest()
-            stale = [
-                i for i in ids if i not in self._claims or not is_live(*self._claims[i], now)
-            ]
+            stale = [i for i in ids if i not in self._claims or not is_live(*self._claims[i], now)]
         if stale and not self._closed:
             try:
                 found = self._gather([("get", self._path("claims", i)) for i in stale])

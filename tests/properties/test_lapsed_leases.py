@@ -1,7 +1,7 @@
 """A job whose lease ran out is waiting like any other: found by the property tests.
 
-The state machine of ``test_board_model`` found two ways in which, on
-ZooKeeper, a job whose leased claim lapsed (its owner still connected) is not
+The state machine of ``test_board_model`` found three ways in which, on
+ZooKeeper, a job whose leased claim lapsed (its owner still connected) was not
 treated as waiting:
 
 * ``claim_next`` takes it only once no other job waits, so a HIGH job waits
@@ -11,9 +11,10 @@ treated as waiting:
   but leaves it waiting, and nobody can claim it while the old owner lives;
 * the old owner, if its own clock says the lease still runs (a skewed clock, a
   descheduled heartbeat), may still save progress, renew and even consume it
-  until another owner claims it: nothing on the server checks the lease.
+  until another owner claims it: nothing on the server checked the lease.
 
-These tests pin the contract on every backend.
+These tests pin the contract on every backend (ZooKeeper now judges a lease by
+the servers' time and reaps a lapsed claim, see ``jobboard/zookeeper/leases.py``).
 """
 
 from __future__ import annotations
@@ -29,19 +30,9 @@ from tests.properties.backends import LONG_LEASE, Env, MemoryEnv, SqliteEnv, eve
 
 BACKLOG = 3
 
-#: Known defects of leased claims on ZooKeeper (a lease that ran out while its owner
-#: stays connected): being fixed; strict, so a fix must remove this mark.
-ZK_LEASE_DEFECT = pytest.mark.xfail(
-    reason="ZooKeeper leased claims: a lapsed lease is judged by the owner's clock only",
-    strict=True,
-)
-ZK_PENDING = ("test_a_job_whose_lease_ran_out_keeps_its_priority",)
-
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "zookeeper"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
-    if request.param == "zookeeper" and request.node.originalname in ZK_PENDING:
-        request.applymarker(ZK_LEASE_DEFECT)
     if request.param == "memory":
         yield MemoryEnv()
     elif request.param == "sqlite":
