@@ -380,7 +380,7 @@ class ZookeeperBoard(ZkClaims):
             cached = (read_claim(found[0], job_id), found[1])
             with self._lock:
                 self._claims[job_id] = cached
-        return cached[0].get("owner") if is_live(*cached, self._time.earliest()) else None
+        return cached[0].get("owner") if is_live(*cached, self._time.now()) else None
 
     # -- operators ------------------------------------------------------------
 

@@ -248,7 +248,7 @@ class ZkClaims(ZkLeases):
         token = (state or {}).get("token")
         if uncertain and other.get("owner") == who and other.get("token") == token:
             raise _Adopt(other, held[1])
-        if not is_live(other, held[1], self._time.earliest()):
+        if not is_live(other, held[1], self._time.now()):
             return state, state_version, held[1].version
         self._local("claims", job_id, True)
         raise errors.UnclaimableJob(
@@ -304,7 +304,7 @@ class ZkClaims(ZkLeases):
         lease_end: float | None = None,
     ) -> Claim:
         """Record a successful claim locally and build the Claim (``lease_end``: server
-        time by which its lease surely runs out)."""
+        time no later than its lease's end)."""
         token = state["token"]
         fence = Fence(who, token, state_version, claim_version, static, state, lease, lease_end)
         with self._lock:

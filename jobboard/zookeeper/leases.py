@@ -8,7 +8,7 @@ newer owner's claim. A lease ends at its claim node's mtime plus its length,
 in the servers' time (no transaction reads a clock; see
 :class:`~jobboard.zookeeper.liveness.ServerTime`). Its owner stops writing and
 renewing as soon as that may have passed; ``claim_next`` reaps a claim once it
-surely has (deleting the claim node and rewriting the state node, both
+has by the board's reckoning of the server's time (deleting the claim node and rewriting the state node, both
 version-checked, which fences the old owner out), so the job waits again in
 its place. An idle board's ``wait`` wakes when the first lease of another
 owner's claim runs out.
@@ -47,15 +47,16 @@ class ZkLeases(ZkWrites):
     _last_lease_check: float
 
     def _reap_lapsed(self, flows: frozenset[str] | None, scan: bool) -> None:
-        """Reap the leased claims (on jobs of ``flows``) that surely ran out by the
-        server's time, so that their jobs wait again in claim order.
+        """Reap the leased claims (on jobs of ``flows``) that ran out by the server's
+        time (as :meth:`ServerTime.now` reckons it), so that their jobs wait again
+        in claim order.
 
         Claims read before whose lease end has passed are read again (a renew
         moves it); claims never read are read too when ``scan`` (new claims come
         at the rate jobs are taken, so ``claim_next`` scans at most every
         ``LEASE_CHECK_INTERVAL`` while other work waits). One round trip reads
         the state and claim nodes of them all, each state before its claim."""
-        now = self._time.earliest()
+        now = self._time.now()
         with self._lock:
             check = []
             for job_id in self._view.members["claims"] & self._view.members["jobs"]:
@@ -74,7 +75,7 @@ class ZkLeases(ZkWrites):
                 [("get", self._path(kind, i)) for i in check for kind in ("state", "claims")]
             )
         )
-        now = self._time.earliest()
+        now = self._time.now()
         lapsed = []
         with self._lock:
             for n, job_id in enumerate(check):
@@ -106,7 +107,7 @@ class ZkLeases(ZkWrites):
                 if (remaining is not None and remaining <= 0) or self._closed:
                     return False
                 if lapse is not None:
-                    until = lapse - self._time.earliest()
+                    until = lapse - self._time.now()
                     if until <= 0:
                         self._last_lease_check = 0.0  # claim_next looks at once
                         return True
@@ -124,7 +125,7 @@ class ZkLeases(ZkWrites):
                 for i in self._view.members["claims"] & self._view.members["jobs"]
                 if i not in self._held and (flows is None or id_parts(i)[1] in flows)
             ]
-            now = self._time.earliest()
+            now = self._time.now()
             stale = [i for i in ids if i not in self._claims or not is_live(*self._claims[i], now)]
         if stale and not self._closed:
             try:

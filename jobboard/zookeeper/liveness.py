@@ -124,16 +124,18 @@ def _granted_by_running_loop(handler: Any) -> float | None:
 
 
 class ServerTime:
-    """Bounds on the ZooKeeper servers' wall clock, learned from node mtimes.
+    """The ZooKeeper servers' wall clock, as far as their stamps tell.
 
     ZooKeeper transactions read no clock, but the server stamps every node it
-    writes with its own time (``mtime``). A write sent at local wall time ``s``
-    and answered at ``r`` was applied in between, so the server's clock was
-    ahead of ours by at least ``mtime - r`` and at most ``mtime - s``. A lease
-    ends at its claim node's ``mtime`` plus its length, in server time; others
-    call it lapsed only once the server's time has surely passed that
-    (:meth:`earliest`), its owner stops trusting it as soon as it may have
-    (:meth:`latest`). Until a write was sampled, the clocks are taken as equal.
+    writes with its own time (``mtime``, whole milliseconds). A write sent at
+    local wall time ``s`` and answered at ``r`` was applied in between, so the
+    server's clock was ahead of ours by at least ``mtime - r`` and at most
+    ``mtime + 1 ms - s``. A lease ends at its claim node's ``mtime`` plus its
+    length, in server time. Everyone judges others' leases by :meth:`now`: the
+    local clock, unless the stamps prove it off (then moved by the least that
+    explains them), so that boards on synchronised hosts agree exactly. An
+    owner stops trusting its own lease as soon as the server's time may have
+    passed its end (:meth:`latest`).
     """
 
     def __init__(self) -> None:
@@ -143,12 +145,17 @@ class ServerTime:
     def learn(self, sent: float, answered: float, mtime_ms: int) -> None:
         """Record a write sent at ``sent`` and answered at ``answered`` (local wall
         times) that stamped ``mtime_ms``."""
-        server = mtime_ms / 1000.0
-        self.low, self.high = server - answered, server - sent
+        self.low = mtime_ms / 1000.0 - answered
+        self.high = (mtime_ms + 1) / 1000.0 - sent
 
-    def earliest(self) -> float:
-        """A time the server's clock has surely reached by now."""
-        return time.time() + self.low
+    @property
+    def offset(self) -> float:
+        """How far the server's clock is taken to be ahead of ours."""
+        return min(max(0.0, self.low), self.high)
+
+    def now(self) -> float:
+        """The server's time now, as the board judges leases by it."""
+        return time.time() + self.offset
 
     def latest(self) -> float:
         """A time the server's clock surely has not passed yet."""

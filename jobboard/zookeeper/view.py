@@ -400,9 +400,9 @@ class ZkView(ZkSession):
         )
 
     def _job(self, snap: Snapshot, now: float | None = None) -> Job:
-        """The Job a snapshot describes at server time ``now`` (by default a time the
-        server has surely reached: a lease is lapsed once it surely ran out);
-        ``JobNotFound`` when there is none."""
+        """The Job a snapshot describes at server time ``now`` (by default the board's
+        reckoning of it, by which every lease is judged); ``JobNotFound`` when
+        there is none."""
         if snap.done is not None:
             return snap.done
         if snap.static is None:
@@ -414,7 +414,7 @@ class ZkView(ZkSession):
             snap.claim,
             snap.claim_stat,
             snap.cancel,
-            self._time.earliest() if now is None else now,
+            self._time.now() if now is None else now,
         )
 
     def _active_jobs(self, ids: list[str], fresh: bool) -> list[Job]:
@@ -436,7 +436,7 @@ class ZkView(ZkSession):
         calls += [("get", self._path("claims", i)) for i in need_claim]
         results = iter(self._gather(calls))
         out = []
-        now = self._time.earliest()
+        now = self._time.now()
         with self._lock:
             for job_id in need_static:
                 found = next(results)
