@@ -66,9 +66,8 @@ class Env:
     survives_restart = False
     #: Closing an owner's board ends its claims at once (session-bound claims).
     claims_die_with_board = False
-    #: ``claim_next`` takes exactly the best job, and a job whose lease lapsed is waiting
-    #: like any other. False where known defects (tests/properties/test_lapsed_leases.py)
-    #: are tolerated by the state machine so that it keeps looking for others.
+    #: ``claim_next`` takes exactly the best job (False: one of the few best jobs of
+    #: the best priority).
     strict_order = True
 
     #: ``open(..., skewed=True)`` is supported (the board takes a ``local_clock``).
@@ -164,7 +163,7 @@ class ZooKeeperEnv(Env):
     survives_restart = True
     claims_die_with_board = True
     #: After losing a race, claim_next spreads over the few best jobs of the best
-    #: priority for a while (documented); and the lapsed-lease defects are tolerated.
+    #: priority for a while (documented).
     strict_order = False
     #: Sessions (and so claims) outlive a restart if the client is back within this time.
     #: kazoo waits about 2/3 of it on a connection the restarting server accepted but

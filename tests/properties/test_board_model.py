@@ -108,32 +108,6 @@ class BoardMachine(RuleBasedStateMachine):
                 call()
         return None
 
-    def _lapsed_write(self, job_id: str, who: str, token: int, call: Any) -> bool:
-        """Known defect (test_an_owner_whose_lease_ran_out_cannot_write): on ZooKeeper the
-        owner of a lapsed lease may still write until another owner claims the job. Such
-        a write may go either way; the model then takes the board's word for the job."""
-        job = self.model.jobs[job_id]
-        if self.env.strict_order or not self.skewed:
-            return False
-        if job.state is not JobState.WAITING or job.lapsed != who or token != job.token:
-            return False
-        try:
-            call()
-        except (NotOwner, InvalidState):
-            return True
-        tally("lapsed-lease writes accepted")
-        self._resync(job_id)
-        return True
-
-    def _resync(self, job_id: str) -> None:
-        board, model = self.boards[OWNERS[1]], self.model.jobs[job_id]
-        job = board.get(job_id)
-        model.state, model.owner, model.token = job.state, job.owner, job.token
-        model.attempts, model.result = job.attempts, job.result
-        model.progress = board.load_progress(job_id)
-        if job.state is not JobState.WAITING:
-            model.lapsed = None
-
     def _token(self, data: st.DataObject, job_id: str) -> int:
         current = self.model.jobs[job_id].token
         return data.draw(st.sampled_from([current, max(0, current - 1), current + 1]), "token")
@@ -171,16 +145,10 @@ class BoardMachine(RuleBasedStateMachine):
         if claim is not None:
             assert claim.token == self.model.jobs[job_id].token
             self.claims[(job_id, who)] = claim
-        elif (
-            lapsed
-            and not self.env.strict_order
-            and self.model.jobs[job_id].state is JobState.TRASHED
-        ):
-            # Known defect (test_lapsed_leases.py): a poison job whose lease lapsed is not
-            # trashed by the claim that says so.
-            if self.boards[who].get(job_id).state is JobState.WAITING:
-                self.model.jobs[job_id].state = JobState.WAITING
-                tally("lapsed poison left waiting")
+        elif lapsed and self.model.jobs[job_id].state is JobState.TRASHED:
+            # a poison job whose lease lapsed is trashed by the claim that says so
+            assert self.boards[who].get(job_id).state is JobState.TRASHED
+            tally("lapsed poison trashed")
 
     @rule(who=st.sampled_from(OWNERS))
     def claim_next(self, who: str) -> None:
@@ -212,19 +180,16 @@ class BoardMachine(RuleBasedStateMachine):
             if board.get(job_id).state is JobState.TRASHED:
                 self.model.jobs[job_id].state = JobState.TRASHED
         if claim is None:
-            # Known defect (test_lapsed_leases.py): lapsed jobs may be passed over entirely.
-            fresh = [j for j in candidates if not j.lapsed]
-            assert not fresh, f"claim_next found nothing; {fresh[0].id} was waiting"
+            assert not candidates, f"claim_next found nothing; {candidates[0].id} was waiting"
             return None
-        # Known defect (its own test: test_lapsed_leases.py): a job
-        # whose lease lapsed is retaken only when no other job waits. The rest is checked.
-        # Among lapsed jobs the order is not checked either.
-        fresh = [j for j in candidates if not j.lapsed]
+        # A job whose lease lapsed waits like any other, in its place.
         job = self.model.jobs[claim.job_id]
-        if fresh:
-            assert job in fresh and job.priority.rank == fresh[0].priority.rank, (job, fresh)
-        else:
-            assert job in candidates, (job, candidates)
+        assert job in candidates and job.priority.rank == candidates[0].priority.rank, (
+            job,
+            candidates,
+        )
+        if job.lapsed:
+            tally("lapsed jobs retaken by claim_next")
         assert self.model.claim(claim.job_id, who) is None
         return claim
 
@@ -238,8 +203,6 @@ class BoardMachine(RuleBasedStateMachine):
         for claim in mine:
             alive = self.model.holds(claim.job_id, who, claim.token)
             got = renewed.get(claim.job_id) is not None
-            if got and not alive and self._lapsed_write(claim.job_id, who, claim.token, bool):
-                continue  # the known defect above: a lapsed claim revived by its owner
             assert got == alive, (claim, renewed)
 
     @precondition(lambda self: any(j.state is JobState.CLAIMED for j in self.model.jobs.values()))
@@ -271,8 +234,6 @@ class BoardMachine(RuleBasedStateMachine):
         token = self._token(data, job_id)
         record = {"by": who, "token": token}
         call = lambda: self.boards[who].save_progress(job_id, who, token, atom, record)  # noqa: E731
-        if self._lapsed_write(job_id, who, token, call):
-            return
         error = self.model.save_progress(job_id, who, token, atom, record)
         self._expect(error, call)
 
@@ -287,8 +248,6 @@ class BoardMachine(RuleBasedStateMachine):
         token = self._token(data, job_id)
         board, model = self.boards[who], self.model
         call = lambda: self._write(board, op, job_id, who, token)  # noqa: E731
-        if self._lapsed_write(job_id, who, token, call):
-            return
         if op == "consume":
             error = model.finish(job_id, who, token, JobState.COMPLETE, {"by": who, "token": token})
         elif op in ("fail", "cancelled"):
