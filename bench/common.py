@@ -1,0 +1,87 @@
+"""Helpers shared by the bench and the peer driver: /proc readings, percentiles, figure lines.
+
+Standard library only, so the peer driver (which runs in its own virtual
+environment without this project installed) can import it as a plain module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0.0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def total_cpu(pids: Iterable[int]) -> float:
+    """CPU seconds of several processes, summed."""
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB (0.0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The ``pct`` percentile (nearest rank) of ``values``; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of ``values``; NaN when empty."""
+    return statistics.median(values) if values else float("nan")
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it returns something true; raise TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def rounded(value: Any, digits: int = 3) -> Any:
+    """Floats rounded for printing (recursively in dicts and lists); NaN becomes None."""
+    if isinstance(value, float):
+        return None if value != value else round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def figure_line(figure: str, **fields: Any) -> str:
+    """One JSON line naming a figure and its fields (what scripts parse)."""
+    return json.dumps({"figure": figure, **rounded(fields)}, sort_keys=False)

@@ -1,0 +1,194 @@
+"""Private servers for the bench and the counters read from them.
+
+Redis and ZooKeeper are started on free loopback ports with the test
+helpers of ``tests/servers.py`` (never a shared or default-port server);
+SQLite boards are files in a temporary directory. Counters:
+
+* Redis: ``INFO commandstats`` (every command, those run inside scripts
+  included) and a ``MONITOR`` tap that tells client commands (round trips)
+  from commands run by scripts, per client address;
+* ZooKeeper: the ``cons`` four-letter word, packets received and sent per
+  client connection.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from tests.servers import RedisServer, ZooKeeperServer, four_letter_word
+
+BACKENDS = ("redis", "zookeeper", "sqlite")
+
+
+class Servers:
+    """The servers one bench run needs, started lazily and stopped together."""
+
+    def __init__(self) -> None:
+        self.redis: RedisServer | None = None
+        self.zookeeper: ZooKeeperServer | None = None
+        self.tmp = Path(tempfile.mkdtemp(prefix="conductor-bench-"))
+
+    def start(self, backends: tuple[str, ...]) -> None:
+        """Start the servers the given backends need (Redis, ZooKeeper)."""
+        if "redis" in backends and self.redis is None:
+            if RedisServer.binary() is None:
+                raise SystemExit("bench: redis-server is not installed (make system installs it)")
+            self.redis = RedisServer()
+            self.redis.start()
+        if "zookeeper" in backends and self.zookeeper is None:
+            if ZooKeeperServer.binary() is None:
+                raise SystemExit("bench: ZooKeeper (java + zookeeper.jar) is not installed")
+            self.zookeeper = ZooKeeperServer(tick_time=500, max_session_timeout=60_000)
+            self.zookeeper.start(timeout=60)
+
+    def url(self, backend: str, *, session_timeout: float = 4.0, **options: object) -> str:
+        """A board URL on a fresh namespace (or a fresh SQLite file) of this run's servers."""
+        ns = f"bench-{uuid.uuid4().hex[:10]}"
+        query = "&".join(f"{k}={v}" for k, v in options.items() if v is not None)
+        query = f"&{query}" if query else ""
+        if backend == "redis":
+            assert self.redis is not None
+            return f"{self.redis.url}?namespace={ns}{query}"
+        if backend == "zookeeper":
+            assert self.zookeeper is not None
+            return (
+                f"zookeeper://{self.zookeeper.hosts}/bench?namespace={ns}"
+                f"&session_timeout={session_timeout}{query}"
+            )
+        if backend == "sqlite":
+            return f"sqlite:///{self.tmp / (ns + '.db')}?namespace={ns}{query}"
+        raise ValueError(f"unknown backend {backend!r}")
+
+    def stop(self) -> None:
+        """Kill the servers and remove their files."""
+        for server in (self.redis, self.zookeeper):
+            if server is not None:
+                server.cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def redis_command_total(port: int) -> int:
+    """Every command the server has run (``INFO commandstats`` calls, scripts' inner
+    commands included), less the ``INFO`` calls themselves."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(
+        int(v["calls"]) for k, v in stats.items() if not k.removeprefix("cmdstat_").startswith("info")
+    )
+
+
+_MONITOR_LINE = re.compile(rb"^\+[0-9.]+ \[\d+ ([^\]]+)\]")
+
+
+class RedisMonitor:
+    """Counts commands with ``MONITOR`` while open: per client address, and those
+    run inside scripts (``lua``). Costly for the server: only for low-load figures."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.by_client: Counter[str] = Counter()
+        self.in_scripts = 0
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> RedisMonitor:
+        self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self._sock.sendall(b"MONITOR\r\n")
+        self._sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._read, name="redis-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._sock is not None
+        buffer = b""
+        while not self._stop.is_set():
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\r\n")
+            with self._lock:
+                for line in lines:
+                    match = _MONITOR_LINE.match(line)
+                    if match is None:
+                        continue
+                    who = match.group(1).decode()
+                    if who == "lua":
+                        self.in_scripts += 1
+                    else:
+                        self.by_client[who] += 1
+
+    def snapshot(self) -> tuple[Counter[str], int]:
+        """(client commands by address, commands run inside scripts) so far."""
+        with self._lock:
+            return Counter(self.by_client), self.in_scripts
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        if self._sock is not None:
+            self._sock.close()
+
+
+def redis_clients(port: int) -> set[str]:
+    """Addresses (``ip:port``) of the clients connected right now."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        return {c["addr"] for c in client.client_list()}
+    finally:
+        client.close()
+
+
+_CONS_LINE = re.compile(r"/([0-9.]+:\d+)\[\d+\]\((.*)\)")
+
+
+def zookeeper_connections(port: int) -> dict[str, tuple[int, int]]:
+    """``{client address: (packets received, packets sent)}`` of the sessions on a server."""
+    result: dict[str, tuple[int, int]] = {}
+    for line in four_letter_word(port, "cons").splitlines():
+        match = _CONS_LINE.search(line)
+        if match is None or "sid=" not in match.group(2):
+            continue
+        fields = dict(
+            item.split("=", 1) for item in match.group(2).split(",") if "=" in item
+        )
+        result[match.group(1)] = (int(fields.get("recved", 0)), int(fields.get("sent", 0)))
+    return result
+
+
+def packets_delta(
+    before: dict[str, tuple[int, int]],
+    after: dict[str, tuple[int, int]],
+    exclude: set[str],
+) -> int:
+    """Packets received by the server from connections not in ``exclude`` between two
+    ``cons`` readings (a connection new since ``before`` counts from zero)."""
+    total = 0
+    for addr, (recved, _sent) in after.items():
+        if addr in exclude:
+            continue
+        total += recved - before.get(addr, (0, 0))[0]
+    return total
