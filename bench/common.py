@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -85,3 +87,41 @@ def rounded(value: Any, digits: int = 3) -> Any:
 def figure_line(figure: str, **fields: Any) -> str:
     """One JSON line naming a figure and its fields (what scripts parse)."""
     return json.dumps({"figure": figure, **rounded(fields)}, sort_keys=False)
+
+
+_CONS_LINE = re.compile(r"/([0-9.]+:\d+)\[\d+\]\((.*)\)")
+
+
+def zookeeper_connections(port: int, host: str = "127.0.0.1") -> dict[str, tuple[int, int]]:
+    """``{client address: (packets received, packets sent)}`` of the sessions a ZooKeeper
+    server holds, from its ``cons`` four-letter word (connections without a session,
+    such as this probe, are left out)."""
+    chunks = []
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(b"cons")
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return {}
+    result: dict[str, tuple[int, int]] = {}
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        match = _CONS_LINE.search(line)
+        if match is None or "sid=" not in match.group(2):
+            continue
+        fields = dict(item.split("=", 1) for item in match.group(2).split(",") if "=" in item)
+        result[match.group(1)] = (int(fields.get("recved", 0)), int(fields.get("sent", 0)))
+    return result
+
+
+def packets_delta(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], exclude: set[str]
+) -> int:
+    """Packets the server received from connections not in ``exclude`` between two
+    :func:`zookeeper_connections` readings (a connection new since ``before`` counts
+    from zero)."""
+    return sum(
+        recved - before.get(addr, (0, 0))[0]
+        for addr, (recved, _sent) in after.items()
+        if addr not in exclude
+    )

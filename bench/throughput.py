@@ -16,9 +16,9 @@ from collections import Counter
 from typing import Any
 
 import jobboard
-from bench.common import wait_until
+from bench.common import packets_delta, zookeeper_connections
 from bench.fleet import Fleet
-from bench.servers import Servers, redis_command_total, zookeeper_connections
+from bench.servers import Servers, redis_command_total
 
 #: ZooKeeper session timeout while the conductors are frozen for the posts (seconds).
 FROZEN_SESSION_TIMEOUT = 30.0
@@ -88,12 +88,7 @@ def run(servers: Servers, backend: str, conductors: int, jobs: int) -> dict[str,
             cmd -= polls * get_cost + (counts + 1) * count_cost
             fields["redis_cmds_per_job"] = cmd / jobs
         if zk_port:
-            after = zookeeper_connections(zk_port)
-            packets = sum(
-                recved - cons0.get(addr, (0, 0))[0]
-                for addr, (recved, _) in after.items()
-                if addr not in own
-            )
+            packets = packets_delta(cons0, zookeeper_connections(zk_port), own)
             fields["zk_packets_per_job"] = packets / jobs
         sample = Counter(board.get(i).state.value for i in ids[:: max(1, jobs // 100)])
         fields["sampled_states"] = dict(sample)
@@ -101,8 +96,3 @@ def run(servers: Servers, backend: str, conductors: int, jobs: int) -> dict[str,
     finally:
         fleet.stop()
         board.close()
-
-
-def wait_empty(board: jobboard.JobBoard, timeout: float) -> None:
-    """Wait until the board holds no unfinished job."""
-    wait_until(lambda: board.job_count == 0, timeout, what="empty board")
