@@ -43,7 +43,12 @@ FROZEN_SESSION_TIMEOUT = 30.0
 
 def board_conf(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "redis":
-        return {"board": "redis", "host": "127.0.0.1", "port": args.port, "namespace": args.namespace}
+        return {
+            "board": "redis",
+            "host": "127.0.0.1",
+            "port": args.port,
+            "namespace": args.namespace,
+        }
     return {
         "board": "zookeeper",
         "hosts": f"127.0.0.1:{args.port}",
@@ -125,7 +130,11 @@ def redis_total(port: int) -> int:
         stats = client.info("commandstats")
     finally:
         client.close()
-    return sum(int(v["calls"]) for k, v in stats.items() if not k.removeprefix("cmdstat_").startswith("info"))
+    return sum(
+        int(v["calls"])
+        for k, v in stats.items()
+        if not k.removeprefix("cmdstat_").startswith("info")
+    )
 
 
 def cmd_throughput(args: argparse.Namespace) -> int:
@@ -206,7 +215,9 @@ def cmd_throughput(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=("throughput", "conductor"))
     parser.add_argument("--backend", choices=("redis", "zookeeper"), required=True)
     parser.add_argument("--port", type=int, required=True)

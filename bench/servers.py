@@ -100,7 +100,9 @@ def redis_command_total(port: int) -> int:
     finally:
         client.close()
     return sum(
-        int(v["calls"]) for k, v in stats.items() if not k.removeprefix("cmdstat_").startswith("info")
+        int(v["calls"])
+        for k, v in stats.items()
+        if not k.removeprefix("cmdstat_").startswith("info")
     )
 
 

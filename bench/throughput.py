@@ -63,12 +63,16 @@ def run(servers: Servers, backend: str, conductors: int, jobs: int) -> dict[str,
         while not board.get(ids[-1]).state.finished:
             polls += 1
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{backend} K={conductors}: jobs not done after {deadline - started:.0f}s")
+                raise TimeoutError(
+                    f"{backend} K={conductors}: jobs not done after {deadline - started:.0f}s"
+                )
             time.sleep(POLL)
         while board.job_count:
             counts += 1
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{backend} K={conductors}: jobs not done after {deadline - started:.0f}s")
+                raise TimeoutError(
+                    f"{backend} K={conductors}: jobs not done after {deadline - started:.0f}s"
+                )
             time.sleep(POLL)
         elapsed = time.monotonic() - started
         cpu = fleet.cpu() - cpu0
