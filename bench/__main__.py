@@ -158,8 +158,11 @@ def run_throughput(
                     )
 
 
-def run_failover(run: Run, servers: Servers, args: argparse.Namespace, *_: Any) -> None:
-    """Leased claims on Redis and SQLite; session-bound and leased claims on ZooKeeper."""
+def run_failover(
+    run: Run, servers: Servers, args: argparse.Namespace, peer_version: str | None, *_: Any
+) -> None:
+    """Leased claims on Redis and SQLite; session-bound and leased claims on ZooKeeper;
+    TaskFlow on ZooKeeper."""
     for backend in args.backends:
         configs = [(backend, None if backend == "zookeeper" else args.lease)]
         if backend == "zookeeper":
@@ -170,7 +173,9 @@ def run_failover(run: Run, servers: Servers, args: argparse.Namespace, *_: Any) 
                 lease=lease, session_timeout=args.session_timeout, label=label,
             )  # fmt: skip
             if fields:
-                run.emit("failover", fields)
+                run.emit("failover", {"system": "conductor", **fields})
+        if backend == "zookeeper" and peer_version:
+            run.emit("failover", peer.failover(servers, args.kills, args.session_timeout))
 
 
 def run_lowload(run: Run, servers: Servers, args: argparse.Namespace, *_: Any) -> None:
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args.out)
     peer_version = None
     peer_backends: tuple[str, ...] = ()
-    if "throughput" in args.sections and not args.skip_peer:
+    if {"throughput", "failover"} & set(args.sections) and not args.skip_peer:
         peer_version = run.attempt("peer", {"backend": "-"}, peer.ensure)
         peer_backends = tuple(b for b in args.backends if b in ("redis", "zookeeper"))
     notes = machine_notes(args, peer_version)

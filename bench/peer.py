@@ -4,7 +4,7 @@ The environment (``bench/.peer-venv``) is created on first use with pip:
 TaskFlow at ``PEER_VERSION`` (the newest release when that one cannot be
 had), kazoo and redis. Nothing of it is imported by this process: each
 measurement is one run of the driver with the peer's interpreter, which prints
-one JSON line.
+one JSON line. ``peer_failover.py`` times the takeover after kill -9 the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bench.servers import Servers
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".peer-venv"
 DRIVER = HERE / "peer_driver.py"
+FAILOVER = HERE / "peer_failover.py"
 PEER_VERSION = "6.5.0"
 PEER_PACKAGES = ("kazoo", "redis")
 
@@ -74,12 +75,29 @@ def throughput(
         "--k", str(conductors), "--jobs", str(jobs), "--workdir", str(servers.tmp),
         "--claim-listener", "on" if listener else "off",
     ]  # fmt: skip
+    return _run(cmd, {"system": system, "backend": backend, "k": conductors})
+
+
+def failover(servers: Servers, kills: int, session_timeout: float) -> dict[str, Any]:
+    """Peer failover on the ZooKeeper board (TaskFlow's Redis claims never expire)."""
+    what = {"system": "taskflow", "backend": "zookeeper", "kills": kills}
+    if servers.zookeeper is None:
+        return {**what, "error": "no ZooKeeper"}
+    cmd = [
+        str(python()), str(FAILOVER), "--port", str(servers.zookeeper.port), "--kills", str(kills),
+        "--session-timeout", str(session_timeout), "--workdir", str(servers.tmp),
+    ]  # fmt: skip
+    return _run(cmd, what)
+
+
+def _run(cmd: list[str], what: dict[str, Any]) -> dict[str, Any]:
+    """Run a peer script; its last JSON line, or an error figure."""
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except subprocess.TimeoutExpired:
-        return {"system": system, "backend": backend, "k": conductors, "error": "timed out"}
+        return {**what, "error": "timed out"}
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"system": system, "backend": backend, "k": conductors, "error": tail[0][:200]}
-    return json.loads(lines[-1])
+        return {**what, "error": tail[0][:200]}
+    return {**what, **json.loads(lines[-1])}

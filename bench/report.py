@@ -14,6 +14,7 @@ SYSTEMS = {
     "conductor": "this project",
     "taskflow-listener-on": "TaskFlow, claim listener on",
     "taskflow-listener-off": "TaskFlow, claim listener off",
+    "taskflow": "TaskFlow",
 }
 
 
@@ -144,6 +145,7 @@ def render(figures: list[Figure], notes: list[str]) -> str:
             "Failover: kill -9 of the owner of a claimed job -> claim by another conductor",
             [
                 ("backend", lambda r: r["backend"]),
+                ("system", lambda r: SYSTEMS.get(r.get("system", ""), r.get("system"))),
                 ("lease / session", lambda r: r["timeout"]),
                 ("kills", lambda r: r["kills"]),
                 ("median s", lambda r: r["median_s"]),
