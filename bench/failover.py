@@ -1,7 +1,8 @@
 """Failover: kill -9 the owner of a claimed job, time until another conductor claims it.
 
 Each round posts one ``hold`` job (its task waits for a gate file), waits
-until a conductor claims it, SIGKILLs that conductor and polls the job every
+until a conductor claims it, SIGKILLs that conductor at a random moment in
+the following second and polls the job every
 few milliseconds until a surviving conductor owns it. Then the gate is opened
 so the job completes, and a fresh conductor replaces the dead one, so every
 round starts with the same number of idle conductors.
@@ -9,6 +10,7 @@ round starts with the same number of idle conductors.
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ from bench.servers import Servers
 FLEET_SIZE = 2
 #: How often the bench reads the job while it waits for the new owner (seconds).
 POLL = 0.005
+#: The owner is killed at a random moment (seeded per round) this many seconds after
+#: its claim is seen, so kills fall anywhere in the renewal and wake-up cycles.
+KILL_WITHIN = 1.0
 
 
 def _owner_name(board: jobboard.JobBoard, job_id: str) -> str | None:
@@ -33,6 +38,7 @@ def _round(board: jobboard.JobBoard, fleet: Fleet, gate: Path, n: int) -> float:
     """One kill: seconds from SIGKILL of the owner to the claim by another conductor."""
     job = board.post(f"hold-{n}", "hold", {"gate": str(gate)})
     victim = wait_until(lambda: _owner_name(board, job.id), 60, POLL, "first claim")
+    time.sleep(random.Random(n).uniform(0.0, KILL_WITHIN))
     fleet.kill(victim)
     killed = time.monotonic()
     wait_until(lambda: (_owner_name(board, job.id) or victim) != victim, 120, POLL, "takeover")

@@ -4,7 +4,8 @@ Runs in the peer's virtual environment, like ``peer_driver.py`` (whose board
 and conductor set-up it reuses). ZooKeeper board only: TaskFlow's blocking
 conductor claims Redis jobs without an expiry, so a killed owner's Redis claim
 never ends by itself. Each round posts a ``hold`` job (it waits for a gate
-file), SIGKILLs the conductor that claimed it and polls ``find_owner`` every
+file), SIGKILLs the conductor that claimed it (at a random moment within a
+second) and polls ``find_owner`` every
 few milliseconds until another conductor owns it. Prints one JSON line.
 
     peer_failover.py --port 2190 --kills 20 --session-timeout 4
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -33,6 +35,9 @@ import peer_driver  # noqa: E402
 #: Conductors alive at the start of each round.
 FLEET_SIZE = 2
 POLL = 0.005
+#: The owner is killed at a random moment (seeded per round) within this many seconds
+#: of its claim, as in the project's failover figure.
+KILL_WITHIN = 1.0
 
 
 class PeerFleet:
@@ -97,6 +102,7 @@ def one_round(
     """Seconds from SIGKILL of the owner to the claim by another conductor."""
     job = post_hold(board, persistence, conn, f"hold-{n}", gate)
     victim = common.wait_until(lambda: board.find_owner(job), 60, POLL, "claim")
+    time.sleep(random.Random(n).uniform(0.0, KILL_WITHIN))
     fleet.kill(victim)
     killed = time.monotonic()
     common.wait_until(lambda: (board.find_owner(job) or victim) != victim, 120, POLL, "takeover")
