@@ -2,10 +2,10 @@
 
 Each round posts one ``hold`` job (its task waits for a gate file), waits
 until a conductor claims it, SIGKILLs that conductor at a random moment in
-the following second and polls the job every
-few milliseconds until a surviving conductor owns it. Then the gate is opened
-so the job completes, and a fresh conductor replaces the dead one, so every
-round starts with the same number of idle conductors.
+the following second, and polls the job every few milliseconds until a
+surviving conductor owns it. Then the gate is opened so the job completes,
+and a fresh conductor replaces the dead one: every round starts with the
+same number of idle conductors.
 """
 
 from __future__ import annotations
