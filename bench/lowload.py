@@ -4,9 +4,10 @@ For each K, K conductors are started and left idle, then jobs are posted at a
 steady rate (5 jobs/s by default) while the bench reads:
 
 * conductor CPU per job (from /proc, idle time between posts included);
-* client round trips per job: Redis commands sent by the conductors'
-  connections (``MONITOR``; commands run inside scripts counted apart),
-  ZooKeeper packets received from the conductors' sessions (``cons``);
+* client round trips per job: on Redis, requests of the conductors'
+  connections seen by ``MONITOR`` (a pipeline counts once; client commands and
+  commands run inside scripts are counted too), on ZooKeeper, packets received
+  from the conductors' sessions (``cons``);
 * post->claim latency of every job: ``claimed_at - created_at``, both in
   board time.
 
@@ -62,9 +63,9 @@ class Tap:
             with RedisMonitor(self.redis_port) as monitor:
                 yield result
                 time.sleep(0.05)  # let the last lines arrive
-                clients, scripts = monitor.snapshot()
-            result["round_trips"] = sum(n for a, n in clients.items() if a not in self.own)
-            result["own"] = sum(n for a, n in clients.items() if a in self.own)
+                clients, trips, scripts = monitor.snapshot()
+            result["round_trips"] = sum(n for a, n in trips.items() if a not in self.own)
+            result["commands"] = sum(n for a, n in clients.items() if a not in self.own)
             result["in_scripts"] = scripts
         elif self.zk_port:
             before = zookeeper_connections(self.zk_port)
@@ -89,7 +90,8 @@ def idle(fleet: Fleet, tap: Tap, seconds: float) -> dict[str, Any]:
     }
     if "round_trips" in counts:
         fields["round_trips_per_s"] = counts["round_trips"] / elapsed
-    if "in_scripts" in counts:
+    if "commands" in counts:
+        fields["redis_client_cmds_per_s"] = counts["commands"] / elapsed
         fields["redis_cmds_in_scripts_per_s"] = counts["in_scripts"] / elapsed
     return fields
 
@@ -123,7 +125,8 @@ def steady_posts(
     }
     if "round_trips" in counts:
         fields["round_trips_per_job"] = counts["round_trips"] / jobs
-    if "in_scripts" in counts:
+    if "commands" in counts:
+        fields["redis_client_cmds_per_job"] = counts["commands"] / jobs
         fields["redis_cmds_in_scripts_per_job"] = counts["in_scripts"] / jobs
     return fields
 

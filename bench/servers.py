@@ -106,17 +106,28 @@ def redis_command_total(port: int) -> int:
     )
 
 
-_MONITOR_LINE = re.compile(rb"^\+[0-9.]+ \[\d+ ([^\]]+)\]")
+_MONITOR_LINE = re.compile(rb"^\+([0-9.]+) \[\d+ ([^\]]+)\]")
+
+#: Commands of one client closer together than this (seconds) came in one pipeline.
+PIPELINE_GAP = 25e-6
 
 
 class RedisMonitor:
     """Counts commands with ``MONITOR`` while open: per client address, and those
-    run inside scripts (``lua``). Costly for the server: only for low-load figures."""
+    run inside scripts (``lua``). Costly for the server: only for low-load figures.
+
+    Round trips are estimated per client: commands of one pipeline reach the
+    server back to back (a few microseconds apart), while a client's next
+    request comes a network round trip later; a gap over ``PIPELINE_GAP`` (or
+    another client in between) starts a new round trip.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.by_client: Counter[str] = Counter()
+        self.trips_by_client: Counter[str] = Counter()
         self.in_scripts = 0
+        self._last: tuple[str, float] = ("", 0.0)
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -146,19 +157,27 @@ class RedisMonitor:
             *lines, buffer = buffer.split(b"\r\n")
             with self._lock:
                 for line in lines:
-                    match = _MONITOR_LINE.match(line)
-                    if match is None:
-                        continue
-                    who = match.group(1).decode()
-                    if who == "lua":
-                        self.in_scripts += 1
-                    else:
-                        self.by_client[who] += 1
+                    self._count(line)
 
-    def snapshot(self) -> tuple[Counter[str], int]:
-        """(client commands by address, commands run inside scripts) so far."""
+    def _count(self, line: bytes) -> None:
+        match = _MONITOR_LINE.match(line)
+        if match is None:
+            return
+        stamp, who = float(match.group(1)), match.group(2).decode()
+        if who == "lua":
+            self.in_scripts += 1
+            return
+        self.by_client[who] += 1
+        last_who, last_stamp = self._last
+        if who != last_who or stamp - last_stamp > PIPELINE_GAP:
+            self.trips_by_client[who] += 1
+        self._last = (who, stamp)
+
+    def snapshot(self) -> tuple[Counter[str], Counter[str], int]:
+        """(client commands by address, round trips by address, commands run inside
+        scripts) so far."""
         with self._lock:
-            return Counter(self.by_client), self.in_scripts
+            return Counter(self.by_client), Counter(self.trips_by_client), self.in_scripts
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
