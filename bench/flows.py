@@ -12,6 +12,7 @@ import os
 import time
 
 from conductor import task
+from conductor.flow import Flow
 from conductor.patterns import linear_flow
 from conductor.registry import FlowRegistry
 
@@ -39,12 +40,12 @@ class Hold(task.Task):
 
 
 @FLOWS.register("noop3")
-def noop3() -> linear_flow.Flow:
+def noop3() -> Flow:
     """Three no-op tasks in a line."""
     return linear_flow.Flow("noop3").add(Noop("a"), Noop("b"), Noop("c"))
 
 
 @FLOWS.register("hold")
-def hold() -> linear_flow.Flow:
+def hold() -> Flow:
     """One task that holds its claim until the gate file appears."""
     return linear_flow.Flow("hold").add(Hold("hold"))

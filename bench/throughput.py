@@ -87,7 +87,7 @@ def run(servers: Servers, backend: str, conductors: int, jobs: int) -> dict[str,
             "post_rate": post_rate,
         }
         if redis_port:
-            cmd = redis_command_total(redis_port) - cmd0
+            cmd = float(redis_command_total(redis_port) - cmd0)
             get_cost, count_cost = _redis_poll_cost(board, redis_port, ids[-1])
             cmd -= polls * get_cost + (counts + 1) * count_cost
             fields["redis_cmds_per_job"] = cmd / jobs
