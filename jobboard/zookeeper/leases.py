@@ -8,10 +8,10 @@ newer owner's claim. A lease ends at its claim node's mtime plus its length,
 in the servers' time (no transaction reads a clock; see
 :class:`~jobboard.zookeeper.liveness.ServerTime`). Its owner stops writing and
 renewing as soon as that may have passed; ``claim_next`` reaps a claim once it
-has by the board's reckoning of the server's time (deleting the claim node and rewriting the state node, both
-version-checked, which fences the old owner out), so the job waits again in
-its place. An idle board's ``wait`` wakes when the first lease of another
-owner's claim runs out.
+has by the board's reckoning of the server's time (deleting the claim node and
+rewriting the state node, both version-checked, which fences the old owner
+out), so the job waits again in its place. An idle board's ``wait`` wakes when
+the first lease of another owner's claim runs out.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from jobboard.zookeeper.nodes import (
     read_claim,
     read_state,
 )
-from jobboard.zookeeper.session import Refused
+from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.writes import ZkWrites
 
 
@@ -63,7 +63,7 @@ class ZkLeases(ZkWrites):
                 if flows is not None and id_parts(job_id)[1] not in flows:
                     continue
                 fence = self._fences.get(job_id) if job_id in self._held else None
-                if fence is not None and (fence.lease_end or now) > now:
+                if fence is not None and (fence.lease is None or (fence.lease_end or 0) > now):
                     continue  # our own claim, session-bound or surely live
                 known = self._claims.get(job_id)
                 if (known is None and scan) or (known and not is_live(*known, now)):
@@ -164,7 +164,9 @@ class ZkLeases(ZkWrites):
                     ("set", self._path("state", job_id), dump(reaped), state_version),
                 ]
             )
-        except Refused:
+        except (Refused, KazooException, KazooTimeoutError) as err:
+            # moved meanwhile, or connection trouble (a later look reaps it if need be)
+            log.debug("%s: lease of %s not reaped: %r", self, job_id, err)
             with self._lock:
                 self._states.pop(job_id, None)
                 self._claims.pop(job_id, None)
