@@ -148,7 +148,7 @@ def scrub(text: str, url: str | None) -> str:
     except ValueError:
         return text.replace(url, "***")
     for key, value in query:
-        if key.lower() in SECRET_OPTIONS:
+        if key.lower() in SECRET_OPTIONS or key.lower().endswith("_password"):
             secrets += [value, value.partition(":")[2]]  # digest=user:password
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")

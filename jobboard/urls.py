@@ -7,6 +7,7 @@ error ever shows the URL's password.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -25,13 +26,22 @@ def parse_options(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
+#: Query options whose values are secrets: ``password``, ``sentinel_password``...
+_SECRET_KEY = re.compile(r"(password|passwd|secret|token|digest|auth)$", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """A board URL without its password, for messages, logs and displays."""
+    """A board URL without its password (in the address or as a query option such as
+    ``sentinel_password=``), for messages, logs and displays."""
     parts = urlsplit(url)
-    if parts.password is None:
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(_SECRET_KEY.search(k) for k, _ in pairs):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join(f"{k}={'***' if _SECRET_KEY.search(k) else v}" for k, v in pairs)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def number_option(value: Any, key: str, url: str) -> float:
