@@ -1,0 +1,50 @@
+"""What the failover tests share: posting a batch, waiting for it to finish
+while a server dies, and the figures they print."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import jobboard
+from jobboard import JobBoard, JobState
+from tests.helpers import wait_until
+from tests.test_conductor_processes import Fleet
+
+__all__ = ["Fleet", "post_batch", "states", "wait_all_finished", "executions"]
+
+
+def post_batch(board: JobBoard, count: int, pause: float = 0.05) -> list[str]:
+    """Post ``count`` jobs of the three-step test flow; their ids."""
+    return [board.post(f"ha-{i}", "steps", {"spec": {"pause": pause}}).id for i in range(count)]
+
+
+def states(board: JobBoard, ids: list[str]) -> Counter[JobState]:
+    """How many of ``ids`` are in each state (a read the board retries)."""
+    return Counter(board.get(job_id).state for job_id in ids)
+
+
+def _finished_or_none(board: JobBoard, ids: list[str]) -> bool:
+    try:
+        return all(board.get(job_id).state.finished for job_id in ids)
+    except jobboard.BoardUnavailable:
+        return False  # the server is failing over: ask again
+
+
+def wait_all_finished(board: JobBoard, ids: list[str], timeout: float) -> float:
+    """Wait until every job is finished; the seconds it took."""
+    started = time.monotonic()
+    wait_until(lambda: _finished_or_none(board, ids), timeout, 0.1, "every job finished")
+    return time.monotonic() - started
+
+
+def executions(fleet: Fleet, event: str = "done") -> Counter[tuple[str, str]]:
+    """How many times each (job, task) recorded ``event`` across the fleet."""
+    return Counter((r["job"], r["task"]) for r in fleet.records(event))
+
+
+def some_done(board: JobBoard, ids: list[str], count: int) -> bool:
+    try:
+        return states(board, ids)[JobState.COMPLETE] >= count
+    except jobboard.BoardUnavailable:
+        return False
