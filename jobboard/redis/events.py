@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import redis
 
 from jobboard.model import BoardEvent
+from jobboard.redis import topology
 from jobboard.redis.decoding import server_time, text
 from jobboard.redis.session import RedisSession, log
 
@@ -127,7 +128,7 @@ class RedisEvents(RedisSession):
         """The event thread: subscribe, feed events to ``_emit``, reconnect with backoff."""
         delay = self.LISTEN_BACKOFF
         while not self._stopping.is_set():
-            pubsub = client.pubsub()
+            pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
             try:
                 pubsub.subscribe(self._channel, self._control)
                 while not self._stopping.is_set():

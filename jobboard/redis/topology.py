@@ -22,6 +22,7 @@ client-level retries): the board decides what is safe to send again.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any, cast
@@ -30,12 +31,14 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, TryAgainError
+from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from jobboard import errors
 from jobboard.urls import redact_url
+
+log = logging.getLogger("jobboard.redis")
 
 __all__ = [
     "KINDS",
@@ -44,6 +47,7 @@ __all__ = [
     "make_client",
     "pipeline",
     "split_scheme",
+    "subscriber",
     "where",
 ]
 
@@ -245,32 +249,50 @@ def pipeline(client: redis.Redis, key: str) -> Any:
     ``key``'s shard: the board's clock is the clock of the server holding it."""
     pipe = client.pipeline(transaction=False)
     if isinstance(client, RedisCluster):
-        return _ShardPipeline(pipe, key)
+        return _ShardPipeline(client, pipe, key)
     return pipe
 
 
 class _ShardPipeline:
-    """A cluster pipeline whose ``time()`` runs on the shard of one key."""
+    """A cluster pipeline whose ``time()`` is read from the shard of one key.
+
+    The clock is read by a direct script call right after the pipeline (a
+    cluster pipeline sends keyless commands, scripts included, to a fixed
+    default node, which may be the one that just died): one more round trip.
+    """
 
     _TIME = "return redis.call('TIME')"
 
-    def __init__(self, pipe: Any, key: str) -> None:
+    def __init__(self, client: RedisCluster, pipe: Any, key: str) -> None:
+        self._client = client
         self._pipe = pipe
         self._key = key
         self._times: list[int] = []
 
     def time(self) -> _ShardPipeline:
-        self._times.append(len(self._pipe))
-        self._pipe.execute_command("EVAL", self._TIME, 1, self._key)
+        self._times.append(len(self._pipe) + len(self._times))
         return self
 
     def execute(self) -> list[Any]:
         replies: list[Any] = self._pipe.execute()
-        for index in self._times:
-            seconds, micros = replies[index]
-            replies[index] = (int(seconds), int(micros))
-        self._times.clear()
+        if self._times:
+            seconds, micros = self._client.execute_command("EVAL", self._TIME, 1, self._key)
+            for index in self._times:
+                replies.insert(index, (int(seconds), int(micros)))
+            self._times.clear()
         return replies
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pipe, name)
+
+
+def subscriber(client: redis.Redis, *, refresh: bool) -> Any:
+    """A pub/sub connection of ``client``. On a Cluster it goes to the node serving
+    the channel's slot; ``refresh`` (after the link failed) first re-reads which
+    node that is, since a failover may have moved the slot to a promoted replica."""
+    if refresh and isinstance(client, RedisCluster):
+        try:
+            client.nodes_manager.initialize()
+        except (redis.RedisError, RedisClusterException, OSError) as err:
+            log.info("redis cluster: the slot map could not be read (%s)", err)
+    return client.pubsub()

@@ -61,3 +61,10 @@ def zookeeper_ensemble(request):
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         print(group.logs())
     group.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _stacks_on_abort(monkeypatch):
+    """Conductors print every thread's stack on SIGABRT (sent to those still
+    running when a test fails), to show where one hung."""
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")

@@ -3,15 +3,19 @@ while a server dies, and the figures they print."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import jobboard
 from jobboard import JobBoard, JobState
 from tests.helpers import wait_until
 from tests.test_conductor_processes import Fleet
 
-__all__ = ["Fleet", "post_batch", "states", "wait_all_finished", "executions"]
+__all__ = ["Fleet", "executions", "post_batch", "running", "states", "wait_all_finished"]
 
 
 def post_batch(board: JobBoard, count: int, pause: float = 0.05) -> list[str]:
@@ -48,3 +52,22 @@ def some_done(board: JobBoard, ids: list[str], count: int) -> bool:
         return states(board, ids)[JobState.COMPLETE] >= count
     except jobboard.BoardUnavailable:
         return False
+
+
+@contextlib.contextmanager
+def running(*fleets: Fleet) -> Iterator[None]:
+    """Stop the fleets' conductors at the end; print their output if the test failed."""
+    try:
+        yield
+    except BaseException:
+        for fleet in fleets:
+            for proc in fleet.procs.values():
+                if proc.poll() is None:  # its threads' stacks go to its output
+                    os.kill(proc.pid, signal.SIGABRT)
+                    proc.wait(10)
+            for name in fleet.procs:
+                print(f"--- {name} ---\n{fleet.output(name)[-6000:]}")
+        raise
+    finally:
+        for fleet in fleets:
+            fleet.stop_all()

@@ -59,6 +59,17 @@ class RedisNode(RedisServer):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def offset(self) -> int:
+        """The replication offset this server has reached."""
+        info = self.client().info("replication")
+        return int(info.get("slave_repl_offset") or info.get("master_repl_offset") or 0)
+
+
+def wait_replicated(master: RedisNode, replicas: list[RedisNode], timeout: float = 10) -> None:
+    """Wait until every replica has every write the master had when called."""
+    target = master.offset()
+    _wait(lambda: all(r.offset() >= target for r in replicas), timeout, "replication")
+
 
 class SentinelNode(RedisNode):
     """``redis-server sentinel.conf --sentinel``: one sentinel watching the master."""
@@ -172,10 +183,15 @@ class RedisClusterGroup:
             "--cluster-replica-validity-factor", "0",  # a replica may always take over
         ]  # fmt: skip
         # The cluster bus port is given: the default (port + 10000) may not exist.
-        self.nodes = [
-            RedisNode([*options, "--cluster-port", str(free_port())])
-            for _ in range(masters * (1 + replicas))
-        ]
+        self.nodes = [RedisNode(options) for _ in range(masters * (1 + replicas))]
+        taken = {node.port for node in self.nodes}
+        assert len(taken) == len(self.nodes), "free_port gave one port twice"
+        for node in self.nodes:
+            bus = free_port()
+            while bus in taken:
+                bus = free_port()
+            taken.add(bus)
+            node.extra += ["--cluster-port", str(bus)]
         self.replicas = replicas
 
     def start(self) -> None:
@@ -198,7 +214,10 @@ class RedisClusterGroup:
                 self.nodes
             ):
                 return False
-            roles.append(node.client().info("replication").get("role"))
+            replication = node.client().info("replication")
+            if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+                return False
+            roles.append(replication.get("role"))
         return roles.count("slave") == len(self.nodes) - len(self.nodes) // (1 + self.replicas)
 
     def client(self) -> redis.Redis:
@@ -228,16 +247,20 @@ class RedisClusterGroup:
         raise LookupError(f"no live master serves slot {slot}")
 
     def _slot_ranges(self, node: RedisNode) -> list[tuple[int, int]]:
-        myself = [
-            line for line in node.client().execute_command("CLUSTER NODES").decode().splitlines()
-            if "myself" in line
-        ][0].split()
+        """The slot ranges ``node`` serves, as it says itself."""
+        nodes = node.client().execute_command("CLUSTER NODES")
+        myself = next(v for v in nodes.values() if "myself" in v["flags"])
+        return [(int(r[0]), int(r[-1])) for r in myself["slots"]]
+
+    def replicas_of(self, master: RedisNode) -> list[RedisNode]:
+        """The live replicas of ``master``, as they say themselves."""
         out = []
-        for part in myself[8:]:
-            if part.startswith("["):
+        for node in self.nodes:
+            if node is master or not node.alive():
                 continue
-            low, _, high = part.partition("-")
-            out.append((int(low), int(high or low)))
+            info = node.client().info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                out.append(node)
         return out
 
     def masters(self) -> list[RedisNode]:

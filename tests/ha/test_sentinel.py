@@ -17,8 +17,16 @@ import pytest
 
 import jobboard
 from jobboard import JobState
-from tests.ha.fleet import Fleet, executions, post_batch, some_done, states, wait_all_finished
-from tests.ha.servers import SentinelGroup
+from tests.ha.fleet import (
+    Fleet,
+    executions,
+    post_batch,
+    running,
+    some_done,
+    states,
+    wait_all_finished,
+)
+from tests.ha.servers import SentinelGroup, wait_replicated
 from tests.helpers import wait_until
 from tests.test_conductor_processes import ROOT
 
@@ -47,11 +55,11 @@ def test_conductors_follow_the_new_master_when_the_old_one_is_killed(sentinel_gr
     board = jobboard.connect(url)
     ids = post_batch(board, JOBS)
     old = sentinel_group.master
-    assert old.client().wait(1, 5000) == 1  # the posts reached the replica
+    wait_replicated(old, [sentinel_group.replica])  # the posts reached the replica
     fleet = Fleet(url, tmp_path)
     for name in ("c1", "c2"):
         fleet.start(name, "--max-jobs", "2", "--lease", str(LEASE))
-    try:
+    with running(fleet):
         wait_until(lambda: some_done(board, ids, 5), 60, 0.05, "first jobs done")
 
         # When the master is killed mid-run
@@ -84,9 +92,7 @@ def test_conductors_follow_the_new_master_when_the_old_one_is_killed(sentinel_gr
         assert {row["id"] for row in rows if row["state"] == "complete"} >= set(ids)
         assert _secrets_absent(listed.stdout + listed.stderr)
         assert all(_secrets_absent(fleet.output(name)) for name in fleet.procs)
-    finally:
-        fleet.stop_all()
-        board.close()
+    board.close()
 
 
 def test_bad_credentials_are_reported_naming_the_server_never_the_password(sentinel_group):
