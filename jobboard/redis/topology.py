@@ -121,7 +121,9 @@ def address(url: str, options: dict[str, Any]) -> dict[str, Any]:
     if tls:
         connection["ssl"] = True
     sentinel_auth = {
-        key.removeprefix("sentinel_"): options.pop(key) for key in SENTINEL_OPTIONS if key in options
+        key.removeprefix("sentinel_"): options.pop(key)
+        for key in SENTINEL_OPTIONS
+        if key in options
     }
     if sentinel_auth and kind != "sentinel":
         raise errors.BadURL(

@@ -1,12 +1,11 @@
-"""Fixtures of the failover tests: server groups started once per module, and
-conductor fleets (real ``conductor run`` processes) on their boards.
-
-A group's server logs are printed when a test using it fails.
-"""
+"""Fixtures of the failover tests: a fresh server group per test (a test may
+kill one of its servers). A group's server logs are printed when its test fails."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,48 +18,41 @@ def _needs_redis() -> None:
         missing_server("redis-server and redis-cli")
 
 
-def _started(group, request):
+def _run(group: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Start ``group``, hand it to the test, print its logs if the test failed, clean up."""
     try:
         group.start()
+        yield group
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(group.logs())
     except BaseException:
         print(group.logs())
-        group.cleanup()
         raise
-    return group
+    finally:
+        group.cleanup()
 
 
 @pytest.fixture
 def sentinel_group(request):
-    """A fresh master, replica and three sentinels (a test may kill the master)."""
+    """A master, a replica and three sentinels."""
     _needs_redis()
-    group = _started(SentinelGroup(), request)
-    yield group
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        print(group.logs())
-    group.cleanup()
+    yield from _run(SentinelGroup(), request)
 
 
 @pytest.fixture
 def cluster_group(request):
-    """A fresh three-master cluster with a replica per master."""
+    """A three-master cluster with a replica per master."""
     _needs_redis()
-    group = _started(RedisClusterGroup(), request)
-    yield group
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        print(group.logs())
-    group.cleanup()
+    yield from _run(RedisClusterGroup(), request)
 
 
 @pytest.fixture
 def zookeeper_ensemble(request):
-    """A fresh three-server ZooKeeper ensemble."""
+    """A three-server ZooKeeper ensemble."""
     if not ZooKeeperServer.binary():
         missing_server("ZooKeeper (java and /usr/share/java/zookeeper.jar)")
-    group = _started(ZooKeeperEnsemble(), request)
-    yield group
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        print(group.logs())
-    group.cleanup()
+    yield from _run(ZooKeeperEnsemble(), request)
 
 
 @pytest.fixture(autouse=True)

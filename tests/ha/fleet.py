@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,9 +15,17 @@ from collections.abc import Iterator
 import jobboard
 from jobboard import JobBoard, JobState
 from tests.helpers import wait_until
-from tests.test_conductor_processes import Fleet
+from tests.test_conductor_processes import ROOT, Fleet
 
-__all__ = ["Fleet", "executions", "post_batch", "running", "states", "wait_all_finished"]
+__all__ = [
+    "Fleet",
+    "executions",
+    "jobboard_cli",
+    "post_batch",
+    "running",
+    "states",
+    "wait_all_finished",
+]
 
 
 def post_batch(board: JobBoard, count: int, pause: float = 0.05) -> list[str]:
@@ -71,3 +81,11 @@ def running(*fleets: Fleet) -> Iterator[None]:
     finally:
         for fleet in fleets:
             fleet.stop_all()
+
+
+def jobboard_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``jobboard`` command on a board URL."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobboard", "--board", url, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip

@@ -293,7 +293,8 @@ class EnsembleNode(ZooKeeperServer):
         config = super().write_config()
         (self.dir / "data" / "myid").write_text(f"{self.myid}\n")
         lines = config.read_text().replace(
-            "4lw.commands.whitelist=ruok,srvr,stat,cons", "4lw.commands.whitelist=ruok,srvr,stat,mntr"
+            "4lw.commands.whitelist=ruok,srvr,stat,cons",
+            "4lw.commands.whitelist=ruok,srvr,stat,mntr",
         )
         lines += "".join(
             f"server.{m.myid}={LOOPBACK}:{m.quorum_port}:{m.election_port}\n" for m in self.members

@@ -17,7 +17,15 @@ import redis
 
 import jobboard
 from jobboard import JobState
-from tests.ha.fleet import Fleet, post_batch, running, some_done, states, wait_all_finished
+from tests.ha.fleet import (
+    Fleet,
+    jobboard_cli,
+    post_batch,
+    running,
+    some_done,
+    states,
+    wait_all_finished,
+)
 from tests.ha.servers import wait_replicated
 from tests.helpers import wait_until
 
@@ -73,6 +81,10 @@ def test_namespaces_spread_over_the_shards_each_on_one_slot(cluster_group):
         assert len(keys) == 1, keys  # one shard holds the whole namespace
         (found,) = keys.values()
         assert found and {client.cluster("keyslot", k) for k in found} == {slot}
+        # and the admin command reads it by the same URL
+        listed = jobboard_cli(cluster_group.url(namespace), "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert other.id in listed.stdout and "cancelled" in listed.stdout
     finally:
         board.close()
 

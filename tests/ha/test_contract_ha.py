@@ -12,7 +12,7 @@ import pytest
 
 import jobboard
 from tests.factory import BoardFactory
-from tests.ha.conftest import _needs_redis
+from tests.ha.conftest import _needs_redis, _run
 from tests.ha.servers import RedisClusterGroup, SentinelGroup
 from tests.jobboard.test_contract import *  # noqa: F403 - the suite, run again here
 
@@ -20,21 +20,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def shared_sentinel():
+def shared_sentinel(request):
     _needs_redis()
-    group = SentinelGroup()
-    group.start()
-    yield group
-    group.cleanup()
+    yield from _run(SentinelGroup(), request)
 
 
 @pytest.fixture(scope="module")
-def shared_cluster():
+def shared_cluster(request):
     _needs_redis()
-    group = RedisClusterGroup(replicas=0)
-    group.start()
-    yield group
-    group.cleanup()
+    yield from _run(RedisClusterGroup(replicas=0), request)
 
 
 @pytest.fixture(params=["sentinel", "cluster"])

@@ -8,8 +8,6 @@ the data servers and on the sentinels. ``conductor run`` processes and the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 
@@ -20,6 +18,7 @@ from jobboard import JobState
 from tests.ha.fleet import (
     Fleet,
     executions,
+    jobboard_cli,
     post_batch,
     running,
     some_done,
@@ -28,20 +27,12 @@ from tests.ha.fleet import (
 )
 from tests.ha.servers import SentinelGroup, wait_replicated
 from tests.helpers import wait_until
-from tests.test_conductor_processes import ROOT
 
 pytestmark = pytest.mark.slow
 
 JOBS = 40
 #: Claims outlive a failover of a few seconds, so most running jobs keep their owner.
 LEASE = 6
-
-
-def _jobboard(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobboard", "--board", url, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
 
 
 def _secrets_absent(text: str) -> bool:
@@ -66,7 +57,9 @@ def test_conductors_follow_the_new_master_when_the_old_one_is_killed(sentinel_gr
         killed_at = time.monotonic()
         old.kill()
         new_port = wait_until(
-            lambda: (p := sentinel_group.master_port()) != old.port and p, 30, 0.05,
+            lambda: (p := sentinel_group.master_port()) != old.port and p,
+            30,
+            0.05,
             "a replica promoted",
         )
         promoted = time.monotonic() - killed_at
@@ -85,7 +78,7 @@ def test_conductors_follow_the_new_master_when_the_old_one_is_killed(sentinel_gr
             f"({took:.1f}s of waiting); tasks run again after the failover: {reruns}"
         )
         # And the admin command reads the board through the sentinels too
-        listed = _jobboard(url, "list", "--json")
+        listed = jobboard_cli(url, "list", "--json")
         assert listed.returncode == 0, listed.stderr
         rows = json.loads(listed.stdout)
         rows = rows["jobs"] if isinstance(rows, dict) else rows
@@ -98,7 +91,7 @@ def test_conductors_follow_the_new_master_when_the_old_one_is_killed(sentinel_gr
 def test_bad_credentials_are_reported_naming_the_server_never_the_password(sentinel_group):
     good = sentinel_group.url("creds")
     wrong_master = good.replace(SentinelGroup.MASTER_PASSWORD, "not-the-master-password")
-    result = _jobboard(wrong_master, "list")
+    result = jobboard_cli(wrong_master, "list")
     text = result.stdout + result.stderr
     assert result.returncode != 0
     assert "authentication failed" in text
@@ -106,7 +99,7 @@ def test_bad_credentials_are_reported_naming_the_server_never_the_password(senti
     assert "not-the-master-password" not in text and _secrets_absent(text)
 
     wrong_sentinel = good.replace(SentinelGroup.SENTINEL_PASSWORD, "not-the-sentinel-password")
-    result = _jobboard(wrong_sentinel, "list")
+    result = jobboard_cli(wrong_sentinel, "list")
     text = result.stdout + result.stderr
     assert result.returncode != 0
     assert "Sentinel service 'conductor-ha'" in text

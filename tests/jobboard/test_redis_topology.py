@@ -86,3 +86,28 @@ def test_where_names_a_given_sentinel_client_not_question_marks():
 def test_where_names_the_cluster_seeds_before_connecting():
     board = RedisBoard.from_url("redis+cluster://n1:7000,n2:7001/?namespace=a")
     assert board._where() == "cluster n1:7000,n2:7001"
+
+
+def test_tls_sentinel_clients_speak_tls_to_the_sentinels_and_the_master():
+    from redis.sentinel import SentinelManagedSSLConnection
+
+    from jobboard.redis.topology import make_client
+
+    board = RedisBoard.from_url(SENTINEL)
+    client = make_client(board._connection, health_check_interval=10)
+    pool = client.connection_pool
+    assert pool.connection_class is SentinelManagedSSLConnection
+    assert pool.connection_kwargs["password"] == "m-pass"
+    sentinel = pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
+    assert sentinel["ssl_cert_reqs"] == "none" and sentinel["password"] == "s-pass"
+    assert sentinel["username"] == "watch"
+    assert pool.sentinel_manager.sentinels[0].connection_pool.connection_class.__name__ == (
+        "SSLConnection"
+    )
+
+
+def test_the_commands_last_line_of_defence_masks_the_sentinel_password_too():
+    from jobboard.envopts import scrub
+
+    text = scrub("failed: auth s-pass for m-pass", SENTINEL)
+    assert "s-pass" not in text and "m-pass" not in text
