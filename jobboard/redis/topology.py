@@ -58,12 +58,14 @@ SENTINEL_PORT = 26379
 SERVER_PORT = 6379
 #: Options of this module (taken out of the URL's query before the board sees it).
 SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
-#: Server replies that say a command was refused before it ran (safe to send again):
-#: the cluster is failing over a shard, or the slot is moving.
+#: Errors that say a command was refused before it ran (safe to send again): the
+#: server is loading, the cluster is failing over a shard or moving the slot, or
+#: the cluster client found no node to send it to.
 REFUSED_NOT_RUN: tuple[type[Exception], ...] = (
     redis.BusyLoadingError,
     ClusterDownError,
     TryAgainError,
+    RedisClusterException,
 )
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 
@@ -191,12 +193,18 @@ def make_client(connection: Mapping[str, Any], *, health_check_interval: float) 
     if startup_nodes is not None:
         for key in ("host", "port", "db"):
             settings.pop(key, None)
-        cluster = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in startup_nodes],
-            retry=once,
-            require_full_coverage=False,  # a namespace works while its own shard does
-            **settings,
-        )
+        try:  # the client reads the slot map and the command table as it is made
+            cluster = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in startup_nodes],
+                retry=once,
+                require_full_coverage=False,  # a namespace works while its own shard does
+                **settings,
+            )
+        except (redis.RedisError, RedisClusterException) as err:
+            raise errors.BoardUnavailable(
+                f"redis cluster {_addresses(startup_nodes)}: cannot read the cluster's "
+                f"layout ({err})"
+            ) from err
         return cast(redis.Redis, cluster)
     if sentinels is not None:
         for key in ("host", "port"):

@@ -111,3 +111,11 @@ def test_the_commands_last_line_of_defence_masks_the_sentinel_password_too():
 
     text = scrub("failed: auth s-pass for m-pass", SENTINEL)
     assert "s-pass" not in text and "m-pass" not in text
+
+
+def test_a_cluster_nobody_answers_is_unavailable_naming_its_nodes():
+    from tests.servers import free_port
+
+    port = free_port()
+    with pytest.raises(jobboard.BoardUnavailable, match=f"redis cluster 127.0.0.1:{port}"):
+        jobboard.connect(f"redis+cluster://127.0.0.1:{port}/?namespace=x&connect_timeout=0.5")
