@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 test: system venv docs
 	$(PY) -m ruff check conductor jobboard tests bench
-	$(PY) -m mypy jobboard
+	$(PY) -m mypy conductor jobboard
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The documentation site (mkdocs.yml, docs/): a strict build fails on any warning.
@@ -23,7 +23,7 @@ demo: venv
 
 lint: venv
 	$(PY) -m ruff check conductor jobboard tests bench
-	$(PY) -m mypy jobboard
+	$(PY) -m mypy conductor jobboard
 
 # Figures, not tests: engine overhead, board and conductor throughput on a private redis-server.
 bench: system venv

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from conductor import options
@@ -20,6 +22,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+
+#: Longest claim lease ``conductor run --lease`` accepts, in seconds (one hour).
+MAX_LEASE = 3600.0
+#: Longest drain, stop or connect timeout accepted, in seconds (one day).
+MAX_TIMEOUT = 86400.0
 
 EPILOG = """\
 examples:
@@ -34,7 +41,8 @@ examples:
 every option of `conductor run` also comes from CONDUCTOR_<OPTION> (e.g. CONDUCTOR_MAX_JOBS=4);
 the command line wins.
 
-exit codes: 0 ok, 1 failure, 2 bad usage (bad URL, no flows), 3 board unreachable
+exit codes: 0 ok, 1 failure (e.g. the heartbeat died), 2 bad usage (bad URL or option,
+  no flows, a flows module that fails to import), 3 board unreachable
 """
 
 
@@ -80,25 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", choices=("serial", "parallel"), default="serial")
     run.add_argument(
         "--lease",
-        type=_positive_float,
+        type=_seconds(MAX_LEASE),
         default=None,
-        help="claim lease in seconds (default: the board's)",
+        help=f"claim lease in seconds, at most {MAX_LEASE:g} (default: the board's)",
     )
     run.add_argument(
         "--drain-timeout",
-        type=_positive_float,
+        type=_seconds(MAX_TIMEOUT),
         default=30.0,
         help="seconds running jobs get to finish on SIGTERM (default 30)",
     )
     run.add_argument(
+        "--stop-timeout",
+        type=_seconds(MAX_TIMEOUT, allow_zero=True),
+        default=10.0,
+        help="after the drain, seconds a task gets to stop before its job is abandoned and "
+        "the conductor exits without it (default 10)",
+    )
+    run.add_argument(
         "--connect-timeout",
-        type=_positive_float,
+        type=_seconds(MAX_TIMEOUT),
         default=15.0,
         help="seconds to keep retrying an unreachable board (default 15)",
     )
     run.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         nargs="?",
         const=DEFAULT_METRICS_PORT,
         default=None,
@@ -125,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--jobs", type=_positive_int, default=30)
     demo.add_argument("--conductors", type=_positive_int, default=3)
-    demo.add_argument("--lease", type=_positive_float, default=2.0)
-    demo.add_argument("--task-seconds", type=_positive_float, default=0.15)
-    demo.add_argument("--timeout", type=_positive_float, default=180.0)
+    demo.add_argument("--lease", type=_seconds(MAX_LEASE), default=2.0)
+    demo.add_argument("--task-seconds", type=_seconds(MAX_TIMEOUT), default=0.15)
+    demo.add_argument("--timeout", type=_seconds(MAX_TIMEOUT), default=180.0)
     _logging_args(demo, default_level="WARNING")
     return parser
 
@@ -146,11 +161,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text[:40]!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
     return value
+
+
+def _seconds(limit: float, *, allow_zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds in (0, limit] (or [0, limit])."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text[:40]!r}") from None
+        low_ok = value >= 0 if allow_zero else value > 0
+        if not (math.isfinite(value) and low_ok and value <= limit):
+            low = "0 <=" if allow_zero else "0 <"
+            raise argparse.ArgumentTypeError(
+                f"must be {low} seconds <= {limit:g}, got {text[:40]}"
+            )
+        return value
+
+    return parse
 
 
 class JsonFormatter(logging.Formatter):
@@ -256,6 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine=args.engine,
         lease=args.lease,
         drain_timeout=args.drain_timeout,
+        stop_timeout=args.stop_timeout,
     )
     metrics = None
     if args.metrics_port is not None:
@@ -267,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("conductor").warning(
             "received %s: %s",
             signal.Signals(signum).name,
-            "stopping now" if conductor._stopping.is_set() else "draining",
+            "stopping now" if conductor.stopping else "draining",
         )
         conductor.stop()
 
@@ -279,7 +317,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         if metrics is not None:
             metrics.stop()
         board.close()
-    return EXIT_OK
+    code = EXIT_OK
+    if conductor.fatal_error is not None:
+        _error(conductor.fatal_error)
+        code = EXIT_FAILED
+    if conductor.left_behind:
+        # Tasks that ignored the stop still run on their threads; their jobs are released.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

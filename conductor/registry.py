@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
@@ -18,6 +19,7 @@ from typing import Any
 __all__ = ["FlowRegistry", "RegistryError", "flow", "default_registry"]
 
 ENTRY_POINT_GROUP = "conductor.flows"
+LOG = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
 
 FlowFactory = Callable[..., Any]
@@ -95,8 +97,10 @@ class FlowRegistry:
         """
         try:
             module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise RegistryError(f"cannot import flows module {module_name!r}: {err}") from err
+        except Exception as err:  # noqa: BLE001 - any error of the operator's module, in one line
+            LOG.debug("importing flows module %s failed", module_name, exc_info=True)
+            text = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            raise RegistryError(f"cannot import flows module {module_name!r}: {text}") from err
         found = getattr(module, "FLOWS", None)
         named = list(  # each registry once, even when bound to two names
             dict.fromkeys(

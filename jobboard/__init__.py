@@ -26,6 +26,7 @@ from jobboard.base import JobBoard
 from jobboard.errors import (
     BadURL,
     BoardError,
+    BoardRegressed,
     BoardUnavailable,
     ClaimError,
     InvalidJob,
@@ -74,6 +75,7 @@ __all__ = [
     # errors
     "BoardError",
     "BoardUnavailable",
+    "BoardRegressed",
     "InvalidJob",
     "JobNotFound",
     "ClaimError",

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from jobboard.errors import BadURL
+from jobboard.urls import SECRET_OPTIONS
 
 __all__ = [
     "BOARD_DESTS",
@@ -44,9 +45,6 @@ __all__ = [
 
 #: Option destinations :func:`from_environment` leaves to :func:`board_url`.
 BOARD_DESTS = frozenset({"board", "board_file"})
-
-#: Query options of a board URL whose values are secrets.
-SECRET_OPTIONS = frozenset({"password", "digest", "auth", "secret", "token"})
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -148,7 +146,7 @@ def scrub(text: str, url: str | None) -> str:
     except ValueError:
         return text.replace(url, "***")
     for key, value in query:
-        if key.lower() in SECRET_OPTIONS or key.lower().endswith("_password"):
+        if key.lower() in SECRET_OPTIONS:
             secrets += [value, value.partition(":")[2]]  # digest=user:password
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
