@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import jobboard
 from jobboard import JobBoard, JobState
 from tests.helpers import wait_until
-from tests.test_conductor_processes import ROOT, Fleet
+from tests.conductor.fleet import ROOT, Fleet
 
 __all__ = [
     "Fleet",
