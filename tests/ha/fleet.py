@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import jobboard
 from jobboard import JobBoard, JobState
-from tests.helpers import wait_until
 from tests.conductor.fleet import ROOT, Fleet
+from tests.helpers import wait_until
 
 __all__ = [
     "Fleet",
