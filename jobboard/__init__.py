@@ -32,6 +32,8 @@ from jobboard.errors import (
     NotOwner,
     StaleToken,
     UnclaimableJob,
+    VersionConflict,
+    WaitTimeout,
 )
 from jobboard.model import (
     ACTIVE_STATES,
@@ -44,6 +46,7 @@ from jobboard.model import (
     JobPriority,
     JobRef,
     JobState,
+    Versioned,
     unique_owner,
 )
 from jobboard.urls import parse_options, redact_url
@@ -68,6 +71,7 @@ __all__ = [
     "ClaimStatus",
     "Entity",
     "BoardEvent",
+    "Versioned",
     "unique_owner",
     # errors
     "BoardError",
@@ -79,6 +83,8 @@ __all__ = [
     "NotOwner",
     "StaleToken",
     "InvalidState",
+    "WaitTimeout",
+    "VersionConflict",
     "BadURL",
 ]
 
