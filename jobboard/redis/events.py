@@ -74,7 +74,9 @@ class RedisEvents(RedisSession):
 
         Woken by posted / abandoned / expired events. Between events it checks
         once per lease length, because a lease that simply runs out publishes
-        nothing until some claim reaps it.
+        nothing until some claim reaps it, and at the next due time of a
+        scheduled job (a post for later publishes ``posted``, which wakes it to
+        learn the new due time).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = None if flows is None else frozenset([flows] if isinstance(flows, str) else flows)
@@ -84,9 +86,10 @@ class RedisEvents(RedisSession):
         try:
             while True:
                 entry[1].clear()
-                if self._available(wanted):
+                ready, due_in = self._available(wanted)
+                if ready:
                     return True
-                pause = self.lease
+                pause = self.lease if due_in is None else min(self.lease, due_in)
                 if deadline is not None:
                     pause = min(pause, deadline - time.monotonic())
                     if pause <= 0:
@@ -100,26 +103,30 @@ class RedisEvents(RedisSession):
             with self._waiters_lock:
                 self._waiters.remove(entry)
 
-    def _available(self, flows: frozenset[str] | None) -> bool:
-        """One round trip: a waiting job of ``flows``, or a lease already run out."""
+    def _available(self, flows: frozenset[str] | None) -> tuple[bool, float | None]:
+        """One round trip: (a waiting job of ``flows``, a lease already run out or a
+        scheduled job already due; seconds until the next scheduled job is due)."""
         p = self._prefix
         if flows is not None and not flows:
-            return False
+            return False, None
 
         def read() -> list[Any]:
             pipe = self._pipeline()
             pipe.time()
             pipe.zrange(f"{p}leases", 0, 0, withscores=True)
+            pipe.zrange(f"{p}scheduled", 0, 0, withscores=True)
             if flows is None:
                 pipe.scard(f"{p}flows")
             else:
                 pipe.exists(*(f"{p}waiting:{f}" for f in flows))
             return pipe.execute()
 
-        now, head, *waiting = self._call("wait", None, read, safe=True)
-        if waiting and waiting[0]:
-            return True
-        return bool(head) and head[0][1] <= server_time(now)
+        now_reply, head, due, *waiting = self._call("wait", None, read, safe=True)
+        now = server_time(now_reply)
+        due_in = None if not due else max(0.0, due[0][1] - now)
+        if (waiting and waiting[0]) or due_in == 0.0:
+            return True, None  # a due job of another flow: the next claim promotes it
+        return bool(head) and head[0][1] <= now, due_in
 
     # -- events -------------------------------------------------------------
 

@@ -44,6 +44,8 @@ _SCRIPTS = (
     "cancel",
     "purge",
     "register_entity",
+    "put_schedule",
+    "remove_schedule",
 )
 
 

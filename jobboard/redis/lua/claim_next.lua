@@ -1,17 +1,18 @@
--- claim_next: reap expired leases, then claim the best waiting job of the
+-- claim_next: reap expired leases, promote due scheduled jobs, then claim the best waiting job of the
 -- requested flows (priority, then post order), trashing poison jobs met on the way.
 -- KEYS[1]  P.."leases" (routes the call; layout in _lib.lua)
 -- ARGV     P, who, lease seconds, retention seconds, reap batch, skip limit,
 --          "*" (every flow with waiting jobs) or "=", then the flow names
--- Keys     leases, flows, waiting:<flow>, job:<id>, finished, counters;
+-- Keys     leases, scheduled, flows, waiting:<flow>, job:<id>, finished, counters;
 --          publishes "expired", "trashed", "claimed".
--- Cost     O(batch log n) reaping + O(F log n) for F flows.
+-- Cost     O(batch log n) reaping and promoting + O(F log n) for F flows.
 -- Returns  the claimed job's hash as a flat list; nil when no job waits;
 --          "again" when `skip limit` poison jobs were trashed (call again).
 local P, who = ARGV[1], ARGV[2]
 local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = now()
 reap(P, t, tonumber(ARGV[5]))
+promote(P, t, tonumber(ARGV[5]))
 local flows
 if ARGV[7] == '*' then
   flows = redis.call('SMEMBERS', P .. 'flows')
