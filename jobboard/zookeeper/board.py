@@ -26,6 +26,7 @@ layer using the ones below it:
 * ``view``: the watch-maintained local view, and reading jobs;
 * ``writes``: fences and fenced writes (progress, finish, abandon);
 * ``claims``: claiming and renewing;
+* ``producers``: dedupe keys, ``wait_for`` watches, children, the record store;
 * this module: the board's tunables, state and life cycle, posting, listing,
   cancelling and retention.
 """
@@ -51,22 +52,24 @@ from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import ACTIVE_STATES, FINISHED_STATES, BoardEvent, Job, JobRef, JobState
 from jobboard.urls import coerce_options, parse_options
-from jobboard.zookeeper.claims import ZkClaims
 from jobboard.zookeeper.nodes import (
     NAMESPACE_RE,
     VIEW_KINDS,
     active_job,
+    due_of,
     is_live,
+    job_prefix,
     load,
     parse_id,
 )
+from jobboard.zookeeper.producers import ZkProducers
 from jobboard.zookeeper.session import log
 from jobboard.zookeeper.view import View
 
 __all__ = ["ZookeeperBoard"]
 
 
-class ZookeeperBoard(ZkClaims):
+class ZookeeperBoard(ZkProducers):
     """A job board on ZooKeeper (kazoo); claims are bound to the owner's session.
 
     Open it from a URL (``zookeeper://h1:2181,h2:2181/chroot?namespace=prod&
@@ -278,6 +281,7 @@ class ZookeeperBoard(ZkClaims):
             "max_attempts": new.max_attempts,
             "created_at": now,
         }
+        static.update(self._links(new))
         head = json.dumps(static, separators=(",", ":"))[:-1]
         data = f'{head},"store":{store_json},"details":{details_json}}}'.encode()
         if len(data) > self.max_payload:
@@ -290,23 +294,23 @@ class ZookeeperBoard(ZkClaims):
             )
         static["store"] = json.loads(store_json)
         static["details"] = json.loads(details_json)
-        try:
-            path = self._call(
-                "create",
-                self._path("jobs", f"p{prio.rank}+{flow}+"),
-                data,
-                sequence=True,
-                **self._create_kwargs(),
-            )
-        except (KazooException, KazooTimeoutError) as err:
-            # A sequential create is not idempotent: never resend it blindly.
-            raise self._translate(err, f"post {name!r} (outcome unknown)") from err
-        job_id = path.rpartition("/")[2]
+        prefix = self._path("jobs", job_prefix(prio.rank, flow, new.due(now)))
+        if new.key is not None:  # one transaction with the key's node; safe to resend
+            job_id, existing = self._post_keyed(new.key, prefix, data)
+            if existing is not None:
+                return existing
+        else:
+            try:
+                path = self._call("create", prefix, data, sequence=True, **self._create_kwargs())
+            except (KazooException, KazooTimeoutError) as err:
+                # A sequential create is not idempotent: never resend it blindly.
+                raise self._translate(err, f"post {name!r} (outcome unknown)") from err
+            job_id = path.rpartition("/")[2]
         with self._lock:
             self._static[job_id] = static
         self._local("jobs", job_id, True)
         self._count("posted")
-        self._emit(new.event(job_id))
+        self._emit(new.event(job_id, due_of(job_id)))
         self._maybe_sweep()
         return active_job(job_id, static, None, None, None, False)
 
@@ -417,9 +421,12 @@ class ZookeeperBoard(ZkClaims):
             ]
         doomed = expired + candidates
         folders = self._gather([("get_children", self._path("progress", n)) for n in doomed])
+        keys = self._key_deletes(doomed)  # a dedupe key goes with its job
         pending = []
         for name, atoms in zip(doomed, folders, strict=True):
             tx = self.client.transaction()
+            if name in keys:
+                tx.delete(keys[name][0], version=keys[name][1])
             for atom in atoms or []:
                 tx.delete(self._path("progress", name, atom))
             if atoms is not None:
