@@ -46,6 +46,12 @@ class BoardChecks:
             )
         return value
 
+    def _claim_args(self, job_id: str, who: str, lease: float | None) -> float:
+        """Check a claim's ``who`` and ``lease`` (``job_id`` is "?" for ``claim_next``);
+        return the lease length in seconds."""
+        self._check_owner_args(job_id, who, 0, False)
+        return self._lease_for(lease)
+
     def _check_owner_args(self, job_id: str, who: str, token: int | None, force: bool) -> None:
         if not isinstance(who, str) or not who:
             raise errors.InvalidJob(

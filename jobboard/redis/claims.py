@@ -56,8 +56,7 @@ class RedisClaims(RedisWrites):
 
     def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
         job_id = self._job_id(job)
-        self._check_owner_args(job_id, who, 0, False)
-        length = self._lease_for(lease)
+        length = self._claim_args(job_id, who, lease)
         started = self._local_clock()
         raw = self._call(
             "claim",
@@ -78,8 +77,7 @@ class RedisClaims(RedisWrites):
     def claim_next(
         self, who: str, flows: Collection[str] | None = None, *, lease: float | None = None
     ) -> Claim | None:
-        self._check_owner_args("?", who, 0, False)
-        length = self._lease_for(lease)
+        length = self._claim_args("?", who, lease)
         if isinstance(flows, str):
             flows = [flows]
         which = ["*"] if flows is None else ["=", *flows]
