@@ -47,7 +47,7 @@ from jobboard.changes import NewJob
 from jobboard.model import Job
 from jobboard.zookeeper.claims import ZkClaims
 from jobboard.zookeeper.nodes import load, parse_id
-from jobboard.zookeeper.session import log
+from jobboard.zookeeper.session import Refused, log
 
 __all__ = ["ZkProducers"]
 
@@ -73,24 +73,25 @@ class ZkProducers(ZkClaims):
     def _key_path(self, key: str) -> str:
         return self._path("keys", "k" + quote(key, safe=""))
 
-    def _post_keyed(self, key: str, prefix: str, data: bytes) -> tuple[str, Job | None]:
-        """Post under a dedupe key: (new job id, None) or (held job's id, that job)."""
+    def _post_keyed(self, key: str, create: list[tuple[Any, ...]]) -> tuple[str, Job | None]:
+        """Post under a dedupe key, ``create`` being the job's create operation:
+        (new job id, None), or (the held job's id, that job)."""
         path = self._key_path(key)
+        ops = [("create", path, b"", False), *create, *self._counted("posted")]
 
         def attempt(_uncertain: bool) -> tuple[str, Job | None]:
             for _ in range(self.MAX_ROUNDS):
                 held = self._resolve_key(path)
                 if held is not None:
                     return held.id, held
-                tx = self.client.transaction()
-                tx.create(path, b"", acl=self._acl)
-                tx.create(prefix, data, acl=self._acl, sequence=True)
-                results = tx.commit_async().get(timeout=self.session_timeout)
-                if isinstance(results[0], NodeExistsError):
-                    continue  # another producer took the key: read it again
-                for result in results:
-                    if isinstance(result, Exception):
-                        raise result
+                try:
+                    results = self._transact(ops)
+                except Refused as refused:
+                    if refused.index == 0 and isinstance(refused.error, NodeExistsError):
+                        continue  # another producer took the key: read it again
+                    raise errors.BoardError(
+                        f"{self}: post with key {key!r} refused: {refused}"
+                    ) from None
                 job_id = str(results[1]).rpartition("/")[2]
                 self._name_key(path, job_id)
                 return job_id, None
