@@ -24,23 +24,41 @@ from tests.helpers import wait_until
 PUSH_BOUND = 20.0
 
 
-def _finish_later(board, job_id, how):
+def _finish_later(board, job_id, how, failures):
     """Claim and finish a job from another thread once ``go`` is set."""
     go = threading.Event()
 
     def run() -> None:
         go.wait(PUSH_BOUND)
-        claim = board.claim(job_id, unique_owner("worker"))
-        if how == "consume":
-            board.consume(job_id, claim.owner, claim.token, result={"answer": 42})
-        elif how == "fail":
-            board.fail(job_id, claim.owner, claim.token, error="boom")
-        else:
-            board.trash(job_id, claim.owner, claim.token, reason="bad input")
+        try:
+            claim = board.claim(job_id, unique_owner("worker"))
+            if how == "consume":
+                board.consume(job_id, claim.owner, claim.token, result={"answer": 42})
+            elif how == "fail":
+                board.fail(job_id, claim.owner, claim.token, error="boom")
+            else:
+                board.trash(job_id, claim.owner, claim.token, reason="bad input")
+        except Exception as err:  # pragma: no cover - reported by the test
+            failures.append(err)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return go, thread
+
+
+def _wait_in_thread(board, job, timeout):
+    """Run ``board.wait_for`` in a thread; its outcome (a job or an error) lands in a list."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(board.wait_for(job, timeout=timeout))
+        except Exception as err:  # pragma: no cover - reported by the test
+            outcome.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
 
 
 # -- waiting for a result -------------------------------------------------------
@@ -52,15 +70,16 @@ def test_wait_for_returns_the_finished_job_woken_by_a_push(board_factory, how):
     worker = board_factory()
     producer.WAIT_FOR_RECHECK = 3600.0  # only a push can wake it in time
     job = producer.post("j", "f", {"x": 1})
-    go, thread = _finish_later(worker, job.id, how)
-    results: list = []
-    waiter = threading.Thread(target=lambda: results.append(producer.wait_for(job, timeout=60)))
-    waiter.start()
+    failures: list[Exception] = []
+    go, thread = _finish_later(worker, job.id, how, failures)
+    waiter, results = _wait_in_thread(producer, job, 60)
     go.set()
-    waiter.join(PUSH_BOUND)
     thread.join(PUSH_BOUND)
-    assert not waiter.is_alive(), "wait_for was not woken by the job finishing"
+    assert not failures and not thread.is_alive(), failures
+    waiter.join(PUSH_BOUND)
+    assert results, "wait_for was not woken by the job finishing"
     done = results[0]
+    assert not isinstance(done, Exception), done
     assert done.id == job.id and done.state.finished
     if how == "consume":
         assert done.state is JobState.COMPLETE and done.result == {"answer": 42}
@@ -75,12 +94,10 @@ def test_wait_for_a_cancelled_job_and_an_already_finished_one(board_factory):
     other = board_factory()
     producer.WAIT_FOR_RECHECK = 3600.0
     job = producer.post("j", "f")
-    results: list = []
-    waiter = threading.Thread(target=lambda: results.append(producer.wait_for(job.id)))
-    waiter.start()
+    waiter, results = _wait_in_thread(producer, job.id, 60)
     other.cancel(job)
     waiter.join(PUSH_BOUND)
-    assert not waiter.is_alive()
+    assert results, "wait_for was not woken by the cancel"
     assert results[0].state is JobState.CANCELLED
     # Finished already: returned at once, even with a zero timeout.
     assert producer.wait_for(job, timeout=0).state is JobState.CANCELLED
