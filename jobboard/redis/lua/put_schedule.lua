@@ -12,4 +12,5 @@ end
 local version = (current or 0) + 1
 redis.call('HSET', P .. 'schedules', name, record)
 redis.call('HSET', P .. 'schedule_versions', name, version)
+bump(P)
 return {1, version}

@@ -10,4 +10,5 @@ if expected ~= '' and current ~= tonumber(expected) then
 end
 redis.call('HDEL', P .. 'schedules', name)
 redis.call('HDEL', P .. 'schedule_versions', name)
+bump(P)
 return {1, current and 1 or 0}
