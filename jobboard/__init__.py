@@ -35,6 +35,8 @@ from jobboard.errors import (
     NotOwner,
     StaleToken,
     UnclaimableJob,
+    VersionConflict,
+    WaitTimeout,
 )
 from jobboard.model import (
     ACTIVE_STATES,
@@ -47,6 +49,7 @@ from jobboard.model import (
     JobPriority,
     JobRef,
     JobState,
+    Versioned,
     unique_owner,
 )
 from jobboard.urls import parse_options, redact_url
@@ -71,6 +74,7 @@ __all__ = [
     "ClaimStatus",
     "Entity",
     "BoardEvent",
+    "Versioned",
     "unique_owner",
     # errors
     "BoardError",
@@ -83,6 +87,8 @@ __all__ = [
     "NotOwner",
     "StaleToken",
     "InvalidState",
+    "WaitTimeout",
+    "VersionConflict",
     "BadURL",
 ]
 

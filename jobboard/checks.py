@@ -8,13 +8,15 @@ JSON and stay under the board's ``max_payload``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any
 
 from jobboard import errors
 from jobboard.changes import NewJob
-from jobboard.model import ACTIVE_STATES, JobPriority, JobState, job_id_of
+from jobboard.model import ACTIVE_STATES, JobPriority, JobRef, JobState, job_id_of
 from jobboard.urls import MAX_LEASE
 
 __all__ = ["BoardChecks"]
@@ -168,6 +170,104 @@ class BoardChecks:
         store_json = self._encode(dict(store or {}), "store", name)
         details_json = self._encode(dict(details or {}), "details", name)
         return NewJob(name, flow, prio, attempts, store_json, details_json)
+
+    def _validate_producing(
+        self,
+        new: NewJob,
+        key: str | None,
+        delay: float | None,
+        not_before: float | None,
+        parent: JobRef | None,
+    ) -> NewJob:
+        """Check ``post``'s producer options (dedupe key, due time, parent); add them to ``new``."""
+        name = new.name
+        if key is not None:
+            self._check_text(key, "key", name)
+        if delay is not None and not_before is not None:
+            raise errors.InvalidJob(
+                f"job {name!r}: give field 'delay' or field 'not_before', not both",
+                field="delay",
+                job=name,
+            )
+        for field_name, value in (("delay", delay), ("not_before", not_before)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise errors.InvalidJob(
+                    f"job {name!r}: field {field_name!r} must be a number of seconds, "
+                    f"got {value!r}",
+                    field=field_name,
+                    job=name,
+                )
+            if not math.isfinite(value) or value < 0:
+                raise errors.InvalidJob(
+                    f"job {name!r}: field {field_name!r} must be a finite number >= 0, "
+                    f"got {value!r}",
+                    field=field_name,
+                    job=name,
+                )
+        parent_id = None
+        if parent is not None:
+            try:
+                parent_id = job_id_of(parent)
+            except errors.InvalidJob:
+                parent_id = None
+            if parent_id is None or not _ATOM_RE.match(parent_id):
+                raise errors.InvalidJob(
+                    f"job {name!r}: field 'parent' must be a job or a job id, got {parent!r}",
+                    field="parent",
+                    job=name,
+                )
+        return replace(
+            new,
+            key=key,
+            delay=None if delay is None else float(delay),
+            not_before=None if not_before is None else float(not_before),
+            parent=parent_id,
+        )
+
+    @staticmethod
+    def _check_text(value: Any, field_name: str, job: str | None) -> str:
+        """A short printable string (1-200 characters, no control characters)."""
+        if not isinstance(value, str) or not _ATOM_RE.match(value):
+            raise errors.InvalidJob(
+                f"job {job!r}: field {field_name!r} must be a string of 1-200 characters "
+                f"without control characters, got {value!r}",
+                field=field_name,
+                job=job,
+            )
+        return value
+
+    @staticmethod
+    def _wait_limit(timeout: float | None, job_id: str) -> float | None:
+        """A ``wait_for`` timeout checked: None, or a finite number of seconds (>= 0)."""
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise errors.InvalidJob(
+                f"job {job_id!r}: field 'timeout' must be a number of seconds, got {timeout!r}",
+                field="timeout",
+                job=job_id,
+            )
+        if math.isnan(timeout):
+            raise errors.InvalidJob(
+                f"job {job_id!r}: field 'timeout' must not be nan", field="timeout", job=job_id
+            )
+        return max(0.0, float(timeout))
+
+    @staticmethod
+    def _check_version(expect_version: int | None, name: str) -> None:
+        if expect_version is not None and (
+            isinstance(expect_version, bool)
+            or not isinstance(expect_version, int)
+            or expect_version < 1
+        ):
+            raise errors.InvalidJob(
+                f"schedule {name!r}: field 'expect_version' must be None or an integer >= 1, "
+                f"got {expect_version!r}",
+                field="expect_version",
+                job=name,
+            )
 
     def _validate_atom(self, job_id: str, atom_name: str, record: Mapping[str, Any]) -> str:
         if not isinstance(atom_name, str) or not _ATOM_RE.match(atom_name):

@@ -12,6 +12,8 @@ One root, a shallow tree::
     │   ├── NotOwner            the caller does not own the job's claim
     │   └── StaleToken          the fencing token is older than the job's current one
     ├── InvalidState            the job is in the wrong state for the operation
+    ├── WaitTimeout             ``wait_for`` gave up before the job finished
+    ├── VersionConflict         a compare-and-set write named a version that is not current
     └── BadURL                  a board URL that cannot be opened
 
 Backends translate their client library's exceptions at the boundary with
@@ -19,6 +21,8 @@ Backends translate their client library's exceptions at the boundary with
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class BoardError(Exception):
@@ -66,6 +70,19 @@ class StaleToken(NotOwner):
 
 class InvalidState(BoardError):
     """Raised when a job is in the wrong state for the requested operation."""
+
+
+class WaitTimeout(BoardError, TimeoutError):
+    """Raised when ``wait_for`` times out; ``job`` is the job as last read (unfinished)."""
+
+    def __init__(self, message: str, *, job: Any = None):
+        super().__init__(message)
+        self.job = job
+
+
+class VersionConflict(BoardError):
+    """Raised when a compare-and-set write names a version that is no longer current;
+    nothing was changed."""
 
 
 class BadURL(BoardError, ValueError):

@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobboard import errors
 
@@ -28,6 +28,7 @@ __all__ = [
     "JobPriority",
     "JobRef",
     "JobState",
+    "Versioned",
     "unique_owner",
 ]
 
@@ -71,6 +72,7 @@ class JobState(enum.StrEnum):
     """Where a job is in its life."""
 
     WAITING = "waiting"
+    SCHEDULED = "scheduled"  # posted for later: claimable from its ``not_before``
     CLAIMED = "claimed"
     COMPLETE = "complete"
     FAILED = "failed"
@@ -84,7 +86,7 @@ class JobState(enum.StrEnum):
 
 
 #: The states of an unfinished job, the ones listings show by default.
-ACTIVE_STATES = frozenset({JobState.WAITING, JobState.CLAIMED})
+ACTIVE_STATES = frozenset({JobState.WAITING, JobState.SCHEDULED, JobState.CLAIMED})
 #: The states a job never leaves (until retention purges it).
 FINISHED_STATES = frozenset(
     {JobState.COMPLETE, JobState.FAILED, JobState.TRASHED, JobState.CANCELLED}
@@ -123,6 +125,12 @@ class Job:
     result: Any = None
     last_error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: The dedupe key it was posted with (unique per namespace while the job is kept).
+    key: str | None = None
+    #: Board time (epoch seconds) from which it may be claimed, when posted for later.
+    not_before: float | None = None
+    #: The id of the job that posted it, when it is a child job.
+    parent: str | None = None
 
     @property
     def uuid(self) -> str:
@@ -193,6 +201,12 @@ class BoardEvent:
     job_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
+
+class Versioned(NamedTuple):
+    """A stored record with its version, as compare-and-set stores return it."""
+
+    record: dict[str, Any]
+    version: int
 
 
 def unique_owner(name: str) -> str:

@@ -22,7 +22,7 @@ from jobboard.model import FINISHED_STATES, Job, JobState
 
 __all__ = ["cmd_cancel", "cmd_forced", "cmd_post", "cmd_purge", "cmd_retry"]
 
-_UNFINISHED = [JobState.WAITING, JobState.CLAIMED]
+_UNFINISHED = [JobState.WAITING, JobState.SCHEDULED, JobState.CLAIMED]
 
 #: The operator's forced writes: command -> (states allowed, warning, past tense).
 _FORCED: dict[str, tuple[list[JobState], str, str]] = {

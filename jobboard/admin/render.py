@@ -210,7 +210,8 @@ def render_stats(stats: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:
     states = stats["states"]
     out = [
         "Jobs by state",
-        "  " + counts_line({s: states.get(s, 0) for s in STATE_ORDER}),
+        "  " + counts_line({s: states.get(s, 0) for s in STATE_ORDER[:3]}),  # unfinished
+        "  " + counts_line({s: states.get(s, 0) for s in STATE_ORDER[3:]}),  # finished
         "",
         key_values(
             [
@@ -226,7 +227,7 @@ def render_stats(stats: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:
     if flows:
         rows = [(f, *(flows[f].get(s, 0) for s in STATE_ORDER)) for f in sorted(flows)]
         headers = ("FLOW", *(s.upper() for s in STATE_ORDER))
-        out += ["", table(headers, rows, width=width, right=range(1, 7))]
+        out += ["", table(headers, rows, width=width, right=range(1, len(STATE_ORDER) + 1))]
     counters = stats["counters"]
     if counters:
         out += ["", "Counters", key_values(sorted(counters.items()), width=width)]

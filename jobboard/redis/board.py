@@ -23,6 +23,7 @@ the ones below it:
 * ``reads``: jobs, listings, progress and counters;
 * ``writes``: fenced writes (progress, finish, abandon) and cancel;
 * ``claims``: claiming and renewing;
+* ``producers``: children and the schedules' record store;
 * this module: the tunables, state and life cycle, posting, entities and purge.
 """
 
@@ -40,10 +41,10 @@ from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import Entity, Job, JobState
 from jobboard.redis import topology
-from jobboard.redis.claims import RedisClaims
-from jobboard.redis.decoding import json_object, server_time, text
+from jobboard.redis.decoding import decode_job, json_object, pairs, server_time, text
 from jobboard.redis.durability import POLICIES
 from jobboard.redis.idle import IdleKnowledge
+from jobboard.redis.producers import RedisProducers
 from jobboard.redis.session import log
 from jobboard.urls import coerce_options, number_option, parse_options, redact_url
 
@@ -58,7 +59,7 @@ _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 _CERT_REQS = ("none", "optional", "required")
 
 
-class RedisBoard(RedisClaims):
+class RedisBoard(RedisProducers):
     """A job board kept in one Redis database, shared by any number of processes.
 
     Open it with ``jobboard.connect("redis://[user:password@]host:port/db?namespace=...")``
@@ -210,14 +211,20 @@ class RedisBoard(RedisClaims):
             new.priority.value,
             new.priority.rank,
             new.max_attempts,
+            new.key or "",
+            "" if new.delay is None else repr(new.delay),
+            "" if new.not_before is None else repr(new.not_before),
+            new.parent or "",
         )
-        seq, created = self._call(
+        raw = self._call(
             "post",
             job_id,
             lambda: self._script("post", self._job_key(job_id), *args),
-            safe=True,  # the id is made here: sending the same post twice adds one job
+            # The id is made here, and a key names one job: sending it twice adds one job.
+            safe=True,
         )
-        return new.job(job_id, float(created), int(seq))
+        fields = pairs(raw)
+        return decode_job(fields.get("id", job_id), fields)
 
     # -- entities -----------------------------------------------------------
 

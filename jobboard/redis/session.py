@@ -43,6 +43,8 @@ _SCRIPTS = (
     "cancel",
     "purge",
     "register_entity",
+    "put_schedule",
+    "remove_schedule",
     "hello",
     "reset",
 )

@@ -17,6 +17,8 @@ each, every layer using the ones below it:
 * ``reads``: jobs, listings, progress, counters, statistics;
 * ``writes``: fenced writes (progress, finish, abandon) and cancel;
 * ``claims``: claiming and renewing;
+* ``producers``: promotion of scheduled jobs, dedupe keys, children, waking
+  ``wait_for``, and the record store;
 * this module: the tunables, state and life cycle, posting, entities and retention.
 
 Leases: a claim holds until ``lease_expires_at`` (board time: ``time.time()``
@@ -53,7 +55,7 @@ from urllib.parse import unquote, urlsplit
 from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import BoardEvent, Entity, Job, JobState
-from jobboard.sqlite.claims import SqliteClaims
+from jobboard.sqlite.producers import SqliteProducers
 from jobboard.sqlite.schema import SCHEMA_VERSION, SQL_RETENTION_IDS, row_job
 from jobboard.sqlite.store import log
 from jobboard.urls import coerce_options, parse_options
@@ -65,7 +67,7 @@ _URL_OPTIONS = frozenset(
 )
 
 
-class SqliteBoard(SqliteClaims):
+class SqliteBoard(SqliteProducers):
     """A job board in one SQLite file shared by the processes of one host.
 
     ``path`` is the database file (created with its schema on first connect)
@@ -115,6 +117,7 @@ class SqliteBoard(SqliteClaims):
         self._watcher = None
         self._kick = threading.Event()
         self._ending = set()  # jobs this board is finishing right now
+        self._job_watchers = []  # wake-ups of wait_for calls (see producers)
         #: Number of ``data_version`` polls the watcher made (tests bound it by the schedule).
         self.polls = 0
 
@@ -192,10 +195,15 @@ class SqliteBoard(SqliteClaims):
         job_id = uuid.uuid4().hex
 
         def insert(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> Job:
+            if new.key is not None:  # the write lock is held: nobody posts in between
+                existing = self._keyed(conn, new.key)
+                if existing is not None:
+                    return row_job(existing, now)
+            due = new.due(now)
             row = conn.execute(
                 "INSERT INTO jobs (id, namespace, name, flow, store, priority, state,"
-                " created_at, updated_at, max_attempts, details)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?) RETURNING *",
+                " created_at, updated_at, max_attempts, details, dedupe_key, not_before, parent)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (
                     job_id,
                     self.namespace,
@@ -203,14 +211,18 @@ class SqliteBoard(SqliteClaims):
                     new.flow,
                     new.store_json,
                     new.priority.rank,
+                    new.state(now).value,
                     now,
                     now,
                     new.max_attempts,
                     new.details_json,
+                    new.key,
+                    due,
+                    new.parent,
                 ),
             ).fetchone()
             self._count(conn, "posted")
-            events.append(new.event(job_id))
+            events.append(new.event(job_id, due))
             return row_job(row, now)
 
         job, events = self._write("post", insert)

@@ -26,7 +26,12 @@ class SqliteReads(SqliteWatcher):
     def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:
         conds: list[str] = []
         if JobState.WAITING in wanted:
-            conds.append("state = 'waiting' OR (state = 'claimed' AND lease_expires_at <= :now)")
+            conds.append(
+                "state = 'waiting' OR (state = 'claimed' AND lease_expires_at <= :now)"
+                " OR (state = 'scheduled' AND not_before <= :now)"
+            )
+        if JobState.SCHEDULED in wanted:
+            conds.append("state = 'scheduled' AND not_before > :now")
         if JobState.CLAIMED in wanted:
             conds.append("state = 'claimed' AND lease_expires_at > :now")
         finished = sorted(s.value for s in wanted & FINISHED_STATES)
@@ -47,7 +52,10 @@ class SqliteReads(SqliteWatcher):
     @property
     def job_count(self) -> int:
         def count(conn: sqlite3.Connection, _now: float) -> int:
-            sql = "SELECT COUNT(*) FROM jobs WHERE namespace = ? AND state IN ('waiting', 'claimed')"
+            sql = (
+                "SELECT COUNT(*) FROM jobs WHERE namespace = ?"
+                " AND state IN ('waiting', 'scheduled', 'claimed')"
+            )
             found: int = conn.execute(sql, (self.namespace,)).fetchone()[0]
             return found
 
@@ -84,6 +92,7 @@ class SqliteReads(SqliteWatcher):
         def select(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
             rows = conn.execute(
                 "SELECT flow, CASE WHEN state = 'claimed' AND lease_expires_at <= :now"
+                " THEN 'waiting' WHEN state = 'scheduled' AND not_before <= :now"
                 " THEN 'waiting' ELSE state END AS s, COUNT(*), MIN(created_at)"
                 " FROM jobs WHERE namespace = :ns GROUP BY flow, s",
                 {"ns": self.namespace, "now": now},

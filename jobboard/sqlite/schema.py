@@ -12,13 +12,22 @@ table keyed by ``namespace`` so that many boards share one file:
     ``(namespace, state, flow, priority, seq)`` serves claims of given flows,
     ``(namespace, state, priority, seq)`` claims of any flow,
     ``(namespace, state, lease_expires_at)`` finds expired leases,
-    ``(namespace, finished_at)`` serves retention.
+    ``(namespace, finished_at)`` serves retention. Since version 2:
+    ``dedupe_key`` (unique per namespace, index ``jobs_key``), ``not_before``
+    (due time of a ``scheduled`` job; index ``jobs_due`` on scheduled rows
+    serves promotion and the next due time) and ``parent`` (index
+    ``jobs_parent`` lists a job's children).
 ``progress``
     ``(namespace, job_id, atom) -> record`` (JSON text).
 ``entities``
     ``(namespace, kind, name) -> metadata, last_seen``.
 ``counters``
     ``(namespace, name) -> value``.
+``schedules`` (version 2)
+    ``(namespace, name) -> record`` (JSON text), ``version`` (compare-and-set).
+
+A file of an older version is brought up to date by :data:`MIGRATIONS` on
+connect, in one transaction.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from jobboard.model import Job, JobPriority, JobState
 log = logging.getLogger("jobboard.sqlite")
 
 #: ``PRAGMA user_version`` of the schema this module writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _PRIORITIES = list(JobPriority)
 
@@ -88,6 +97,28 @@ SCHEMA = (
         PRIMARY KEY (namespace, name)
     ) WITHOUT ROWID""",
 )
+
+#: Statements bringing a file to each version from the one before (version 1 is ``SCHEMA``).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE jobs ADD COLUMN dedupe_key TEXT",
+        "ALTER TABLE jobs ADD COLUMN not_before REAL",
+        "ALTER TABLE jobs ADD COLUMN parent TEXT",
+        "CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (namespace, dedupe_key)"
+        " WHERE dedupe_key IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS jobs_due ON jobs (namespace, state, not_before)"
+        " WHERE state = 'scheduled'",
+        "CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (namespace, parent)"
+        " WHERE parent IS NOT NULL",
+        """CREATE TABLE IF NOT EXISTS schedules (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            record TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (namespace, name)
+        ) WITHOUT ROWID""",
+    ),
+}
 
 #: The best waiting job of one flow (index ``jobs_claim``).
 SQL_BEST_OF_FLOW = (
@@ -153,10 +184,15 @@ def ensure_schema(conn: sqlite3.Connection, path: str, in_memory: bool) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if schema_version(conn, path) == 0:  # nobody created it meanwhile
+        version = schema_version(conn, path)  # read again: another process may have done it
+        if version == 0:
             for statement in SCHEMA:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            version = 1
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -164,11 +200,14 @@ def ensure_schema(conn: sqlite3.Connection, path: str, in_memory: bool) -> None:
 
 
 def row_job(row: sqlite3.Row, now: float) -> Job:
-    """A Job from a row; a claim whose lease ran out reads as waiting."""
+    """A Job from a row; a claim whose lease ran out, and a scheduled job whose
+    due time came, read as waiting."""
     state = JobState(row["state"])
     owner, claimed_at, expires = row["owner"], row["claimed_at"], row["lease_expires_at"]
     if state is JobState.CLAIMED and expires is not None and expires <= now:
         state, owner, claimed_at, expires = JobState.WAITING, None, None, None
+    if state is JobState.SCHEDULED and row["not_before"] <= now:
+        state = JobState.WAITING
     result = row["result"]
     return Job(
         id=row["id"],
@@ -191,4 +230,7 @@ def row_job(row: sqlite3.Row, now: float) -> Job:
         result=None if result is None else json.loads(result),
         last_error=row["last_error"],
         details=json.loads(row["details"]),
+        key=row["dedupe_key"],
+        not_before=row["not_before"],
+        parent=row["parent"],
     )

@@ -162,10 +162,10 @@ class SqliteWatcher(SqliteStore):
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
                 self.polls += 1
                 if version != last:
-                    if last is not None:
-                        self._bump()
-                        interval = self.POLL_MIN
-                    # On a change, and once after resuming (a change may have been missed).
+                    # On a change, and once after resuming: a commit made after a waiter
+                    # read the board but before this first poll would be missed otherwise.
+                    self._bump()
+                    interval = self.POLL_MIN
                     if self._held:
                         self._check_held(conn)
                     last = version

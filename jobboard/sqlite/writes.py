@@ -31,7 +31,7 @@ class SqliteWrites(SqliteReads):
                 raise errors.InvalidState(
                     f"job {job_id!r} is already {state.value}; nothing to cancel"
                 )
-            if state is JobState.WAITING:
+            if state in (JobState.WAITING, JobState.SCHEDULED):
                 row = self._update(
                     conn,
                     row["seq"],
