@@ -143,7 +143,7 @@ class SqliteWatcher(SqliteStore):
         self._kick.set()
 
     def _watch_wanted(self) -> bool:
-        return self._waiters > 0 or bool(self._held)
+        return self._waiters > 0 or self._holds_live_claims()
 
     def _watch(self) -> None:
         """The watcher thread: poll ``data_version`` adaptively while anyone needs pushes."""
@@ -166,7 +166,7 @@ class SqliteWatcher(SqliteStore):
                         self._bump()
                         interval = self.POLL_MIN
                     # On a change, and once after resuming (a change may have been missed).
-                    if self._held:
+                    if self._holds_live_claims():
                         self._check_held(conn)
                     last = version
                 else:
