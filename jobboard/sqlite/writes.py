@@ -82,7 +82,7 @@ class SqliteWrites(SqliteReads):
                 updated_at=now,
                 finished_at=now,
                 result=end.result_json,
-                last_error=end.error if end.error is not None else row["last_error"],
+                last_error=end.last_error(row["last_error"]),
             )
             self._count(conn, end.event)
             events.append(end.published(row["token"], row["flow"]))
