@@ -19,6 +19,23 @@ Backends translate their client library's exceptions at the boundary with
 
 from __future__ import annotations
 
+#: Most characters of a caller's input an error message (or a repr) echoes.
+ECHO_LIMIT = 80
+
+
+def capped(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was: a 1 MB name
+    gives a short message, not a 1 MB one."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text)} chars)"
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """How an error message echoes a caller's input: its ``repr`` (control
+    characters escaped), capped by :func:`capped`."""
+    return capped(repr(value), limit)
+
 
 class BoardError(Exception):
     """Raised when a job board operation fails; the root of every board error."""
