@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import jobboard
 from jobboard import errors
-from jobboard.admin import listings, operations, watch
+from jobboard.admin import listings, operations, render, watch
 from jobboard.admin.console import (
     ALL_STATES,
     EXIT_INTERRUPTED,
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 ENV_BOARD = "CONDUCTOR_BOARD"
 #: Rows ``list`` prints unless ``--limit`` says otherwise.
 DEFAULT_LIMIT = 100
+#: Longest error line printed (a message that echoes huge input is cut).
+ERROR_LINE_LIMIT = 400
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -439,5 +441,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - every failure ends as one line and a code
         code, message = _classify(err)
         log.debug("command failed", exc_info=True)
-        sys.stderr.write(f"jobboard: {' '.join(message.split())}\n")
+        line = render.printable(" ".join(message.split()))
+        sys.stderr.write(f"jobboard: {errors.capped(line, ERROR_LINE_LIMIT)}\n")
         return code

@@ -74,8 +74,8 @@ def screen_width() -> int:
 
 
 def echo(text: str = "") -> None:
-    """Print one line (or block) to stdout."""
-    sys.stdout.write(text + "\n")
+    """Print one line (or block) to stdout, control characters escaped."""
+    sys.stdout.write(render.printable(text) + "\n")
 
 
 def echo_json(data: Any) -> None:
@@ -94,6 +94,6 @@ def find_job(board: JobBoard, ref: str) -> Job:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise errors.JobNotFound(f"no job {ref!r} on the board")
+        raise errors.JobNotFound(f"no job {errors.shown(ref)} on the board")
     ids = ", ".join(j.id for j in matches[:5])
-    raise CliError(f"job id prefix {ref!r} is ambiguous: {ids}", EXIT_USAGE)
+    raise CliError(f"job id prefix {errors.shown(ref)} is ambiguous: {ids}", EXIT_USAGE)

@@ -36,6 +36,7 @@ from jobboard.admin.text import (
     fmt_time,
     key_values,
     one_line,
+    printable,
     short_id,
     table,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "fmt_time",
     "key_values",
     "one_line",
+    "printable",
     "short_id",
     "table",
     # views: the records listings print as JSON

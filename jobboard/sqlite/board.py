@@ -126,7 +126,7 @@ class SqliteBoard(SqliteClaims):
         working directory) or ``sqlite:///:memory:``; options in the query string."""
         parts = urlsplit(url)
         if parts.scheme.lower() != cls.scheme or "://" not in url:
-            raise errors.BadURL(f"not a sqlite board URL: {url!r}")
+            raise errors.BadURL(f"not a sqlite board URL: {errors.shown(url)}")
         raw = unquote(url.split("://", 1)[1].split("?", 1)[0].split("#", 1)[0])
         if raw.lstrip("/") == ":memory:":
             raw = ":memory:"
@@ -134,13 +134,13 @@ class SqliteBoard(SqliteClaims):
             raw = "/" + raw.lstrip("/")
         if not raw or raw == "/":
             raise errors.BadURL(
-                f"board URL {url!r}: name the database file, e.g. sqlite:///var/lib/board.db"
+                f"board URL {errors.shown(url)}: name the database file, e.g. sqlite:///var/lib/board.db"
             )
         opts = {**parse_options(url), **options}
         unknown = sorted(set(opts) - _URL_OPTIONS)
         if unknown:
             raise errors.BadURL(
-                f"board URL {url!r}: unknown option(s) {', '.join(unknown)}; "
+                f"board URL {errors.shown(url)}: unknown option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(_URL_OPTIONS))}"
             )
         opts = coerce_options(opts, url, floats=("busy_timeout",))

@@ -93,12 +93,12 @@ class SqliteClaims(SqliteWrites):
             if row["state"] != JobState.WAITING.value:
                 owner = f" by {row['owner']!r}" if row["owner"] else ""
                 raise errors.UnclaimableJob(
-                    f"job {job_id!r} is {row['state']}{owner}; it cannot be claimed"
+                    f"job {errors.shown(job_id)} is {row['state']}{owner}; it cannot be claimed"
                 )
             claim = self._claim_row(conn, row, who, length, now, started, events)
             if claim is None:  # trashed as poison: commit that, then refuse
                 return errors.UnclaimableJob(
-                    f"job {job_id!r} was trashed: "
+                    f"job {errors.shown(job_id)} was trashed: "
                     f"{self._poison_reason(row['attempts'], row['max_attempts'])}"
                 )
             return claim

@@ -233,7 +233,7 @@ class SqliteStore(JobBoard):
             "SELECT * FROM jobs WHERE id = ? AND namespace = ?", (job_id, self.namespace)
         ).fetchone()
         if row is None:
-            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
         return row
 
     def _update(self, conn: sqlite3.Connection, seq: int, **columns: Any) -> sqlite3.Row:

@@ -29,7 +29,7 @@ class SqliteWrites(SqliteReads):
             state = JobState(row["state"])
             if state.finished:
                 raise errors.InvalidState(
-                    f"job {job_id!r} is already {state.value}; nothing to cancel"
+                    f"job {errors.shown(job_id)} is already {state.value}; nothing to cancel"
                 )
             if state is JobState.WAITING:
                 row = self._update(
@@ -100,7 +100,7 @@ class SqliteWrites(SqliteReads):
         def give_back(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> Job:
             row = self._fenced(conn, job_id, release.who, release.token, release.force)
             if row["state"] != JobState.CLAIMED.value:
-                raise errors.InvalidState(f"job {job_id!r} is not claimed; nothing to abandon")
+                raise errors.InvalidState(f"job {errors.shown(job_id)} is not claimed; nothing to abandon")
             released = self._update(
                 conn,
                 row["seq"],
