@@ -5,6 +5,7 @@ One root, a shallow tree::
     BoardError
     ├── BoardUnavailable        the backend cannot be reached (after retries)
     ├── InvalidJob              bad input to ``post`` or a malformed stored record
+    │   └── CorruptJob          a stored job record that cannot be read
     ├── JobNotFound             no job with that id (or it was purged)
     ├── ClaimError              a claim-related request was refused
     │   ├── UnclaimableJob      the job is claimed by someone else or finished
@@ -52,6 +53,13 @@ class InvalidJob(BoardError, ValueError):
         super().__init__(message)
         self.field = field
         self.job = job
+
+
+class CorruptJob(InvalidJob):
+    """Raised when reading a stored job record that cannot be decoded (a store that
+    is not JSON, an unknown state, a priority out of range); the message names the
+    field and the job. Listings show such a job marked unreadable instead, and the
+    first claim that meets it trashes it with this reason."""
 
 
 class JobNotFound(BoardError, LookupError):

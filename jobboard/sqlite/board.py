@@ -269,6 +269,17 @@ class SqliteBoard(SqliteClaims):
             ),
         )
 
+    def _metadata(self, name: str, meta: Any) -> dict[str, Any]:
+        """An entity's metadata; an unreadable record reads as none (with a warning)."""
+        try:
+            decoded = json.loads(meta)
+        except (TypeError, ValueError, RecursionError):
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+        log.warning("sqlite board %s: entity %s has unreadable metadata", self.path, errors.shown(name))
+        return {}
+
     def unregister_entity(self, name: str, kind: str = "conductor") -> None:
         self._write(
             "unregister_entity",
@@ -285,7 +296,7 @@ class SqliteBoard(SqliteClaims):
                 " WHERE namespace = ? AND kind = ? AND last_seen >= ? ORDER BY name",
                 (self.namespace, kind, now - self.DEFAULT_ENTITY_TTL),
             )
-            return [Entity(name, kind, json.loads(meta), seen) for name, meta, seen in rows]
+            return [Entity(name, kind, self._metadata(name, meta), seen) for name, meta, seen in rows]
 
         return self._read("iter_entities", select)
 

@@ -20,8 +20,15 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from jobboard import errors
 from jobboard.model import BoardEvent, Claim, JobState
-from jobboard.sqlite.schema import SQL_BEST_ANY, SQL_BEST_OF_FLOW, SQL_EXPIRED, SQL_NEXT_EXPIRY
+from jobboard.sqlite.schema import (
+    SQL_BEST_ANY,
+    SQL_BEST_OF_FLOW,
+    SQL_EXPIRED,
+    SQL_NEXT_EXPIRY,
+    stored_state,
+)
 from jobboard.sqlite.store import SqliteStore, log
 
 __all__ = ["SqliteWatcher"]
@@ -222,8 +229,12 @@ def _verdict(claim: Claim, row: sqlite3.Row | None, now: float) -> BoardEvent | 
     job_id = claim.job_id
     if row is None:
         return BoardEvent("trashed", job_id, {"token": claim.token, "forced": True, "gone": True})
-    token, state = row["token"], JobState(row["state"])
-    if token < claim.token:
+    token = row["token"]
+    try:
+        state = stored_state(row)
+    except errors.CorruptJob:  # a record broken under us: the claim is gone
+        return BoardEvent("trashed", job_id, {"token": claim.token, "forced": True})
+    if not isinstance(token, int) or token < claim.token:
         return None
     if state is JobState.CLAIMED:
         if token != claim.token or row["owner"] != claim.owner:
