@@ -24,15 +24,18 @@ of the host). A row ``state='claimed' AND lease_expires_at <= now`` is a
 waiting job everywhere: reads report it waiting, and every write transaction
 first turns such rows back into waiting rows (counting ``expired``).
 
-Wake-up: SQLite pushes nothing, so a per-board watcher thread polls ``PRAGMA
+Wake-up: SQLite pushes nothing, so a per-board watcher thread reads ``PRAGMA
 data_version`` (a few microseconds; it changes when any other connection
-commits) with a sleep growing from :attr:`~SqliteBoard.POLL_MIN` to
-:attr:`~SqliteBoard.POLL_MAX` while nothing changes and reset on a change. It
-runs only while a thread waits in :meth:`~SqliteBoard.wait` or the board
-holds claims. On a change it wakes waiters and re-reads the rows of held
-claims, so a cancel request or a claim taken away by another process (a
-forced abandon, a trash) reaches :meth:`claim_status` and
-:meth:`cancel_requested` as local calls, with the poll's latency (at most
+commits). While a thread waits in :meth:`~SqliteBoard.wait`, inotify on the
+database's directory (Linux; :mod:`jobboard.sqlite.wakeup`) wakes it when any
+process of the host writes the file, so a post reaches an idle conductor in
+about a millisecond; otherwise (only claims to watch, or no inotify) it polls
+with a sleep growing from :attr:`~SqliteBoard.POLL_MIN` to
+:attr:`~SqliteBoard.POLL_MAX` while nothing changes. It runs only while a thread
+waits or the board holds claims not known lost. On a change it wakes waiters
+and re-reads the rows of held claims, so a cancel request or a claim taken away
+by another process (a forced abandon, a trash) reaches :meth:`claim_status`
+and :meth:`cancel_requested` as local calls, with the poll's latency (at most
 ``POLL_MAX`` after the other commit). Writes of this board wake its own
 waiters at once.
 """
