@@ -7,19 +7,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test demo lint bench system venv clean
+.PHONY: test demo lint docs bench system venv clean
 
-test: system venv
+test: system venv docs
 	$(PY) -m ruff check conductor jobboard tests bench
-	$(PY) -m mypy jobboard
+	$(PY) -m mypy conductor jobboard
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/): a strict build fails on any warning.
+docs: venv
+	$(PY) -m mkdocs build --strict --quiet --site-dir build/site
 
 demo: venv
 	$(VENV)/bin/conductor demo
 
 lint: venv
 	$(PY) -m ruff check conductor jobboard tests bench
-	$(PY) -m mypy jobboard
+	$(PY) -m mypy conductor jobboard
 
 # Figures, not tests: engine overhead, board and conductor throughput on a private redis-server.
 bench: system venv
@@ -36,7 +40,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || (bash deploy/install-system-deps.sh --venv && $(PYTHON) -m venv $(VENV))
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,metrics,redis]'
+	$(PY) -m pip install -q -e '.[test,metrics,redis,web]'
 	touch $@
 
 clean:

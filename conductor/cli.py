@@ -5,28 +5,44 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+from conductor import options
+from conductor.options import DEFAULT_METRICS_PORT
+from jobboard import envopts
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
+#: Longest claim lease ``conductor run --lease`` accepts, in seconds (one hour).
+MAX_LEASE = 3600.0
+#: Longest drain, stop or connect timeout accepted, in seconds (one day).
+MAX_TIMEOUT = 86400.0
+
 EPILOG = """\
 examples:
   conductor run --board redis://127.0.0.1:6379/0 --flows myapp.flows --max-jobs 4
   CONDUCTOR_BOARD=sqlite:///var/lib/conductor/board.db conductor run --flows myapp.flows
+  conductor run --board-file /run/secrets/board-url --flows flows --path /srv/app
   conductor run --board zookeeper://zk1:2181,zk2:2181/conductor --flows myapp.flows \\
       --engine parallel --metrics-port 9464 --log-format json
   conductor demo                      # three conductors on a SQLite board, one killed
   conductor demo --board redis://127.0.0.1:6379/0
 
-exit codes: 0 ok, 1 failure, 2 bad usage (bad URL, no flows), 3 board unreachable
+every option of `conductor run` also comes from CONDUCTOR_<OPTION> (e.g. CONDUCTOR_MAX_JOBS=4);
+the command line wins.
+
+exit codes: 0 ok, 1 failure (e.g. the heartbeat died), 2 bad usage (bad URL or option,
+  no flows, a flows module that fails to import), 3 board unreachable
 """
 
 
@@ -38,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    envopts.add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
@@ -48,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--board",
-        default=os.environ.get("CONDUCTOR_BOARD"),
-        help="board URL (default: $CONDUCTOR_BOARD)",
+        default=None,
+        metavar="URL",
+        help="board URL",
     )
     run.add_argument(
         "--flows",
@@ -70,30 +88,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", choices=("serial", "parallel"), default="serial")
     run.add_argument(
         "--lease",
-        type=_positive_float,
+        type=_seconds(MAX_LEASE),
         default=None,
-        help="claim lease in seconds (default: the board's)",
+        help=f"claim lease in seconds, at most {MAX_LEASE:g} (default: the board's)",
     )
     run.add_argument(
         "--drain-timeout",
-        type=_positive_float,
+        type=_seconds(MAX_TIMEOUT),
         default=30.0,
         help="seconds running jobs get to finish on SIGTERM (default 30)",
     )
     run.add_argument(
+        "--stop-timeout",
+        type=_seconds(MAX_TIMEOUT, allow_zero=True),
+        default=10.0,
+        help="after the drain, seconds a task gets to stop before its job is abandoned and "
+        "the conductor exits without it (default 10)",
+    )
+    run.add_argument(
         "--connect-timeout",
-        type=_positive_float,
+        type=_seconds(MAX_TIMEOUT),
         default=15.0,
         help="seconds to keep retrying an unreachable board (default 15)",
     )
     run.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
+        nargs="?",
+        const=DEFAULT_METRICS_PORT,
         default=None,
-        help="serve Prometheus /metrics and /healthz on this port (0: any free port)",
+        metavar="PORT",
+        help="serve Prometheus /metrics, /healthz (ready) and /livez (alive) on this port "
+        f"({DEFAULT_METRICS_PORT} when PORT is omitted; 0: any free port; default: off)",
     )
-    run.add_argument("--metrics-host", default="127.0.0.1")
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the metrics server binds (default 127.0.0.1; 0.0.0.0 for all "
+        "interfaces, as in a container)",
+    )
     _logging_args(run)
+    options.add_run_options(run)
+    envopts.from_environment(run, options.ENV_PREFIX)
 
     demo = sub.add_parser("demo", help="run the demo: conductors sharing a board, one killed")
     demo.add_argument(
@@ -103,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--jobs", type=_positive_int, default=30)
     demo.add_argument("--conductors", type=_positive_int, default=3)
-    demo.add_argument("--lease", type=_positive_float, default=2.0)
-    demo.add_argument("--task-seconds", type=_positive_float, default=0.15)
-    demo.add_argument("--timeout", type=_positive_float, default=180.0)
+    demo.add_argument("--lease", type=_seconds(MAX_LEASE), default=2.0)
+    demo.add_argument("--task-seconds", type=_seconds(MAX_TIMEOUT), default=0.15)
+    demo.add_argument("--timeout", type=_seconds(MAX_TIMEOUT), default=180.0)
     _logging_args(demo, default_level="WARNING")
     return parser
 
@@ -124,11 +161,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text[:40]!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
     return value
+
+
+def _seconds(limit: float, *, allow_zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds in (0, limit] (or [0, limit])."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text[:40]!r}") from None
+        low_ok = value >= 0 if allow_zero else value > 0
+        if not (math.isfinite(value) and low_ok and value <= limit):
+            low = "0 <=" if allow_zero else "0 <"
+            raise argparse.ArgumentTypeError(
+                f"must be {low} seconds <= {limit:g}, got {text[:40]}"
+            )
+        return value
+
+    return parse
 
 
 class JsonFormatter(logging.Formatter):
@@ -188,13 +247,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from conductor.registry import FlowRegistry, RegistryError
 
     configure_logging(args.log_level, args.log_format)
-    if not args.board:
-        _error("no board: give --board URL or set CONDUCTOR_BOARD")
+    try:
+        board_url = options.board_url(args)
+    except jobboard.BadURL as err:
+        _error(str(err))
+        return EXIT_USAGE
+    if not board_url:
+        _error("no board: give --board URL or --board-file PATH, or set CONDUCTOR_BOARD")
         return EXIT_USAGE
     if not args.flows and not args.entry_points:
         _error("no flows: give --flows MODULE (or --entry-points)")
         return EXIT_USAGE
     registry = FlowRegistry()
+    options.use_path(args.path)
     try:
         for module in args.flows:
             registry.update(FlowRegistry.from_module(module))
@@ -207,15 +272,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         _error("no flows registered by the given modules or entry points")
         return EXIT_USAGE
     try:
-        board = connect_board(args.board, args.connect_timeout)
+        board = connect_board(board_url, args.connect_timeout)
     except jobboard.BadURL as err:
-        _error(f"bad board URL: {err}")
+        _error(envopts.scrub(f"bad board URL: {err}", board_url))
         return EXIT_USAGE
     except jobboard.BoardUnavailable as err:
-        _error(f"board unreachable after {args.connect_timeout:.0f}s: {err}")
+        _error(
+            envopts.scrub(f"board unreachable after {args.connect_timeout:.0f}s: {err}", board_url)
+        )
         return EXIT_UNREACHABLE
     except jobboard.BoardError as err:
-        _error(f"cannot open board: {err}")
+        _error(envopts.scrub(f"cannot open board: {err}", board_url))
         return EXIT_UNREACHABLE
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     conductor = Conductor(
@@ -226,6 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine=args.engine,
         lease=args.lease,
         drain_timeout=args.drain_timeout,
+        stop_timeout=args.stop_timeout,
     )
     metrics = None
     if args.metrics_port is not None:
@@ -237,7 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("conductor").warning(
             "received %s: %s",
             signal.Signals(signum).name,
-            "stopping now" if conductor._stopping.is_set() else "draining",
+            "stopping now" if conductor.stopping else "draining",
         )
         conductor.stop()
 
@@ -249,7 +317,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         if metrics is not None:
             metrics.stop()
         board.close()
-    return EXIT_OK
+    code = EXIT_OK
+    if conductor.fatal_error is not None:
+        _error(conductor.fatal_error)
+        code = EXIT_FAILED
+    if conductor.left_behind:
+        # Tasks that ignored the stop still run on their threads; their jobs are released.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ FLOWS_MODULE = "conductor.examples.demo_flows"
 TASKS = ("validate", "charge", "ship")
 
 
-def _spawn(board_url: str, name: str, args: argparse.Namespace, log: Path) -> subprocess.Popen:
+def _spawn(board_url: str, name: str, args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["CONDUCTOR_DEMO_LOG"] = str(log)
     env["CONDUCTOR_DEMO_TASK_SECONDS"] = str(args.task_seconds)
@@ -48,7 +49,7 @@ def _pid_of(owner: str) -> int | None:
         return None
 
 
-def _wait_for(predicate, timeout: float, interval: float = 0.05) -> Any:
+def _wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -104,7 +105,7 @@ def run_demo(args: argparse.Namespace) -> int:
             pid = _pid_of(job.owner)
             victim_name = next((n for n, p in procs.items() if p.pid == pid), None)
             # ...when it is killed with SIGKILL...
-            if victim_name is not None:
+            if victim_name is not None and pid is not None:
                 os.kill(pid, signal.SIGKILL)
                 killed_at = time.monotonic()
                 procs[victim_name].wait(10)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Self, Union
 
 from conductor.atom import Atom
 
@@ -27,7 +27,7 @@ class Flow:
         self.retry = retry
         self._children: list[Node] = []
 
-    def add(self, *items: Node) -> Flow:
+    def add(self, *items: Node) -> Self:
         """Add atoms or flows (in order); returns the flow so calls can be chained."""
         for item in items:
             if not isinstance(item, Atom | Flow):

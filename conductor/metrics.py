@@ -6,7 +6,7 @@ over a small threaded HTTP server::
 
     metrics = ConductorMetrics()
     health = HealthCheck(board, max_heartbeat_age=15.0)
-    port = metrics.serve(9108, health=health)   # GET /metrics, GET /healthz
+    port = metrics.serve(9464, health=health)   # GET /metrics, /healthz, /livez
     metrics.on_event("claimed", flow="billing")
     metrics.observe_task("billing", "charge", 0.42)
     health.beat()                                 # after every successful heartbeat
@@ -18,6 +18,15 @@ Exposed series (all prefixed ``conductor_``): ``jobs_claimed_total``,
 ``resumes_total`` (label ``flow``); ``board_errors_total`` (label ``kind``);
 ``running_jobs``; ``task_duration_seconds`` (labels ``flow``, ``task``);
 ``lease_renewal_seconds``; plus the standard ``process_*`` series.
+
+Two probes, for two questions:
+
+- ``/healthz`` (readiness): can this conductor work now? Board connected,
+  heartbeats fresh. It fails during a board outage, however short.
+- ``/livez`` (liveness): is the process's own loop alive? It never asks the
+  board, so a board outage does not get every conductor restarted; it fails
+  only when the conductor's heartbeat loop has died while the process lives
+  on, which a restart does cure.
 """
 
 from __future__ import annotations
@@ -41,12 +50,33 @@ from prometheus_client import (
 
 from conductor.types.notifier import ANY
 
-__all__ = ["ConductorMetrics", "HealthCheck", "HealthFn"]
+__all__ = ["ConductorMetrics", "HealthCheck", "HealthFn", "loop_alive"]
 
 log = logging.getLogger(__name__)
 
 #: A health probe: ``(True, "ok")`` when healthy, ``(False, reason)`` otherwise.
 HealthFn = Callable[[], tuple[bool, str]]
+
+#: The paths the metrics server answers (the deployment kit's probes use them).
+METRICS_PATH, READY_PATH, LIVE_PATH = "/metrics", "/healthz", "/livez"
+
+
+def loop_alive(conductor: Any) -> HealthFn:
+    """A liveness probe for a conductor: its heartbeat thread runs (or has not started yet).
+
+    It reads only process-local state, never the board: a board outage must
+    make a conductor unready, not get it restarted.
+    """
+
+    def probe() -> tuple[bool, str]:
+        thread = getattr(conductor, "_heartbeat", None)
+        if thread is None or thread.is_alive():
+            return True, "ok"
+        if conductor.wait(0):
+            return True, "stopped"  # run() returned; the process is on its way out
+        return False, "the heartbeat loop has died"
+
+    return probe
 
 
 class HealthCheck:
@@ -204,16 +234,26 @@ class ConductorMetrics:
 
     # -- the HTTP endpoint ------------------------------------------------------
 
-    def serve(self, port: int, host: str = "127.0.0.1", health: HealthFn | None = None) -> int:
-        """Serve ``/metrics`` and ``/healthz`` from a background thread; returns the bound port.
+    def serve(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        health: HealthFn | None = None,
+        live: HealthFn | None = None,
+    ) -> int:
+        """Serve ``/metrics``, ``/healthz`` and ``/livez`` from a background thread;
+        returns the bound port.
 
         ``port=0`` picks a free port. ``/healthz`` answers 200 ``ok`` while
         ``health()`` returns True (always, when no probe is given) and 503
-        with the reason otherwise.
+        with the reason otherwise; ``/livez`` does the same with ``live()``
+        (healthy when not given).
         """
         if self._server is not None:
             raise RuntimeError(f"metrics are already served on port {self.port}")
-        handler = type("MetricsHandler", (_Handler,), {"metrics": self, "health": health})
+        handler = type(
+            "MetricsHandler", (_Handler,), {"metrics": self, "health": health, "live": live}
+        )
         server = ThreadingHTTPServer((host, port), handler)
         server.daemon_threads = True
         thread = threading.Thread(
@@ -241,24 +281,26 @@ class ConductorMetrics:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """``GET /metrics`` and ``GET /healthz``; everything else is 404."""
+    """``GET /metrics``, ``GET /healthz`` and ``GET /livez``; everything else is 404."""
 
     metrics: ClassVar[ConductorMetrics]
     health: ClassVar[HealthFn | None]
+    live: ClassVar[HealthFn | None]
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming
         path = self.path.split("?", 1)[0]
-        if path == "/metrics":
+        if path == METRICS_PATH:
             self._reply(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            ok, reason = self._probe()
+        elif path in (READY_PATH, LIVE_PATH):
+            cls = type(self)
+            ok, reason = self._probe(cls.health if path == READY_PATH else cls.live)
             body = "ok" if ok else reason
             self._reply(200 if ok else 503, f"{body}\n".encode(), "text/plain; charset=utf-8")
         else:
-            self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+            self._reply(404, b"not found: try /metrics, /healthz or /livez\n", "text/plain")
 
-    def _probe(self) -> tuple[bool, str]:
-        probe = type(self).health
+    @staticmethod
+    def _probe(probe: HealthFn | None) -> tuple[bool, str]:
         if probe is None:
             return True, "ok"
         try:
@@ -309,14 +351,16 @@ class _Attached:
 
 
 def attach_metrics(conductor: Any, port: int, host: str = "127.0.0.1") -> _Attached:
-    """Count a conductor's events and serve ``/metrics`` and ``/healthz`` on ``host:port``.
+    """Count a conductor's events and serve ``/metrics``, ``/healthz`` and ``/livez``
+    on ``host:port``.
 
-    Health is the conductor's own view: board connected and heartbeats fresh.
+    Readiness is the conductor's own view (board connected, heartbeats
+    fresh); liveness is its heartbeat loop running (see :func:`loop_alive`).
     """
     metrics = ConductorMetrics()
     attached = _Attached(conductor, metrics)
     metrics.running_jobs.set_function(lambda: len(conductor.running_jobs))
     conductor.notifier.register(ANY, attached)
-    bound = metrics.serve(port, host=host, health=conductor.healthy)
+    bound = metrics.serve(port, host=host, health=conductor.healthy, live=loop_alive(conductor))
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return attached

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 #: Looked up once: the host name does not change while a process runs.
 HOSTNAME = socket.gethostname()
@@ -130,3 +130,32 @@ class TaskInfo:
             execution=ExecutionInfo.from_dict(execution) if execution else None,
             attempt=data.get("attempt", 1),
         )
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult(Generic[R]):
+    """A task's value together with the record of where and when it really ran.
+
+    A task may return one instead of a bare value, for instance when its work
+    ran on another machine that measured it: the engine stores ``value`` as
+    the task's result and ``info`` as the execution record (phase times the
+    task left at ``0.0`` are filled from the engine's own measurements).
+    ``engine.storage.get_task_result(name)`` gives the same pair back.
+    """
+
+    value: R
+    info: ExecutionInfo
+
+
+def merge_execution(own: ExecutionInfo, reported: ExecutionInfo) -> ExecutionInfo:
+    """``reported`` with every phase time it left at ``0.0`` taken from ``own``."""
+    merged = ExecutionInfo(**reported.to_dict())
+    for name, value in own.to_dict().items():
+        if name != "hostname" and not getattr(merged, name):
+            setattr(merged, name, value)
+    if not merged.hostname:
+        merged.hostname = own.hostname
+    return merged

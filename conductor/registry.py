@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
@@ -18,6 +19,7 @@ from typing import Any
 __all__ = ["FlowRegistry", "RegistryError", "flow", "default_registry"]
 
 ENTRY_POINT_GROUP = "conductor.flows"
+LOG = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
 
 FlowFactory = Callable[..., Any]
@@ -88,27 +90,42 @@ class FlowRegistry:
     def from_module(cls, module_name: str) -> FlowRegistry:
         """Load the flows an operator-chosen module registers.
 
-        The module provides a ``FLOWS`` registry or mapping, or registers with
-        the :func:`flow` decorator on :data:`default_registry`.
+        The module provides a ``FLOWS`` registry or mapping; else every
+        :class:`FlowRegistry` among its globals (``flows = FlowRegistry()``)
+        is used; else the flows it registered with the :func:`flow` decorator
+        on :data:`default_registry`.
         """
         try:
             module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise RegistryError(f"cannot import flows module {module_name!r}: {err}") from err
+        except Exception as err:  # noqa: BLE001 - any error of the operator's module, in one line
+            LOG.debug("importing flows module %s failed", module_name, exc_info=True)
+            text = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            raise RegistryError(f"cannot import flows module {module_name!r}: {text}") from err
         found = getattr(module, "FLOWS", None)
+        named = list(  # each registry once, even when bound to two names
+            dict.fromkeys(
+                value
+                for value in vars(module).values()
+                if isinstance(value, FlowRegistry) and value is not default_registry
+            )
+        )
         registry = cls()
         if isinstance(found, FlowRegistry):
             registry.update(found)
         elif isinstance(found, Mapping):
             for name, factory in found.items():
                 registry.add(name, factory)
+        elif named:
+            for value in named:
+                registry.update(value)
         else:
             for name, (factory, _) in default_registry._factories.items():
                 if getattr(factory, "__module__", None) == module.__name__:
                     registry.add(name, factory)
         if not registry:
             raise RegistryError(
-                f"module {module_name!r} registers no flows (define FLOWS or use @conductor.registry.flow)"
+                f"module {module_name!r} registers no flows (define a FlowRegistry, FLOWS, "
+                "or use @conductor.registry.flow)"
             )
         return registry
 

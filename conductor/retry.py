@@ -219,10 +219,10 @@ class ForEach(_ValuesRetry):
 class ParameterizedForEach(_ValuesRetry):
     """Like :class:`ForEach`, with the values read from storage (``values``, or rebound)."""
 
-    def execute(self, history: History, values: Sequence[Any]) -> Any:  # type: ignore[override]
+    def execute(self, history: History, values: Sequence[Any]) -> Any:
         return self._next(values, history)
 
-    def on_failure(self, history: History, values: Sequence[Any]) -> Decision:  # type: ignore[override]
+    def on_failure(self, history: History, values: Sequence[Any]) -> Decision:
         return self._decide(values, history)
 
 

@@ -19,13 +19,18 @@ attempt under a retry policy, or a retry controller about to run its subflow
 again; ``IGNORE`` an atom skipped by a graph-flow decider)::
 
     PENDING     -> RUNNING | IGNORE
-    RUNNING     -> SUCCESS | FAILURE | RETRYING
+    RUNNING     -> SUCCESS | FAILURE | RETRYING | PENDING
     RETRYING    -> RUNNING | REVERTING
     SUCCESS     -> REVERTING | RETRYING
     FAILURE     -> REVERTING
     REVERTING   -> REVERTED | REVERT_FAILURE
     REVERTED    -> PENDING          (its subflow is retried)
     IGNORE      -> PENDING          (its subflow is retried)
+
+``RUNNING -> PENDING`` is a task that never ran or gave up: the engine was
+stopping (claim lost, shutdown) when it was about to start, or it raised
+:class:`~conductor.exceptions.TaskCancelled` on such a stop.  Nothing is saved
+for it; it runs again when the flow resumes.
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ _FLOW_NEXT: Mapping[str, frozenset[str]] = {
 
 _ATOM_NEXT: Mapping[str, frozenset[str]] = {
     PENDING: frozenset((RUNNING, IGNORE)),
-    RUNNING: frozenset((SUCCESS, FAILURE, RETRYING)),
+    RUNNING: frozenset((SUCCESS, FAILURE, RETRYING, PENDING)),
     RETRYING: frozenset((RUNNING, REVERTING)),
     SUCCESS: frozenset((REVERTING, RETRYING)),
     FAILURE: frozenset((REVERTING,)),

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from conductor import states
 from conductor.exceptions import NotFound
-from conductor.records import TaskInfo
+from conductor.records import TaskInfo, TaskResult
 
 if TYPE_CHECKING:
     from conductor.failure import Failure
@@ -296,6 +296,21 @@ class Storage:
     def get_execution(self, name: str) -> TaskInfo | None:
         """The execution record of atom ``name``'s last execution (``None`` if it never ran)."""
         return self._atom(name).execution
+
+    def get_task_result(self, name: str) -> TaskResult[Any]:
+        """Atom ``name``'s result with the execution record of its last run (``NotFound`` if none)."""
+        detail = self._atom(name)
+        if detail.state != states.SUCCESS or detail.execution is None:
+            raise NotFound(f"atom {name!r} has no result (state {detail.state})")
+        info = detail.execution.execution
+        if info is None:
+            raise NotFound(f"atom {name!r} has no execution record")
+        return TaskResult(detail.result, info)
+
+    def position(self, name: str) -> tuple[int, int]:
+        """``(n, m)``: atom ``name`` is the n-th of the flow's m atoms, in flow order."""
+        names = list(self._atoms)
+        return names.index(name) + 1, len(names)
 
     def get_retry_history(self, name: str) -> History:
         """The attempts of retry controller ``name``."""

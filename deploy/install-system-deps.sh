@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the servers the integration tests run for real: redis-server and ZooKeeper.
+# Install what the tests run for real: redis-server, ZooKeeper, systemd-analyze and Chromium
+# (the headless browser the dashboard tests drive; Playwright uses it, never a browser download).
 # Non-interactive, idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -7,6 +8,9 @@ want=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || want+=(redis-server)
 [ -f /usr/share/java/zookeeper.jar ] || want+=(zookeeper)
 command -v java >/dev/null 2>&1 || want+=(default-jre-headless)
+# systemd-analyze checks deploy/systemd/conductor@.service (it runs without systemd as PID 1).
+command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+[ -x /usr/bin/chromium ] || want+=(chromium)
 if [ "${1:-}" = "--venv" ]; then
     want+=(python3-venv)
 fi

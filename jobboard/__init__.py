@@ -24,6 +24,7 @@ from jobboard.base import JobBoard
 from jobboard.errors import (
     BadURL,
     BoardError,
+    BoardRegressed,
     BoardUnavailable,
     ClaimError,
     CorruptJob,
@@ -73,6 +74,7 @@ __all__ = [
     # errors
     "BoardError",
     "BoardUnavailable",
+    "BoardRegressed",
     "InvalidJob",
     "CorruptJob",
     "JobNotFound",

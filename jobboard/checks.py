@@ -8,7 +8,6 @@ JSON and stay under the board's ``max_payload``.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -17,6 +16,7 @@ from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.errors import shown
 from jobboard.model import ACTIVE_STATES, JobPriority, JobState, job_id_of
+from jobboard.urls import MAX_LEASE
 
 __all__ = ["BoardChecks"]
 
@@ -40,11 +40,19 @@ class BoardChecks:
 
     def _lease_for(self, lease: float | None) -> float:
         value = self.lease if lease is None else float(lease)
-        if not value > 0 or math.isinf(value):
+        if not 0 < value <= MAX_LEASE:
             raise errors.InvalidJob(
-                f"field 'lease' must be a positive number, got {shown(lease)}", field="lease"
+                f"field 'lease' must be a number of seconds above 0 and at most {MAX_LEASE:g}, "
+                f"got {shown(lease)}",
+                field="lease",
             )
         return value
+
+    def _claim_args(self, job_id: str, who: str, lease: float | None) -> float:
+        """Check a claim's ``who`` and ``lease`` (``job_id`` is "?" for ``claim_next``);
+        return the lease length in seconds."""
+        self._check_owner_args(job_id, who, 0, False)
+        return self._lease_for(lease)
 
     def _check_owner_args(self, job_id: str, who: str, token: int | None, force: bool) -> None:
         if not isinstance(who, str) or not who:

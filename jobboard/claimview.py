@@ -172,6 +172,24 @@ class LocalClaims:
             return ClaimStatus.UNCERTAIN
         return ClaimStatus.OWNED
 
+    def claim_uncertain_since(self, claim: Claim | str) -> float | None:
+        """Since when (this process's monotonic clock) the claim has been ``UNCERTAIN``.
+
+        ``None`` while it is not uncertain. Session-bound backends return the
+        moment their connection was suspended; lease-based ones never are.
+        """
+        return None
+
+    def uncertain_claim_bound(self) -> float | None:
+        """How many seconds an ``UNCERTAIN`` claim may still be trusted (``None``: no bound).
+
+        Past it the owner must act as if the claim were lost: the server may
+        already have ended it and handed the job to someone else. A
+        session-bound backend returns a safe part of the negotiated session
+        timeout; the conductor's claim listener stops the engine after it.
+        """
+        return None
+
     def cancel_requested(self, job: JobRef) -> bool:
         """Whether a cancel of one of our claimed jobs has reached us (local, no round trip)."""
         return job_id_of(job) in self._cancel_flags

@@ -312,8 +312,7 @@ class MemoryBoard(JobBoard):
 
     def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
         job_id = self._job_id(job)
-        self._check_owner_args(job_id, who, 0, False)
-        length = self._lease_for(lease)
+        length = self._claim_args(job_id, who, lease)
         started = self._local_clock()
         with self._changing() as (now, events):
             current = self._require(job_id)
@@ -332,8 +331,7 @@ class MemoryBoard(JobBoard):
     def claim_next(
         self, who: str, flows: Collection[str] | None = None, *, lease: float | None = None
     ) -> Claim | None:
-        self._check_owner_args("?", who, 0, False)
-        length = self._lease_for(lease)
+        length = self._claim_args("?", who, lease)
         started = self._local_clock()
         with self._changing() as (now, events):
             while True:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 
 from conductor import context, task
 from conductor.patterns import linear_flow
@@ -21,8 +22,9 @@ FLOWS = FlowRegistry()
 STEPS = ("one", "two", "three")
 
 
-def record(event: str, step: str) -> None:
-    ctx = context.current()
+def record(event: str, step: str, ctx: Mapping | None = None) -> None:
+    """Append one execution event (of the current task's job, or of ``ctx``'s) to the log."""
+    ctx = context.current() if ctx is None else ctx
     path = os.environ.get("CONDUCTOR_TEST_LOG")
     line = {
         "event": event, "job": ctx.get("job_id"), "task": step, "conductor": ctx.get("conductor"),
@@ -78,3 +80,64 @@ def big_result_flow():
             return "x" * (2 << 20)
 
     return linear_flow.Flow("big-result").add(Big("big", provides="blob"))
+
+
+def _gate_open(spec: dict) -> bool:
+    return bool(spec.get("gate")) and os.path.exists(spec["gate"])
+
+
+class Long(task.Task):
+    """A long task steered by ``spec["mode"]``; it ends when the ``gate`` file appears.
+
+    ``progress``: reports ``steps`` progress values, then waits for the gate.
+    ``cooperative``: polls ``context.cancelled()`` and stops with ``check_cancelled()``.
+    ``stubborn``: ignores every stop until the gate opens (or ``block_limit`` passes).
+    """
+
+    def execute(self, spec: dict) -> str:
+        record("start", self.name)
+        mode = spec.get("mode")
+        ctx = context.current()
+        ctx.on_cancel(lambda reason: record(f"on_cancel:{reason}", self.name, ctx))
+        deadline = time.monotonic() + float(spec.get("block_limit", 60))
+        if mode == "progress":
+            steps = int(spec.get("steps", 5))
+            for n in range(1, steps + 1):
+                context.progress(n / steps, f"step {n} of {steps}", step=n)
+        while not _gate_open(spec) and time.monotonic() < deadline:
+            if mode != "stubborn" and context.cancelled():
+                record(f"stopped:{ctx.cancel_reason}", self.name)
+                context.check_cancelled()
+            time.sleep(0.005)
+        record("done", self.name)
+        return f"{self.name}-ok"
+
+
+@FLOWS.register("long")
+def long_flow():
+    """one -> long -> three, the middle task steered by the store."""
+    return linear_flow.Flow("long").add(
+        Step("one", provides="one_result"),
+        Long("long", provides="long_result"),
+        Step("three", provides="three_result"),
+    )
+
+
+class Sabotage(task.Task):
+    """Breaks this process's heartbeat the way ``--lease 1e308`` once did."""
+
+    def execute(self) -> str:
+        from conductor.conductor import Conductor
+
+        def renew(self: Conductor) -> None:
+            raise OverflowError("cannot convert float infinity to integer")
+
+        Conductor._renew = renew  # type: ignore[method-assign]
+        record("done", self.name)
+        return "sabotaged"
+
+
+@FLOWS.register("sabotage-heartbeat")
+def sabotage_flow():
+    """A task that kills the heartbeat of the conductor running it."""
+    return linear_flow.Flow("sabotage-heartbeat").add(Sabotage("sabotage"))

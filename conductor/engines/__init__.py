@@ -15,11 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from conductor.engines.action_engine.engine import (
-    ActionEngine,
-    ParallelActionEngine,
-    SerialActionEngine,
-)
+from conductor.engines.action_engine.engine import ActionEngine, SerialActionEngine
+from conductor.engines.action_engine.parallel import ParallelActionEngine
 from conductor.flow import Flow
 from conductor.storage import ProgressBackend
 

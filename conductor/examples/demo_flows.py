@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 from conductor import context, task
 from conductor.patterns import linear_flow
@@ -44,7 +45,7 @@ def _pause() -> None:
 class Validate(task.Task):
     """Check the order."""
 
-    def execute(self, order_id: int, amount: float) -> dict:
+    def execute(self, order_id: int, amount: float) -> dict[str, Any]:
         _pause()
         _record("validate")
         return {"order_id": order_id, "amount": amount, "valid": amount > 0}
@@ -53,7 +54,7 @@ class Validate(task.Task):
 class Charge(task.Task):
     """Charge the customer (a real system would pass the fencing token along)."""
 
-    def execute(self, validated: dict) -> str:
+    def execute(self, validated: dict[str, Any]) -> str:
         _pause()
         _record("charge")
         return f"charge-{validated['order_id']}"
@@ -62,14 +63,14 @@ class Charge(task.Task):
 class Ship(task.Task):
     """Ship the goods."""
 
-    def execute(self, validated: dict, charge_id: str) -> str:
+    def execute(self, validated: dict[str, Any], charge_id: str) -> str:
         _pause()
         _record("ship")
         return f"parcel-{validated['order_id']}-{charge_id}"
 
 
 @FLOWS.register("order")
-def order_flow():
+def order_flow() -> linear_flow.Flow:
     """validate -> charge -> ship."""
     return linear_flow.Flow("order").add(
         Validate(provides="validated"),

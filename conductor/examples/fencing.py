@@ -57,6 +57,6 @@ class Credit(task.Task):
 
 
 @FLOWS.register("credit")
-def credit_flow():
+def credit_flow() -> linear_flow.Flow:
     """One fenced write to the ledger."""
     return linear_flow.Flow("credit").add(Credit(provides="balance"))

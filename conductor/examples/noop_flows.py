@@ -17,6 +17,6 @@ class Noop(task.Task):
 
 
 @FLOWS.register("noop3")
-def noop3():
+def noop3() -> linear_flow.Flow:
     """Three no-op tasks in a line."""
     return linear_flow.Flow("noop3").add(Noop("a"), Noop("b"), Noop("c"))

@@ -49,12 +49,12 @@ def atom_kind(details: Mapping[str, Any]) -> str:
 
 def atom_name(details: Mapping[str, Any]) -> str:
     """The name of the atom an atom event is about."""
-    return details["task_name"] if "task_name" in details else details["retry_name"]
+    return str(details["task_name"] if "task_name" in details else details["retry_name"])
 
 
 def atom_uuid(details: Mapping[str, Any]) -> str:
     """The uuid of the atom an atom event is about."""
-    return details["task_uuid"] if "task_uuid" in details else details["retry_uuid"]
+    return str(details["task_uuid"] if "task_uuid" in details else details["retry_uuid"])
 
 
 class Listener:
@@ -155,7 +155,7 @@ class DumpingListener(Listener):
         if state in FINISH_STATES:
             result = details.get("result")
             failed = isinstance(result, Failure)
-            if failed and result.exc_info is not None:
+            if isinstance(result, Failure) and result.exc_info is not None:
                 kwargs["exc_info"] = result.exc_info
             message += " with result '%s' (failure=%s)"
             args += (result, failed)

@@ -1,16 +1,24 @@
-"""A listener that checks, on every transition, that the job is still ours.
+"""A listener that checks, on every transition and before every task, that the job is still ours.
 
 The conductor attaches it after claiming a job.  On each flow, task and
-retry transition it calls :meth:`CheckingClaimListener._claim_lost`; when the
-claim is gone it calls ``on_job_loss(engine, state, details)`` (by default
-``engine.suspend()``, so running tasks finish, nothing is reverted and the
-new owner resumes from the saved progress).  Even without it, the next
-fenced progress save of a stale owner fails and stops the engine.
+retry transition, and right before each task's ``execute`` (a start guard of
+the engine), it calls :meth:`CheckingClaimListener._claim_lost`; when the
+claim is gone it calls ``on_job_loss(engine, state, details)`` once (by
+default ``engine.suspend()``, so running tasks finish, nothing is reverted and
+the new owner resumes from the saved progress).  Once the loss is known no
+task of the job starts: the guard refuses it.  Even without the listener, the
+next fenced progress save of a stale owner fails and stops the engine.
+
+A claim that stays *uncertain* (a suspended ZooKeeper connection) is trusted
+only for the bound its board gives (``board.uncertain_claim_bound()``,
+counted from ``board.claim_uncertain_since(job)``); past it the listener acts
+as if the claim were lost, because another owner may already hold it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +33,9 @@ LOG = logging.getLogger(__name__)
 
 JobLossHandler = Callable[[Any, str, dict[str, Any]], Any]
 
+#: The ``state`` passed to ``on_job_loss`` when the start guard found the loss.
+BEFORE_START = "BEFORE_START"
+
 
 def _suspend_engine(engine: ActionEngine, state: str, details: dict[str, Any]) -> None:
     engine.suspend()
@@ -34,7 +45,8 @@ class CheckingClaimListener(Listener):
     """Reacts when the job being run is no longer claimed by ``owner`` on ``board``.
 
     ``on_job_loss`` takes three positional arguments: the engine, the state
-    and the details of the transition that revealed the loss.
+    and the details of the transition that revealed the loss (state
+    ``BEFORE_START`` with the task's name when a task was about to start).
     """
 
     def __init__(
@@ -44,6 +56,8 @@ class CheckingClaimListener(Listener):
         board: Any,
         owner: str,
         on_job_loss: JobLossHandler | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__(engine)
         self._job = job
@@ -51,42 +65,76 @@ class CheckingClaimListener(Listener):
         self._owner = owner
         self._on_job_loss = on_job_loss or _suspend_engine
         self._job_id = getattr(job, "id", None) or getattr(job, "job_id", None) or str(job)
+        self._clock = clock
         self._cancel_sent = False
+        self._loss_reported = False
 
-    def _claim_lost(self, state: str, details: dict[str, Any]) -> bool:
-        """Whether the job is no longer ours.
+    def register(self) -> None:
+        """Attach the receivers and the engine's start guard."""
+        super().register()
+        self._engine.add_start_guard(self._may_start)
+
+    def deregister(self) -> None:
+        """Detach the receivers and the start guard."""
+        self._engine.remove_start_guard(self._may_start)
+        super().deregister()
+
+    def claim_gone(self) -> str | None:
+        """Why the claim can no longer be trusted (``"lost"``, ``"uncertain too long"``), or None.
 
         With a :class:`jobboard.JobBoard` this is a local call (the lease
         deadline, pushed claim-loss events and the connection state): no round
-        trip. An uncertain claim (suspended connection) counts as still ours;
-        fencing rejects any write if it turns out lost. Other boards are asked
-        with ``find_owner``.
+        trip. Other boards are asked with ``find_owner``.
         """
         status = getattr(self._board, "claim_status", None)
-        if status is not None:
-            return status(self._job_id) == "lost"
-        return bool(self._board.find_owner(self._job) != self._owner)
+        if status is None:
+            return "lost" if self._board.find_owner(self._job) != self._owner else None
+        value = status(self._job_id)
+        if value == "lost":
+            return "lost"
+        if value == "uncertain" and self._uncertain_too_long():
+            return "uncertain too long"
+        return None
+
+    def _uncertain_too_long(self) -> bool:
+        bound_of = getattr(self._board, "uncertain_claim_bound", None)
+        since_of = getattr(self._board, "claim_uncertain_since", None)
+        if bound_of is None or since_of is None:
+            return False
+        bound, since = bound_of(), since_of(self._job_id)
+        return bound is not None and since is not None and self._clock() - since >= bound
+
+    def _claim_lost(self, state: str, details: dict[str, Any]) -> bool:
+        """Whether the job is no longer ours (see :meth:`claim_gone`)."""
+        return self.claim_gone() is not None
 
     def _cancel_requested(self) -> bool:
         """Whether a cancel of the job has reached this process (pushed, local)."""
         check = getattr(self._board, "cancel_requested", None)
         return bool(check is not None and check(self._job_id))
 
-    def _check(self, state: str, details: dict[str, Any]) -> None:
+    def _check(self, state: str, details: dict[str, Any]) -> bool:
+        """Act on a cancel or a loss; true if the job may go on."""
         if self._cancel_requested() and not self._cancel_sent:
             self._cancel_sent = True
             LOG.info("Job %s: cancel requested; stopping at transition to %s", self._job_id, state)
             self._engine.cancel(f"job {self._job_id} was cancelled")
         if not self._claim_lost(state, details):
-            return
-        LOG.warning(
-            "Job %s is no longer claimed by %s (noticed at transition to %s); calling %r",
-            self._job,
-            self._owner,
-            state,
-            self._on_job_loss,
-        )
-        self._on_job_loss(self._engine, state, details)
+            return True
+        if not self._loss_reported:
+            self._loss_reported = True
+            LOG.warning(
+                "Job %s is no longer claimed by %s (noticed at %s); calling %r",
+                self._job_id,
+                self._owner,
+                state,
+                self._on_job_loss,
+            )
+            self._on_job_loss(self._engine, state, details)
+        return False
+
+    def _may_start(self, task_name: str) -> bool:
+        return self._check(BEFORE_START, {"task_name": task_name}) and not self._cancel_sent
 
     def _flow_receiver(self, state: str, details: dict[str, Any]) -> None:
         self._check(state, details)

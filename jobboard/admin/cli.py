@@ -1,6 +1,7 @@
 """The ``jobboard`` admin tool: see and steer every job and claim of a board.
 
-``jobboard [--board URL] COMMAND ...`` (the URL may come from ``$CONDUCTOR_BOARD``).
+``jobboard [--board URL] COMMAND ...`` (the URL may come from ``--board-file``,
+``$JOBBOARD_BOARD`` or ``$CONDUCTOR_BOARD``; every option from ``JOBBOARD_<OPTION>``).
 Listings print tables fitted to the terminal (80 columns when unknown) or,
 with ``--json``, one JSON document whose schema docs/admin.md describes.
 Operations that change the board ask for confirmation unless ``--yes`` and
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import jobboard
-from jobboard import errors
+from jobboard import envopts, errors
 from jobboard.admin import listings, operations, render, watch
 from jobboard.admin.console import (
     ALL_STATES,
@@ -40,6 +41,7 @@ from jobboard.admin.console import (
     Command,
 )
 from jobboard.admin.watch import Watch
+from jobboard.admin.web import commands as web_commands
 from jobboard.model import JobPriority
 
 __all__ = [
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: Environment variable holding the board URL when ``--board`` is not given.
 ENV_BOARD = "CONDUCTOR_BOARD"
+#: Prefixes of the variables read, in order (``JOBBOARD_BOARD`` before ``CONDUCTOR_BOARD``).
+ENV_PREFIXES = ("JOBBOARD", "CONDUCTOR")
 #: Rows ``list`` prints unless ``--limit`` says otherwise.
 DEFAULT_LIMIT = 100
 #: Longest error line printed (a message that echoes huge input is cut).
@@ -142,6 +146,9 @@ examples:
   jobboard trash 3fa4c2d1 --reason "bad input" --yes
   jobboard purge --state complete --older-than 1d
   jobboard --board sqlite:///var/lib/conductor/board.db watch
+
+every option also comes from JOBBOARD_<OPTION> (e.g. JOBBOARD_LIMIT=20, JOBBOARD_JSON=1);
+the board from --board, --board-file, JOBBOARD_BOARD(_FILE) or CONDUCTOR_BOARD(_FILE).
 
 exit codes: {EXIT_OK} ok, {EXIT_REFUSED} refused operation, {EXIT_USAGE} bad usage, \
 {EXIT_UNAVAILABLE} board unreachable
@@ -229,6 +236,8 @@ _COMMANDS: dict[str, _Command] = {
         "jobboard stats\n  jobboard stats --json",
     ),
 }
+# jobboard serve, jobboard metrics (jobboard/admin/web/commands.py)
+_COMMANDS.update({name: _Command(*spec) for name, spec in web_commands.COMMANDS.items()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,9 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=formatter,
     )
-    parser.add_argument(
-        "--board", metavar="URL", default=None, help=f"board URL (default: ${ENV_BOARD})"
-    )
+    envopts.add_version(parser)
+    parser.add_argument("--board", metavar="URL", default=None, help=f"board URL (or ${ENV_BOARD})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     # The same options after the subcommand; SUPPRESS keeps the top-level value when absent.
     common = argparse.ArgumentParser(add_help=False)
@@ -250,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log details"
     )
+    envopts.add_board_file(parser, common)
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON (schema in docs/admin.md)")
     confirm = argparse.ArgumentParser(add_help=False)
@@ -373,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     add("stats", as_json)
+    for name in web_commands.COMMANDS:
+        web_commands.add_arguments(name, add(name))
+    envopts.from_environment(parser, ENV_PREFIXES[0])
     return parser
 
 
@@ -399,9 +411,11 @@ def _classify(err: BaseException) -> tuple[int, str]:
 
 def _run(args: argparse.Namespace) -> int:
     """Open the board, run the chosen command on it and close the board."""
-    url = args.board or os.environ.get(ENV_BOARD)
+    url = envopts.board_url(args, ENV_PREFIXES)
     if not url:
-        raise CliError(f"no board: pass --board URL or set {ENV_BOARD}", EXIT_USAGE)
+        raise CliError(
+            f"no board: pass --board URL or --board-file PATH, or set {ENV_BOARD}", EXIT_USAGE
+        )
     args.board_url = url
     board = jobboard.connect(url)
     try:
@@ -440,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as err:  # noqa: BLE001 - every failure ends as one line and a code
         code, message = _classify(err)
+        message = envopts.scrub(message, getattr(args, "board_url", None))
         log.debug("command failed", exc_info=True)
         line = render.printable(" ".join(message.split()))
         sys.stderr.write(f"jobboard: {errors.capped(line, ERROR_LINE_LIMIT)}\n")

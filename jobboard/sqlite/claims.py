@@ -103,8 +103,7 @@ class SqliteClaims(SqliteWrites):
 
     def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
         job_id = self._job_id(job)
-        self._check_owner_args(job_id, who, 0, False)
-        length = self._lease_for(lease)
+        length = self._claim_args(job_id, who, lease)
         started = self._local_clock()
 
         def take(
@@ -131,8 +130,7 @@ class SqliteClaims(SqliteWrites):
     def claim_next(
         self, who: str, flows: Collection[str] | None = None, *, lease: float | None = None
     ) -> Claim | None:
-        self._check_owner_args("?", who, 0, False)
-        length = self._lease_for(lease)
+        length = self._claim_args("?", who, lease)
         wanted = None if flows is None else sorted(set(flows))
         started = self._local_clock()
 

@@ -306,7 +306,7 @@ class _Builder:
         elif isinstance(node, unordered_flow.Flow):
             inner = set().union(*map(self.needs, children))
         else:
-            inner, seen = set(), set()
+            inner, seen = set[str](), set[str]()
             for child in children:
                 inner |= self.needs(child) - seen
                 seen |= self.gives(child)

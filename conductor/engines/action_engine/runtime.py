@@ -18,10 +18,18 @@ from typing import Any
 
 from conductor import states
 from conductor.atom import ArgSpec, Atom
+from conductor.context import reset_task, set_task
 from conductor.converters import ConverterRegister
 from conductor.exceptions import NotFound, ResultNotSerializable, TaskTimeout
 from conductor.failure import Failure
-from conductor.records import HOSTNAME, ExceptionInfo, ExecutionInfo, TaskInfo
+from conductor.records import (
+    HOSTNAME,
+    ExceptionInfo,
+    ExecutionInfo,
+    TaskInfo,
+    TaskResult,
+    merge_execution,
+)
 from conductor.storage import AtomDetail, extract
 
 # A binding is (param, kind, ref, name, key, index, optional): ``name`` is the
@@ -31,7 +39,8 @@ STORE = 1  # ref: unused (the store is read by name)
 ATOM = 2  # ref: the providing AtomRuntime
 
 Binding = tuple[str, int, Any, str, "str | None", int, bool]
-Outcome = tuple["AtomRuntime", bool, Any, TaskInfo]
+#: ``(atom, ok, result or Failure, record)``; ``ok`` is ``None`` when the atom was not started.
+Outcome = tuple["AtomRuntime", "bool | None", Any, TaskInfo]
 
 _now = time.time
 
@@ -238,9 +247,19 @@ def call_with_timeout(
 
 
 def execute_atom(
-    rt: AtomRuntime, values: Mapping[str, Any], submit_time: float, json_only: bool
+    rt: AtomRuntime,
+    values: Mapping[str, Any],
+    submit_time: float,
+    json_only: bool,
+    may_start: Callable[[str], bool] | None = None,
 ) -> Outcome:
-    """Run ``rt``'s execute with its execution record; never raises an ``Exception``."""
+    """Run ``rt``'s execute with its execution record; never raises an ``Exception``.
+
+    ``may_start(name)`` is asked right before ``execute``: when it says no,
+    nothing runs and the outcome's ``ok`` is ``None``.  A task returning a
+    :class:`~conductor.records.TaskResult` gives its value as the result and
+    its own execution record.
+    """
     start = _now()
     info = ExecutionInfo(HOSTNAME, start, input_transform_start_time=start)
     record = TaskInfo(
@@ -256,14 +275,23 @@ def execute_atom(
         if rt.pre_converters is not None:
             kwargs = rt.exec_spec.select(rt.pre_converters.apply(kwargs, True, rt.name))
         rt.args = kwargs
+        if may_start is not None and not may_start(rt.name):
+            return rt, None, None, record
         info.input_transform_end_time = info.task_start_time = _now()
-        if rt.is_retry:
-            result = rt.exec_fn(rt.history, **kwargs)
-        elif rt.timeout is not None:
-            result = call_with_timeout(rt.exec_fn, (), kwargs, rt.timeout, rt.name)
-        else:
-            result = rt.exec_fn(**kwargs)
+        task_token = set_task(rt.name)
+        try:
+            if rt.is_retry:
+                result = rt.exec_fn(rt.history, **kwargs)
+            elif rt.timeout is not None:
+                result = call_with_timeout(rt.exec_fn, (), kwargs, rt.timeout, rt.name)
+            else:
+                result = rt.exec_fn(**kwargs)
+        finally:
+            reset_task(task_token)
         info.task_end_time = info.result_transform_start_time = _now()
+        reported = None
+        if isinstance(result, TaskResult):
+            reported, result = result.info, result.value
         if rt.post_converters is not None:
             result = _post_convert(rt, kwargs, result)
         if rt.provides and not rt.provides_single:
@@ -271,6 +299,8 @@ def execute_atom(
         if json_only:
             _check_json(rt, result)
         info.result_transform_end_time = info.execution_end_time = _now()
+        if reported is not None:
+            record.execution = merge_execution(info, reported)
         record.success = True
         return rt, True, result, record
     except Exception as err:

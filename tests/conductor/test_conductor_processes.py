@@ -7,24 +7,17 @@ execution log the test flows append to.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-import jobboard
 from jobboard import JobState
+from tests.conductor.fleet import Fleet, board_url_for
 from tests.helpers import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-LEASE = 1.0
 BACKENDS = ["sqlite", "redis", "zookeeper"]
 
 pytestmark = pytest.mark.slow
@@ -32,83 +25,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(params=BACKENDS)
 def board_url(request, tmp_path):
-    """A board URL on a fresh namespace, and its board for the test to use."""
-    namespace = f"p{uuid.uuid4().hex[:10]}"
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'board.db'}?namespace={namespace}&lease={LEASE}"
-    elif request.param == "redis":
-        base = request.getfixturevalue("redis_url")
-        url = f"{base}?namespace={namespace}&lease={LEASE}"
-    else:
-        base = request.getfixturevalue("zookeeper_url")
-        url = f"{base}?namespace={namespace}&session_timeout=2"
-    return url
-
-
-@pytest.fixture
-def board(board_url):
-    b = jobboard.connect(board_url)
-    yield b
-    b.close()
-
-
-class Fleet:
-    """Conductor subprocesses writing task executions to one log."""
-
-    def __init__(self, url: str, workdir: Path) -> None:
-        self.url = url
-        self.workdir = workdir
-        self.log = workdir / "executions.jsonl"
-        self.log.touch()
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *extra: str) -> subprocess.Popen:
-        env = dict(os.environ, CONDUCTOR_TEST_LOG=str(self.log), PYTHONUNBUFFERED="1")
-        out = open(self.workdir / f"{name}.log", "ab")
-        # ZooKeeper claims live as long as the session; the others are leases.
-        lease = [] if self.url.startswith("zookeeper") else ["--lease", str(LEASE)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conductor", "run", "--board", self.url,
-             "--flows", "tests.flows_for_tests", "--name", name, *lease,
-             "--log-level", "INFO", "--drain-timeout", "10", *extra],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-        out.close()
-        self.procs[name] = proc
-        return proc
-
-    def output(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")
-
-    def records(self, event: str | None = None, job: str | None = None) -> list[dict]:
-        rows = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-        return [r for r in rows if (event is None or r["event"] == event)
-                and (job is None or r["job"] == job)]
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.kill(proc.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-@pytest.fixture
-def fleet(board_url, tmp_path, request):
-    f = Fleet(board_url, tmp_path)
-    yield f
-    f.stop_all()
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        for name in f.procs:
-            print(f"--- {name} ---\n{f.output(name)[-4000:]}")
+    """A board URL on a fresh namespace, for each backend."""
+    return board_url_for(request.param, request, tmp_path)
 
 
 def _finished(board, job_id: str) -> bool:

@@ -186,7 +186,7 @@ def test_running_conductor_serves_metrics_and_health(tmp_path):
         [sys.executable, "-m", "conductor", "run", "--board", url,
          "--flows", "tests.flows_for_tests", "--metrics-port", str(port), "--lease", "1",
          "--log-format", "json"],
-        cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE,
         env=dict(os.environ, CONDUCTOR_TEST_LOG=str(tmp_path / "log.jsonl")),
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from pathlib import Path
@@ -204,3 +205,27 @@ def test_the_job_result_holds_the_flow_outputs_only(board, conductors):
     assert board.get(job.id).result == {
         "one_result": "one-ok", "two_result": "two-ok", "three_result": "three-ok",
     }
+
+
+def test_a_dead_heartbeat_stops_the_conductor_and_turns_its_health_red(board, conductors):
+    conductor = conductors.start(board)
+    wait_until(lambda: conductor.healthy()[0], timeout=10)
+
+    def renew() -> None:
+        raise OverflowError("cannot convert float infinity to integer")
+
+    conductor._renew = renew  # the heartbeat's next round dies
+    assert conductor.wait(15), "a conductor without renewals must not run on"
+    ok, reason = conductor.healthy()
+    assert not ok and "heartbeat thread died" in reason and "OverflowError" in reason
+    assert conductor.fatal_error == reason
+
+
+def test_finishing_a_job_is_not_mistaken_for_losing_its_claim(board, conductors, caplog):
+    jobs = [board.post(f"j{n}", "steps", {"spec": {}}) for n in range(5)]
+    with caplog.at_level(logging.INFO, logger="conductor"):
+        conductor = conductors.start(board)
+        wait_until(lambda: all(_finished(board, j.id) for j in jobs), timeout=30)
+    assert conductor.stats[ConductorEvents.CONSUMED] == 5
+    assert conductor.stats[ConductorEvents.CLAIM_LOST] == 0
+    assert not [r for r in caplog.records if "claim" in r.getMessage() and "lost" in r.getMessage()]

@@ -11,7 +11,7 @@ import pytest
 from conductor.cli import EXIT_UNREACHABLE, EXIT_USAGE, main
 from tests.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -71,3 +71,41 @@ def test_fencing_example_rejects_a_stale_token():
                     context={"fencing_token": 1})
     assert "token 1 < 2" in str(info.value)
     assert ledger.balances["a"] == 10
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--lease", "1e308"),
+        ("--lease", "inf"),
+        ("--lease", "nan"),
+        ("--lease", "-1"),
+        ("--lease", "0"),
+        ("--drain-timeout", "inf"),
+        ("--stop-timeout", "-0.5"),
+        ("--connect-timeout", "abc"),
+        ("--metrics-port", "70000"),
+    ],
+)
+def test_out_of_range_seconds_are_refused_at_the_door_naming_the_option(option, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--board", "memory://x", "--flows", "tests.flows_for_tests", option, value])
+    assert info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err
+    assert "Traceback" not in err
+
+
+def test_a_flows_module_that_raises_at_import_exits_2_in_one_line():
+    done = run_cli("run", "--board", "memory://x", "--flows", "tests.flows_broken")
+    assert done.returncode == EXIT_USAGE
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "tests.flows_broken" in lines[0]
+    assert "RuntimeError: flows module broken on purpose" in lines[0]
+    # The traceback is there for whoever asks for debug logs.
+    debug = run_cli(
+        "run", "--board", "memory://x", "--flows", "tests.flows_broken", "--log-level", "DEBUG"
+    )
+    assert debug.returncode == EXIT_USAGE
+    assert "Traceback" in debug.stderr and 'raise RuntimeError("flows module broken' in debug.stderr

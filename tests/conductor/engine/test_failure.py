@@ -158,7 +158,7 @@ def test_custom_exception_types_are_named_with_their_module():
 
     failure = Failure.from_exception(Custom("x"))
     assert failure.exception_type_name == (
-        "tests.engine.test_failure."
+        f"{__name__}."
         "test_custom_exception_types_are_named_with_their_module.<locals>.Custom"
     )
     assert failure.exc_type_names[1:] == ("Exception", "BaseException")

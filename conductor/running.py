@@ -1,0 +1,310 @@
+"""One claimed job inside a conductor: load, run under the claim listener, record one outcome.
+
+:class:`RunningJob` holds what the conductor knows of a job it runs (claim,
+engine, context, progress writer, claim listener, why it is stopping) and
+runs on one of the conductor's daemon worker threads::
+
+    load progress ──▶ engines.load(flow, context=JobContext) ──▶ engine.run()
+                       under CheckingClaimListener + BoardProgress
+    outcome: consume │ fail │ fail(cancelled) │ abandon (claim lost, shutdown, board error)
+
+:meth:`RunningJob.stop` is how the conductor tells a job to stop: it marks
+why, signals the task's context (``context.cancelled()`` turns true,
+``on_cancel`` callbacks run) and suspends (or, for a cancel, cancels) the
+engine.  Because the job runs on a daemon thread, a conductor that gave up on
+a task that ignores the stop can release the job and exit without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from conductor import engines, exceptions, states
+from conductor.board_progress import BoardProgress
+from conductor.context import JobContext
+from conductor.events import ConductorEvents
+from conductor.listeners.claims import CheckingClaimListener
+from conductor.registry import FlowRegistry
+from jobboard import BoardError, Claim, InvalidJob, Job, JobBoard, NotOwner
+
+__all__ = ["CANCELLED", "CLAIM_LOST", "SHUTDOWN", "RunningJob"]
+
+LOG = logging.getLogger(__name__)
+
+#: Why a job stops: its conductor is stopping (the attempt is refunded).
+SHUTDOWN = "conductor stopping"
+#: Why a job stops: its claim is gone (or uncertain for too long).
+CLAIM_LOST = "claim lost"
+#: Why a job stops: it was cancelled.
+CANCELLED = "cancelled"
+
+_CONTEXT_REASON = {SHUTDOWN: "shutdown", CLAIM_LOST: "claim lost", CANCELLED: "cancelled"}
+
+
+class Host(Protocol):
+    """What a running job needs of its conductor."""
+
+    name: str
+    board: JobBoard
+    flows: FlowRegistry
+    engine_kind: str
+    engine_options: dict[str, Any]
+    listener_factories: tuple[Callable[[Any], Any], ...]
+    on_job_loss: Callable[[Any, str, dict[str, Any]], None] | None
+
+    def _emit(self, event_kind: str | None, job: Job | None, /, **details: Any) -> None: ...
+
+    def _board_error(self, operation: str, err: BoardError) -> None: ...
+
+
+class RunningJob:
+    """A job this conductor is running (see the module docstring)."""
+
+    def __init__(self, host: Host, claim: Claim, job: Job) -> None:
+        self.host = host
+        self.claim = claim
+        self.job = job
+        self.engine: Any = None
+        self.context: JobContext | None = None
+        self.progress: BoardProgress | None = None
+        self.listener: CheckingClaimListener | None = None
+        #: Why the conductor stopped it: CLAIM_LOST, SHUTDOWN (None while it may run).
+        self.stop_reason: str | None = None
+        self.cancel_seen = False
+        #: True once the conductor released the job without waiting for its task.
+        self.abandoned = False
+        #: True while ``engine.run()`` runs: only then is there a task to stop.
+        self.in_engine = False
+        self.started = time.monotonic()
+        #: Set once the worker is done with the job (its outcome recorded or given up).
+        self.done = threading.Event()
+
+    # -- telling it to stop ----------------------------------------------------
+
+    def stop(self, why: str) -> None:
+        """Stop the job for ``why`` (CANCELLED, CLAIM_LOST or SHUTDOWN); repeated calls are no-ops."""
+        if why == CANCELLED:
+            if self.cancel_seen:
+                return
+            self.cancel_seen = True
+            LOG.info(
+                "job %s flow=%s conductor=%s: cancel requested",
+                self.job.id,
+                self.job.flow,
+                self.host.name,
+            )
+        elif self.stop_reason is None or why == CLAIM_LOST:
+            self.stop_reason = why
+        if self.context is not None:
+            self.context.signal_cancel(_CONTEXT_REASON[why])
+        engine = self.engine
+        if engine is not None:
+            if why == CANCELLED:
+                engine.cancel(f"job {self.job.id} was cancelled")
+            else:
+                engine.suspend()
+
+    def stop_probe(self) -> str | None:
+        """Why the job must stop, from the board's local view only (the task context asks it)."""
+        board = self.host.board
+        if board.cancel_requested(self.job.id):
+            return "cancelled"
+        if self.listener is not None and self.listener.claim_gone() is not None:
+            return "claim lost"
+        return None
+
+    def notice(self) -> None:
+        """Act on what the board's local view says now: a cancel, or a claim gone.
+
+        Only while the engine runs: once it returned, the outcome's fenced
+        write settles it (and our own consume must not look like a loss).
+        """
+        if not self.in_engine:
+            return
+        if not self.cancel_seen and self.host.board.cancel_requested(self.job.id):
+            self.stop(CANCELLED)
+        if self.listener is not None and self.stop_reason != CLAIM_LOST:
+            gone = self.listener.claim_gone()
+            if gone is not None:
+                LOG.warning("job %s: claim %s; stopping its task", self.job.id, gone)
+                self.stop(CLAIM_LOST)
+
+    def on_job_loss(self, engine: Any, state: str, details: dict[str, Any]) -> None:
+        """The claim listener's default reaction: stop; the job is released afterwards."""
+        self.stop(CLAIM_LOST)
+
+    # -- running ---------------------------------------------------------------
+
+    def execute(self) -> None:
+        """Load and run the job, then record exactly one outcome on the board."""
+        claim, job, host = self.claim, self.job, self.host
+        board = host.board
+        try:
+            # Token 1 is the job's first claim ever: no progress can exist yet.
+            records = board.load_progress(job.id) if claim.token > 1 else {}
+        except BoardError as err:
+            host._board_error("load_progress", err)
+            self.release(f"could not load progress: {err}")
+            return
+        done = sorted(n for n, r in records.items() if r.get("state") == states.SUCCESS)
+        if done:
+            host._emit(ConductorEvents.RESUMED, job, tasks_done=done)
+        try:
+            engine = self._load(records)
+        except Exception as err:  # noqa: BLE001 - bad job input or broken flow factory
+            LOG.warning("job %s (flow %s): cannot load: %s", job.id, job.flow, err)
+            self._finish_failed(f"cannot load flow {job.flow!r}: {err}")
+            return
+        if not self._run(engine):
+            return
+        if engine.storage.get_flow_state() != states.SUCCESS:
+            if self.stop_reason == CLAIM_LOST:
+                self._claim_lost("claim lost while running")
+            else:
+                self.release(self.stop_reason or "engine suspended")
+            return
+        self._finish_consumed(engine)
+
+    def _load(self, records: Mapping[str, dict[str, Any]]) -> Any:
+        claim, job, host = self.claim, self.job, self.host
+        progress = BoardProgress(host.board, claim, records, host.name, self._task_saved)
+        context = JobContext(
+            {
+                "job_id": job.id,
+                "job_name": job.name,
+                "flow": job.flow,
+                "fencing_token": claim.token,
+                "owner": claim.owner,
+                "conductor": host.name,
+            },
+            sink=progress.report,
+            probe=self.stop_probe,
+        )
+        engine = engines.load(
+            host.flows.build(job.flow, job),
+            store=job.store,
+            engine=host.engine_kind,
+            progress=progress,
+            context=context,
+            **host.engine_options,
+        )
+        progress.position = engine.storage.position
+        engine.atom_notifier.register(engine.atom_notifier.ANY, progress.task_moved)
+        self.progress, self.context, self.engine = progress, context, engine
+        self.listener = CheckingClaimListener(
+            engine, job, host.board, claim.owner, on_job_loss=host.on_job_loss or self.on_job_loss
+        )
+        if self.cancel_seen:  # told to stop while loading
+            engine.cancel(f"job {job.id} was cancelled")
+        elif self.stop_reason is not None:
+            context.signal_cancel(_CONTEXT_REASON[self.stop_reason])
+            engine.suspend()
+        return engine
+
+    def _run(self, engine: Any) -> bool:
+        """Run the engine; false when the outcome was already recorded."""
+        assert self.listener is not None
+        attached = [factory(engine) for factory in self.host.listener_factories]
+        try:
+            for extra in attached:
+                extra.__enter__()
+            with self.listener:
+                self.in_engine = True
+                try:
+                    engine.run()
+                finally:
+                    self.in_engine = False
+        except exceptions.Cancelled as err:
+            self._finish_failed(str(err), cancelled=True)
+        except NotOwner as err:  # a fenced write was rejected: the claim is gone
+            self._claim_lost(f"fenced write rejected: {err}")
+        except InvalidJob as err:  # a task's record is not storable: retrying cannot help
+            self._finish_failed(f"progress rejected: {err}")
+        except BoardError as err:
+            self.host._board_error("save_progress", err)
+            self.release(f"board error while running: {err}")
+        except Exception as err:  # noqa: BLE001 - task failure (engine already reverted)
+            self._finish_failed(f"{type(err).__name__}: {err}")
+        else:
+            return True
+        finally:
+            for extra in reversed(attached):
+                try:
+                    extra.__exit__(None, None, None)
+                except Exception:  # noqa: BLE001
+                    LOG.exception("listener %r failed to detach", extra)
+        return False
+
+    def _task_saved(self, atom_name: str, record: Mapping[str, Any]) -> None:
+        self.host._emit(ConductorEvents.TASK_DONE, self.job, task=atom_name, record=record)
+
+    # -- outcomes --------------------------------------------------------------
+
+    def _finish_consumed(self, engine: Any) -> None:
+        claim, job, host = self.claim, self.job, self.host
+        try:
+            result = engine.storage.fetch_outputs()
+            host.board.consume(job.id, claim.owner, claim.token, result=result)
+        except InvalidJob as err:  # e.g. the result is too large or not JSON
+            self._finish_failed(f"result rejected: {err}")
+            return
+        except NotOwner as err:
+            self._claim_lost(f"consume rejected: {err}")
+            return
+        except BoardError as err:
+            host._board_error("consume", err)
+            self.release(f"consume failed: {err}")
+            return
+        host._emit(ConductorEvents.CONSUMED, job, token=claim.token)
+
+    def _finish_failed(self, error: str, *, cancelled: bool = False) -> None:
+        claim, job, host = self.claim, self.job, self.host
+        try:
+            host.board.fail(job.id, claim.owner, claim.token, error=error, cancelled=cancelled)
+        except NotOwner as err:
+            self._claim_lost(f"fail rejected: {err}")
+            return
+        except BoardError as err:
+            host._board_error("fail", err)
+            self.release(f"could not record failure: {err}")
+            return
+        event = ConductorEvents.CANCELLED if cancelled else ConductorEvents.FAILED
+        host._emit(event, job, error=error)
+
+    def _claim_lost(self, reason: str) -> None:
+        LOG.warning("job %s (flow %s): claim lost: %s", self.job.id, self.job.flow, reason)
+        self.host._emit(ConductorEvents.CLAIM_LOST, self.job, reason=reason)
+        self.release(reason, quiet=True)
+
+    def release(self, reason: str, *, quiet: bool = False) -> None:
+        """Abandon the job so another conductor can take it now (not after the lease).
+
+        A release because the conductor stops is not the job's fault: the
+        attempt is refunded so restarts never make a job look like poison.
+        """
+        claim, job, host = self.claim, self.job, self.host
+        if self.abandoned:
+            return  # the conductor already released it and stopped waiting for us
+        refund = self.stop_reason == SHUTDOWN
+        try:
+            host.board.abandon(job.id, claim.owner, claim.token, reason=reason[:500], refund=refund)
+        except NotOwner:
+            if not quiet:
+                LOG.info("job %s: already released (%s)", job.id, reason)
+            return
+        except BoardError as err:
+            # The lease will run out by itself: the job is not lost.
+            host._board_error("abandon", err)
+            LOG.error("job %s: abandon failed (%s); its lease will expire", job.id, err)
+            return
+        host._emit(ConductorEvents.ABANDONED, job, reason=reason)
+
+    def abandon_now(self, reason: str) -> None:
+        """Release the job without waiting for its task (which may still be running)."""
+        self.stop_reason = self.stop_reason or SHUTDOWN
+        self.release(reason)
+        self.abandoned = True

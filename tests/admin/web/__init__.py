@@ -1,0 +1,1 @@
+"""Tests of the web dashboard, its JSON API and the board metrics."""
