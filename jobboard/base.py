@@ -301,7 +301,7 @@ class JobBoard(Producing, abc.ABC):
         job_id = self._job_id(job)
         result_json = None if result is None else self._encode(result, "result", job_id)
         self._check_owner_args(job_id, who, token, False)
-        return self._finish(
+        return self._fenced_end(
             Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
         )
 
@@ -313,7 +313,7 @@ class JobBoard(Producing, abc.ABC):
         message = self._validate_error(job_id, error)
         self._check_owner_args(job_id, who, token, False)
         state, event = (JobState.CANCELLED, "cancelled") if cancelled else (JobState.FAILED, "failed")
-        return self._finish(Ending(job_id, who, token, state, False, None, message, event))
+        return self._fenced_end(Ending(job_id, who, token, state, False, None, message, event))
 
     def abandon(
         self,
@@ -334,7 +334,13 @@ class JobBoard(Producing, abc.ABC):
         job_id = self._job_id(job)
         message = None if reason is None else self._validate_error(job_id, reason, "reason")
         self._check_owner_args(job_id, who, token, force)
-        return self._release_claim(Release(job_id, who, token, message, force, bool(refund)))
+        release = Release(job_id, who, token, message, force, bool(refund))
+        try:
+            return self._release_claim(release)
+        except (errors.NotOwner, errors.InvalidState):
+            if not force:
+                self._forget_refused(job_id, who, token)
+            raise
 
     def trash(
         self,
@@ -350,9 +356,20 @@ class JobBoard(Producing, abc.ABC):
         job_id = self._job_id(job)
         message = self._validate_error(job_id, reason or "trashed", "reason")
         self._check_owner_args(job_id, who, token, force)
-        return self._finish(
+        return self._fenced_end(
             Ending(job_id, who, token, JobState.TRASHED, force, None, message, "trashed")
         )
+
+    def _fenced_end(self, end: Ending) -> Job:
+        """:meth:`_finish`; a refusal (``NotOwner``, ``StaleToken``, or
+        ``InvalidState`` for a job that already ended) also forgets the local
+        claim it names, which the board just said is not ours."""
+        try:
+            return self._finish(end)
+        except (errors.NotOwner, errors.InvalidState):
+            if not end.force:
+                self._forget_refused(end.job_id, end.who, end.token)
+            raise
 
     def find_owner(self, job: JobRef) -> str | None:
         """The owner of the job's live claim, or ``None``."""

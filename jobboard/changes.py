@@ -105,8 +105,16 @@ class Ending:
             updated_at=now,
             finished_at=now,
             result=self.result,
-            last_error=self.error if self.error is not None else job.last_error,
+            last_error=self.last_error(job.last_error),
         )
+
+    def last_error(self, previous: str | None) -> str | None:
+        """The job's ``last_error`` after this ending: none for a complete job (an
+        earlier attempt's error, such as an expired lease, no longer applies),
+        else the ending's error, else the one it had."""
+        if self.state is JobState.COMPLETE:
+            return None
+        return self.error if self.error is not None else previous
 
     def published(self, token: int, flow: str | None) -> BoardEvent:
         """The event telling of this ending of the claim with ``token``."""

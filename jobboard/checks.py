@@ -16,6 +16,7 @@ from typing import Any
 
 from jobboard import errors
 from jobboard.changes import NewJob
+from jobboard.errors import shown
 from jobboard.model import ACTIVE_STATES, JobPriority, JobRef, JobState, job_id_of
 from jobboard.urls import MAX_LEASE
 
@@ -44,7 +45,7 @@ class BoardChecks:
         if not 0 < value <= MAX_LEASE:
             raise errors.InvalidJob(
                 f"field 'lease' must be a number of seconds above 0 and at most {MAX_LEASE:g}, "
-                f"got {lease!r}",
+                f"got {shown(lease)}",
                 field="lease",
             )
         return value
@@ -58,11 +59,11 @@ class BoardChecks:
     def _check_owner_args(self, job_id: str, who: str, token: int | None, force: bool) -> None:
         if not isinstance(who, str) or not who:
             raise errors.InvalidJob(
-                f"job {job_id!r}: field 'who' must be a non-empty string", field="who", job=job_id
+                f"job {shown(job_id)}: field 'who' must be a non-empty string", field="who", job=job_id
             )
         if not force and (token is None or isinstance(token, bool) or not isinstance(token, int)):
             raise errors.NotOwner(
-                f"job {job_id!r}: a fenced operation needs the claim's integer token (got {token!r})"
+                f"job {shown(job_id)}: a fenced operation needs the claim's integer token (got {shown(token)})"
             )
 
     @staticmethod
@@ -84,23 +85,23 @@ class BoardChecks:
         if state.finished:
             if not force and token is not None and token < current:
                 raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale; the job is {state.value}"
+                    f"job {shown(job_id)}: token {token} is stale; the job is {state.value}"
                 )
-            raise errors.InvalidState(f"job {job_id!r} is already {state.value}")
+            raise errors.InvalidState(f"job {shown(job_id)} is already {state.value}")
         if force:
             return
         assert token is not None
         if state is not JobState.CLAIMED:
             if token < current:
                 raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale (current {current}); not claimed now"
+                    f"job {shown(job_id)}: token {token} is stale (current {current}); not claimed now"
                 )
-            raise errors.NotOwner(f"job {job_id!r} is not claimed (its claim has ended)")
+            raise errors.NotOwner(f"job {shown(job_id)} is not claimed (its claim has ended)")
         if token != current:
             cls = errors.StaleToken if token < current else errors.NotOwner
-            raise cls(f"job {job_id!r}: token {token} does not match the current claim ({current})")
+            raise cls(f"job {shown(job_id)}: token {token} does not match the current claim ({current})")
         if owner != who:
-            raise errors.NotOwner(f"job {job_id!r} is owned by {owner!r}, not {who!r}")
+            raise errors.NotOwner(f"job {shown(job_id)} is owned by {shown(owner)}, not {shown(who)}")
 
     def _encode(self, value: Any, field_name: str, job: str | None) -> str:
         """JSON-encode a payload, enforcing JSON-only content and the size limit."""
@@ -108,13 +109,13 @@ class BoardChecks:
             text = _json_dumps(value)
         except (TypeError, ValueError) as err:
             raise errors.InvalidJob(
-                f"job {job!r}: field {field_name!r} is not JSON-serialisable: {err}",
+                f"job {shown(job)}: field {shown(field_name)} is not JSON-serialisable: {err}",
                 field=field_name,
                 job=job,
             ) from err
         if len(text.encode()) > self.max_payload:
             raise errors.InvalidJob(
-                f"job {job!r}: field {field_name!r} is {len(text.encode())} bytes encoded, "
+                f"job {shown(job)}: field {shown(field_name)} is {len(text.encode())} bytes encoded, "
                 f"over the limit of {self.max_payload}",
                 field=field_name,
                 job=job,
@@ -133,13 +134,13 @@ class BoardChecks:
         """Check ``post``'s arguments; returns the job to post with its payloads encoded."""
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise errors.InvalidJob(
-                f"field 'name' must be a non-empty string of at most 200 characters, got {name!r}",
+                f"field 'name' must be a non-empty string of at most 200 characters, got {shown(name)}",
                 field="name",
                 job=name if isinstance(name, str) else None,
             )
         if not isinstance(flow, str) or not _FLOW_RE.match(flow):
             raise errors.InvalidJob(
-                f"job {name!r}: field 'flow' must match {_FLOW_RE.pattern}, got {flow!r}",
+                f"job {shown(name)}: field 'flow' must match {_FLOW_RE.pattern}, got {shown(flow)}",
                 field="flow",
                 job=name,
             )
@@ -147,15 +148,15 @@ class BoardChecks:
         attempts = self.max_attempts if max_attempts is None else max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 1000:
             raise errors.InvalidJob(
-                f"job {name!r}: field 'max_attempts' must be an integer from 1 to 1000, "
-                f"got {max_attempts!r}",
+                f"job {shown(name)}: field 'max_attempts' must be an integer from 1 to 1000, "
+                f"got {shown(max_attempts)}",
                 field="max_attempts",
                 job=name,
             )
         for field_name, value in (("store", store), ("details", details)):
             if value is not None and not isinstance(value, Mapping):
                 raise errors.InvalidJob(
-                    f"job {name!r}: field {field_name!r} must be a JSON object, "
+                    f"job {shown(name)}: field {shown(field_name)} must be a JSON object, "
                     f"got {type(value).__name__}",
                     field=field_name,
                     job=name,
@@ -163,7 +164,7 @@ class BoardChecks:
             for key in value or ():
                 if not isinstance(key, str):
                     raise errors.InvalidJob(
-                        f"job {name!r}: field {field_name!r} has a non-string key {key!r}",
+                        f"job {shown(name)}: field {shown(field_name)} has a non-string key {shown(key)}",
                         field=field_name,
                         job=name,
                     )
@@ -272,21 +273,21 @@ class BoardChecks:
     def _validate_atom(self, job_id: str, atom_name: str, record: Mapping[str, Any]) -> str:
         if not isinstance(atom_name, str) or not _ATOM_RE.match(atom_name):
             raise errors.InvalidJob(
-                f"job {job_id!r}: field 'atom_name' must be a printable string of 1-200 "
-                f"characters, got {atom_name!r}",
+                f"job {shown(job_id)}: field 'atom_name' must be a printable string of 1-200 "
+                f"characters, got {shown(atom_name)}",
                 field="atom_name",
                 job=job_id,
             )
         if not isinstance(record, Mapping):
             raise errors.InvalidJob(
-                f"job {job_id!r}: field 'record' must be a JSON object", field="record", job=job_id
+                f"job {shown(job_id)}: field 'record' must be a JSON object", field="record", job=job_id
             )
         return self._encode(dict(record), "record", job_id)
 
     def _validate_error(self, job_id: str, error: Any, field_name: str = "error") -> str:
         if not isinstance(error, str):
             raise errors.InvalidJob(
-                f"job {job_id!r}: field {field_name!r} must be a string",
+                f"job {shown(job_id)}: field {shown(field_name)} must be a string",
                 field=field_name,
                 job=job_id,
             )
@@ -307,7 +308,7 @@ class BoardChecks:
                 out.add(JobState(state))
             except ValueError as err:
                 raise errors.InvalidJob(
-                    f"field 'states' has an unknown state {state!r}", field="states"
+                    f"field 'states' has an unknown state {shown(state)}", field="states"
                 ) from err
         return frozenset(out)
 

@@ -6,6 +6,7 @@ One root, a shallow tree::
     ├── BoardUnavailable        the backend cannot be reached (after retries)
     │   └── BoardRegressed      the server lost data the board had: it refuses to work
     ├── InvalidJob              bad input to ``post`` or a malformed stored record
+    │   └── CorruptJob          a stored job record that cannot be read
     ├── JobNotFound             no job with that id (or it was purged)
     ├── ClaimError              a claim-related request was refused
     │   ├── UnclaimableJob      the job is claimed by someone else or finished
@@ -23,6 +24,23 @@ Backends translate their client library's exceptions at the boundary with
 from __future__ import annotations
 
 from typing import Any
+
+#: Most characters of a caller's input an error message (or a repr) echoes.
+ECHO_LIMIT = 80
+
+
+def capped(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was: a 1 MB name
+    gives a short message, not a 1 MB one."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text)} chars)"
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """How an error message echoes a caller's input: its ``repr`` (control
+    characters escaped), capped by :func:`capped`."""
+    return capped(repr(value), limit)
 
 
 class BoardError(Exception):
@@ -46,6 +64,13 @@ class InvalidJob(BoardError, ValueError):
         super().__init__(message)
         self.field = field
         self.job = job
+
+
+class CorruptJob(InvalidJob):
+    """Raised when reading a stored job record that cannot be decoded (a store that
+    is not JSON, an unknown state, a priority out of range); the message names the
+    field and the job. Listings show such a job marked unreadable instead, and the
+    first claim that meets it trashes it with this reason."""
 
 
 class JobNotFound(BoardError, LookupError):

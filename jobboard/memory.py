@@ -253,7 +253,7 @@ class MemoryBoard(JobBoard):
     def _require(self, job_id: str) -> Job:
         job = self._s.jobs.get(job_id)
         if job is None:
-            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
         return job
 
     def _fenced(self, job_id: str, who: str, token: int | None, force: bool) -> Job:
@@ -315,7 +315,7 @@ class MemoryBoard(JobBoard):
             current = self._require(job_id)
             if current.state.finished:
                 raise errors.InvalidState(
-                    f"job {job_id!r} is already {current.state.value}; nothing to cancel"
+                    f"job {errors.shown(job_id)} is already {current.state.value}; nothing to cancel"
                 )
             if current.state in (JobState.WAITING, JobState.SCHEDULED):
                 updated = replace(
@@ -387,12 +387,12 @@ class MemoryBoard(JobBoard):
             if current.state is not JobState.WAITING:
                 owner = f" by {current.owner!r}" if current.owner else ""
                 raise errors.UnclaimableJob(
-                    f"job {job_id!r} is {current.state.value}{owner}; it cannot be claimed"
+                    f"job {errors.shown(job_id)} is {current.state.value}{owner}; it cannot be claimed"
                 )
             claim = self._claim_locked(current, who, length, now, started, events)
             if claim is None:
                 raise errors.UnclaimableJob(
-                    f"job {job_id!r} was trashed: {self._s.jobs[job_id].last_error}"
+                    f"job {errors.shown(job_id)} was trashed: {self._s.jobs[job_id].last_error}"
                 )
             return claim
 
@@ -456,7 +456,7 @@ class MemoryBoard(JobBoard):
         with self._changing() as (now, events):
             current = self._fenced(job_id, release.who, release.token, release.force)
             if current.state is not JobState.CLAIMED:
-                raise errors.InvalidState(f"job {job_id!r} is not claimed; nothing to abandon")
+                raise errors.InvalidState(f"job {errors.shown(job_id)} is not claimed; nothing to abandon")
             released = release.apply(current, now)
             self._s.jobs[job_id] = released
             self._s.push_waiting(released)

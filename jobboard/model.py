@@ -58,8 +58,8 @@ class JobPriority(enum.StrEnum):
             except ValueError:
                 pass
         raise errors.InvalidJob(
-            f"job {job!r}: field 'priority' must be one of "
-            f"{', '.join(p.value for p in cls)}, got {value!r}",
+            f"job {errors.shown(job)}: field 'priority' must be one of "
+            f"{', '.join(p.value for p in cls)}, got {errors.shown(value)}",
             field="priority",
             job=job,
         )
@@ -136,6 +136,15 @@ class Job:
     def uuid(self) -> str:
         """Alias of ``id`` in the reference vocabulary."""
         return self.id
+
+    def __repr__(self) -> str:
+        """Who and where the job is, never what it carries: the store, result,
+        details and error may be large or secret, and reprs end up in logs."""
+        owner = f", owner={errors.shown(self.owner)}, token={self.token}" if self.owner else ""
+        return (
+            f"Job(id={errors.shown(self.id)}, name={errors.shown(self.name)}, "
+            f"flow={errors.shown(self.flow)}, state={self.state.value!r}{owner})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -226,4 +235,4 @@ def job_id_of(job: JobRef) -> str:
         return job.job_id
     if isinstance(job, str) and job:
         return job
-    raise errors.InvalidJob(f"not a job reference: {job!r}", field="job")
+    raise errors.InvalidJob(f"not a job reference: {errors.shown(job)}", field="job")

@@ -46,7 +46,7 @@ def _confirm(args: argparse.Namespace, question: str) -> None:
     """Ask on stdin; raise a refusal unless the answer is yes (or ``--yes`` was given)."""
     if args.yes:
         return
-    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.write(f"{render.printable(question)} [y/N] ")
     sys.stderr.flush()
     answer = sys.stdin.readline()
     if not answer.endswith("\n") or not sys.stdin.isatty():

@@ -242,7 +242,7 @@ class RedisEvents(RedisDurability):
                 with self._local_lock:
                     current = self._held.get(claim.job_id)
                     if current is not None and current.token == claim.token:
-                        self._lost.add(claim.job_id)
+                        self._lose(claim.job_id)
 
     def _on_message(self, data: bytes | str) -> None:
         try:

@@ -26,15 +26,18 @@ of the host). A row ``state='claimed' AND lease_expires_at <= now`` is a
 waiting job everywhere: reads report it waiting, and every write transaction
 first turns such rows back into waiting rows (counting ``expired``).
 
-Wake-up: SQLite pushes nothing, so a per-board watcher thread polls ``PRAGMA
+Wake-up: SQLite pushes nothing, so a per-board watcher thread reads ``PRAGMA
 data_version`` (a few microseconds; it changes when any other connection
-commits) with a sleep growing from :attr:`~SqliteBoard.POLL_MIN` to
-:attr:`~SqliteBoard.POLL_MAX` while nothing changes and reset on a change. It
-runs only while a thread waits in :meth:`~SqliteBoard.wait` or the board
-holds claims. On a change it wakes waiters and re-reads the rows of held
-claims, so a cancel request or a claim taken away by another process (a
-forced abandon, a trash) reaches :meth:`claim_status` and
-:meth:`cancel_requested` as local calls, with the poll's latency (at most
+commits). While a thread waits in :meth:`~SqliteBoard.wait`, inotify on the
+database's directory (Linux; :mod:`jobboard.sqlite.wakeup`) wakes it when any
+process of the host writes the file, so a post reaches an idle conductor in
+about a millisecond; otherwise (only claims to watch, or no inotify) it polls
+with a sleep growing from :attr:`~SqliteBoard.POLL_MIN` to
+:attr:`~SqliteBoard.POLL_MAX` while nothing changes. It runs only while a thread
+waits or the board holds claims not known lost. On a change it wakes waiters
+and re-reads the rows of held claims, so a cancel request or a claim taken away
+by another process (a forced abandon, a trash) reaches :meth:`claim_status`
+and :meth:`cancel_requested` as local calls, with the poll's latency (at most
 ``POLL_MAX`` after the other commit). Writes of this board wake its own
 waiters at once.
 """
@@ -129,7 +132,7 @@ class SqliteBoard(SqliteProducers):
         working directory) or ``sqlite:///:memory:``; options in the query string."""
         parts = urlsplit(url)
         if parts.scheme.lower() != cls.scheme or "://" not in url:
-            raise errors.BadURL(f"not a sqlite board URL: {url!r}")
+            raise errors.BadURL(f"not a sqlite board URL: {errors.shown(url)}")
         raw = unquote(url.split("://", 1)[1].split("?", 1)[0].split("#", 1)[0])
         if raw.lstrip("/") == ":memory:":
             raw = ":memory:"
@@ -137,13 +140,13 @@ class SqliteBoard(SqliteProducers):
             raw = "/" + raw.lstrip("/")
         if not raw or raw == "/":
             raise errors.BadURL(
-                f"board URL {url!r}: name the database file, e.g. sqlite:///var/lib/board.db"
+                f"board URL {errors.shown(url)}: name the database file, e.g. sqlite:///var/lib/board.db"
             )
         opts = {**parse_options(url), **options}
         unknown = sorted(set(opts) - _URL_OPTIONS)
         if unknown:
             raise errors.BadURL(
-                f"board URL {url!r}: unknown option(s) {', '.join(unknown)}; "
+                f"board URL {errors.shown(url)}: unknown option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(_URL_OPTIONS))}"
             )
         opts = coerce_options(opts, url, floats=("busy_timeout",))
@@ -281,6 +284,17 @@ class SqliteBoard(SqliteProducers):
             ),
         )
 
+    def _metadata(self, name: str, meta: Any) -> dict[str, Any]:
+        """An entity's metadata; an unreadable record reads as none (with a warning)."""
+        try:
+            decoded = json.loads(meta)
+        except (TypeError, ValueError, RecursionError):
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+        log.warning("sqlite board %s: entity %s has unreadable metadata", self.path, errors.shown(name))
+        return {}
+
     def unregister_entity(self, name: str, kind: str = "conductor") -> None:
         self._write(
             "unregister_entity",
@@ -297,7 +311,7 @@ class SqliteBoard(SqliteProducers):
                 " WHERE namespace = ? AND kind = ? AND last_seen >= ? ORDER BY name",
                 (self.namespace, kind, now - self.DEFAULT_ENTITY_TTL),
             )
-            return [Entity(name, kind, json.loads(meta), seen) for name, meta, seen in rows]
+            return [Entity(name, kind, self._metadata(name, meta), seen) for name, meta, seen in rows]
 
         return self._read("iter_entities", select)
 
