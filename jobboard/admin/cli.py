@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import jobboard
 from jobboard import envopts, errors
-from jobboard.admin import listings, operations, watch
+from jobboard.admin import listings, operations, render, watch
 from jobboard.admin.console import (
     ALL_STATES,
     EXIT_INTERRUPTED,
@@ -65,6 +65,8 @@ ENV_BOARD = "CONDUCTOR_BOARD"
 ENV_PREFIXES = ("JOBBOARD", "CONDUCTOR")
 #: Rows ``list`` prints unless ``--limit`` says otherwise.
 DEFAULT_LIMIT = 100
+#: Longest error line printed (a message that echoes huge input is cut).
+ERROR_LINE_LIMIT = 400
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -454,5 +456,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = _classify(err)
         message = envopts.scrub(message, getattr(args, "board_url", None))
         log.debug("command failed", exc_info=True)
-        sys.stderr.write(f"jobboard: {' '.join(message.split())}\n")
+        line = render.printable(" ".join(message.split()))
+        sys.stderr.write(f"jobboard: {errors.capped(line, ERROR_LINE_LIMIT)}\n")
         return code

@@ -74,8 +74,8 @@ def screen_width() -> int:
 
 
 def echo(text: str = "") -> None:
-    """Print one line (or block) to stdout."""
-    sys.stdout.write(text + "\n")
+    """Print one line (or block) to stdout, control characters escaped."""
+    sys.stdout.write(render.printable(text) + "\n")
 
 
 def echo_json(data: Any) -> None:
@@ -84,16 +84,25 @@ def echo_json(data: Any) -> None:
 
 
 def find_job(board: JobBoard, ref: str) -> Job:
-    """The job with id ``ref``, or the only job whose id starts with ``ref``."""
+    """The job with id ``ref``, or the only job whose id starts with ``ref``.
+
+    A job whose record cannot be read is found too, as the listings show it
+    (marked unreadable), so that an operator can look at it, trash and purge it.
+    """
     try:
         return board.get(ref)
     except errors.JobNotFound:
         if len(ref) < MIN_PREFIX:
             raise
+    except errors.InvalidJob:  # a stored record that cannot be read
+        unreadable = [j for j in board.iterjobs(states=ALL_STATES) if j.id == ref]
+        if not unreadable:
+            raise
+        return unreadable[0]
     matches = [j for j in board.iterjobs(states=ALL_STATES) if j.id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise errors.JobNotFound(f"no job {ref!r} on the board")
+        raise errors.JobNotFound(f"no job {errors.shown(ref)} on the board")
     ids = ", ".join(j.id for j in matches[:5])
-    raise CliError(f"job id prefix {ref!r} is ambiguous: {ids}", EXIT_USAGE)
+    raise CliError(f"job id prefix {errors.shown(ref)} is ambiguous: {ids}", EXIT_USAGE)

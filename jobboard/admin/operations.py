@@ -22,7 +22,7 @@ from jobboard.model import FINISHED_STATES, Job, JobState
 
 __all__ = ["cmd_cancel", "cmd_forced", "cmd_post", "cmd_purge", "cmd_retry"]
 
-_UNFINISHED = [JobState.WAITING, JobState.CLAIMED]
+_UNFINISHED = [JobState.WAITING, JobState.SCHEDULED, JobState.CLAIMED]
 
 #: The operator's forced writes: command -> (states allowed, warning, past tense).
 _FORCED: dict[str, tuple[list[JobState], str, str]] = {
@@ -46,7 +46,7 @@ def _confirm(args: argparse.Namespace, question: str) -> None:
     """Ask on stdin; raise a refusal unless the answer is yes (or ``--yes`` was given)."""
     if args.yes:
         return
-    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.write(f"{render.printable(question)} [y/N] ")
     sys.stderr.flush()
     answer = sys.stdin.readline()
     if not answer.endswith("\n") or not sys.stdin.isatty():

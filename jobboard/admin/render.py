@@ -36,6 +36,7 @@ from jobboard.admin.text import (
     fmt_time,
     key_values,
     one_line,
+    printable,
     short_id,
     table,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "fmt_time",
     "key_values",
     "one_line",
+    "printable",
     "short_id",
     "table",
     # views: the records listings print as JSON
@@ -76,6 +78,11 @@ __all__ = [
 
 
 
+def _unreadable(job: Any) -> bool:
+    """Whether a listed job stands in for a record the board could not read."""
+    return "unreadable" in (job.details or {}) and not job.store
+
+
 def render_jobs(jobs: Sequence[Any], now: float, width: int = DEFAULT_WIDTH) -> str:
     """The ``list`` table."""
     rows = [
@@ -83,7 +90,7 @@ def render_jobs(jobs: Sequence[Any], now: float, width: int = DEFAULT_WIDTH) -> 
             short_id(j.id),
             j.name,
             j.flow,
-            str(j.state),
+            f"{j.state} (unreadable)" if _unreadable(j) else str(j.state),
             str(j.priority),
             f"{j.attempts}/{j.max_attempts}",
             j.owner,
@@ -210,7 +217,8 @@ def render_stats(stats: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:
     states = stats["states"]
     out = [
         "Jobs by state",
-        "  " + counts_line({s: states.get(s, 0) for s in STATE_ORDER}),
+        "  " + counts_line({s: states.get(s, 0) for s in STATE_ORDER[:3]}),  # unfinished
+        "  " + counts_line({s: states.get(s, 0) for s in STATE_ORDER[3:]}),  # finished
         "",
         key_values(
             [
@@ -226,7 +234,7 @@ def render_stats(stats: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:
     if flows:
         rows = [(f, *(flows[f].get(s, 0) for s in STATE_ORDER)) for f in sorted(flows)]
         headers = ("FLOW", *(s.upper() for s in STATE_ORDER))
-        out += ["", table(headers, rows, width=width, right=range(1, 7))]
+        out += ["", table(headers, rows, width=width, right=range(1, len(STATE_ORDER) + 1))]
     counters = stats["counters"]
     if counters:
         out += ["", "Counters", key_values(sorted(counters.items()), width=width)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "fmt_time",
     "key_values",
     "one_line",
+    "printable",
     "short_id",
     "table",
 ]
@@ -40,9 +42,31 @@ MIN_COLUMN = 5
 SHORT_ID = 12
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: every control or format character (escape
+    sequences, bell, carriage return, bidi overrides, zero-width marks) shown as
+    its ``\\x..``/``\\u....`` escape; line breaks and tabs kept. Names, flows and
+    errors come from anyone who can post: printed raw they could repaint the
+    screen or hide text."""
+    if text.isprintable():
+        return text
+    return "\n".join(
+        line if line.isprintable() else "".join(_escape(c) for c in line)
+        for line in text.split("\n")
+    )
+
+
+def _escape(char: str) -> str:
+    if char.isprintable() or char == "\t":
+        return char
+    if unicodedata.category(char) == "Zs":  # a no-break or other wide space
+        return " "
+    return repr(char)[1:-1] if char not in "'\"" else char
+
+
 def one_line(text: Any) -> str:
-    """``text`` as a string with line breaks and tabs turned into spaces."""
-    return str(text).translate(_FLATTEN)
+    """``text`` as a terminal-safe string with line breaks and tabs turned into spaces."""
+    return printable(str(text).translate(_FLATTEN))
 
 
 _FLATTEN = {ord(c): " " for c in "\n\r\t\v\f"}

@@ -141,7 +141,7 @@ class Watch:
 
     def _draw(self, frame: str) -> None:
         prefix = "\x1b[H\x1b[2J" if self.clear else ("\n" if self.frames else "")
-        self.out.write(prefix + frame + "\n")
+        self.out.write(prefix + render.printable(frame) + "\n")
         self.out.flush()
 
     def run(self, iterations: int = 0) -> int:

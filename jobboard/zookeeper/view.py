@@ -30,7 +30,9 @@ from jobboard.zookeeper.nodes import (
     VIEW_KINDS,
     Snapshot,
     active_job,
+    due_of,
     id_parts,
+    is_scheduled,
     load,
     node_event,
     parse_id,
@@ -57,6 +59,8 @@ class View:
         self.pzxid = dict.fromkeys(VIEW_KINDS, -1)
         self.overrides: dict[str, dict[str, tuple[int, bool]]] = {k: {} for k in VIEW_KINDS}
         self.heaps: dict[str, list[tuple[int, int, str]]] = {}
+        # Jobs posted for later, by due time; moved to their flow's heap once due.
+        self.due: list[tuple[float, str]] = []
         # Jobs whose claim ended, not yet known to be waiting rather than finished
         # (the jobs/ listing is paced; one read of the job node settles it).
         self.unconfirmed: set[str] = set()
@@ -98,18 +102,36 @@ class View:
     def push(self, job_id: str) -> None:
         parsed = parse_id(job_id)
         if parsed is not None:
+            if is_scheduled(job_id):
+                heapq.heappush(self.due, (due_of(job_id) or 0.0, job_id))
+                return
             rank, flow, seq = parsed
             heapq.heappush(self.heaps.setdefault(flow, []), (rank, seq, job_id))
+
+    def promote_due(self, now: float) -> None:
+        """Move jobs whose due time came to their flow's heap (cheapest first)."""
+        while self.due and self.due[0][0] <= now:
+            _, job_id = heapq.heappop(self.due)
+            if job_id in self.members["jobs"]:
+                self.push(job_id)
+
+    def next_due(self) -> float | None:
+        """The earliest due time of a job posted for later that is still active."""
+        while self.due and self.due[0][1] not in self.members["jobs"]:
+            heapq.heappop(self.due)
+        return self.due[0][0] if self.due else None
 
     def waiting(self, job_id: str) -> bool:
         return (
             job_id in self.members["jobs"]
             and job_id not in self.members["claims"]
             and job_id not in self.unconfirmed
+            and not is_scheduled(job_id)
         )
 
     def best(self, flows: Collection[str] | None, pop: bool) -> str | None:
         """The best waiting job of ``flows`` (dropping stale heap entries); pop it if asked."""
+        self.promote_due(time.time())
         best: tuple[tuple[int, int, str], list[tuple[int, int, str]]] | None = None
         for flow in list(self.heaps if flows is None else flows):
             heap = self.heaps.get(flow)

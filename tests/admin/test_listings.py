@@ -156,14 +156,15 @@ def test_stats_counts_states_flows_and_losses(real_board):
         "states", "flows", "oldest_waiting_age", "counters", "claim_losses", "trashed", "poison",
     }  # fmt: skip
     assert data["states"] == {
-        "waiting": 1, "claimed": 2, "complete": 1, "failed": 1, "trashed": 1, "cancelled": 1,
+        "waiting": 1, "scheduled": 1, "claimed": 2, "complete": 1, "failed": 1, "trashed": 1,
+        "cancelled": 1,
     }  # fmt: skip
     assert data["flows"]["reports"] == {"complete": 1, "failed": 1}
     assert data["oldest_waiting_age"] > 0
     assert data["trashed"] == 1 and data["claim_losses"] == 0
     assert text.returncode == EXIT_OK
     assert_fits(text.stdout)
-    assert "claim losses" in text.stdout and "waiting 1   claimed 2" in text.stdout
+    assert "claim losses" in text.stdout and "waiting 1   scheduled 1   claimed 2" in text.stdout
 
 
 def test_export_writes_one_record_per_task_execution(real_board, tmp_path):
