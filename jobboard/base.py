@@ -31,7 +31,8 @@ Who may do what:
   ``save_progress``, ``consume``, ``fail``, ``abandon`` and ``trash``;
 * an operator may ``abandon`` or ``trash`` any unfinished job with
   ``force=True`` (the old owner's token stays stale forever after), and
-  ``purge`` finished jobs.
+  ``purge`` finished jobs, and ``pause_flow`` / ``resume_flow`` (conductors
+  claim no job of a paused flow; ``paused_flows`` is for anyone).
 
 Owners are opaque strings; use :func:`unique_owner` so that two processes
 never share one (the token check protects even if they do).
@@ -40,13 +41,14 @@ never share one (the token check protects even if they do).
 from __future__ import annotations
 
 import abc
+import json
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Self
 
 from jobboard import errors
 from jobboard.changes import Ending, NewJob, Release
-from jobboard.checks import BoardChecks
+from jobboard.checks import FLOW_RE, BoardChecks
 from jobboard.claimview import LocalClaims
 from jobboard.model import (
     ACTIVE_STATES,
@@ -335,6 +337,51 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
     @abc.abstractmethod
     def iter_entities(self, kind: str = "conductor") -> list[Entity]:
         """Live participants of a kind."""
+
+    # -- flow pauses ----------------------------------------------------------
+
+    def pause_flow(self, flow: str, *, reason: str | None = None, by: str | None = None) -> None:
+        """Ask every conductor to stop claiming jobs of ``flow`` until :meth:`resume_flow`.
+
+        Persistent (it outlives every process) and idempotent: pausing again
+        replaces the reason. Jobs of the flow may still be posted, and jobs
+        already claimed run on; a conductor sees the pause within about a
+        second (see ``Conductor.PAUSE_REFRESH``).
+        """
+        self._validate_flow_name(flow)
+        note = {"reason": reason, "by": by, "since": time.time()}
+        self._write_pause(flow, self._encode(note, "pause", flow))
+
+    def resume_flow(self, flow: str) -> bool:
+        """Let conductors claim jobs of ``flow`` again; True if it was paused."""
+        self._validate_flow_name(flow)
+        return self._write_pause(flow, None)
+
+    def paused_flows(self) -> dict[str, dict[str, Any]]:
+        """``{flow: {"reason", "by", "since"}}`` of every paused flow (one read)."""
+        out = {}
+        for flow, encoded in self._read_pauses().items():
+            try:
+                note = json.loads(encoded)
+            except ValueError:
+                note = None
+            out[flow] = note if isinstance(note, dict) else {"reason": None}
+        return out
+
+    def _validate_flow_name(self, flow: str) -> None:
+        if not isinstance(flow, str) or not FLOW_RE.match(flow):
+            raise errors.InvalidJob(
+                f"field 'flow' must match {FLOW_RE.pattern}, got {flow!r}", field="flow"
+            )
+
+    def _read_pauses(self) -> dict[str, str]:
+        """``{flow: encoded note}`` of the paused flows (one read)."""
+        raise errors.BoardError(f"{type(self).__name__} cannot pause flows")
+
+    def _write_pause(self, flow: str, encoded: str | None) -> bool:
+        """Store the encoded note of a paused ``flow`` (``None`` removes it); True if it
+        was paused before. Durable like a job."""
+        raise errors.BoardError(f"{type(self).__name__} cannot pause flows")
 
     # -- operators ----------------------------------------------------------
 

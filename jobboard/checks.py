@@ -20,6 +20,8 @@ from jobboard.model import ACTIVE_STATES, JobPriority, JobState, job_id_of
 __all__ = ["BoardChecks"]
 
 _FLOW_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+#: What a flow name must match.
+FLOW_RE = _FLOW_RE
 _ATOM_RE = re.compile(r"^[^\x00-\x1f]{1,200}$")
 
 

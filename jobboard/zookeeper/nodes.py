@@ -12,6 +12,7 @@ Under ``<chroot>/<namespace>``::
     done/<id>                    persistent: the finished job (moved out of jobs/ atomically)
     counters/<board-instance>    persistent: one board instance's event counts (summed on read)
     entities/k<kind>/n<name>     EPHEMERAL: a registered participant's metadata
+    pauses/f<flow>               persistent: a paused flow's note (folder made on first pause)
 
 Everything here is pure: no requests, no board state.
 """
