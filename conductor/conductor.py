@@ -66,6 +66,8 @@ class Conductor:
     ENTITY_REFRESH = 5.0
     #: Longest single block in ``board.wait`` so stop requests are seen promptly.
     IDLE_WAIT = 1.0
+    #: How often the set of paused flows is read again (seconds).
+    PAUSE_REFRESH = 1.0
 
     def __init__(
         self,
@@ -116,6 +118,8 @@ class Conductor:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        self._paused: frozenset[str] = frozenset()
+        self._paused_read = -float("inf")
         self.last_heartbeat: float | None = None
         self.stats: dict[str, int] = {k: 0 for k in ConductorEvents.ALL}
 
@@ -191,8 +195,24 @@ class Conductor:
 
     # -- the claim loop -----------------------------------------------------
 
+    def _claimable_flows(self) -> list[str]:
+        """The served flows that are not paused (the paused set is re-read every PAUSE_REFRESH)."""
+        now = time.monotonic()
+        if now - self._paused_read >= self.PAUSE_REFRESH:
+            self._paused_read = now
+            try:
+                paused = frozenset(self.board.paused_flows())
+            except BoardError as err:  # keep the last known set; the claim reports the outage
+                LOG.debug("could not read paused flows: %s", err)
+            else:
+                for flow in sorted((paused ^ self._paused) & set(self._flow_names)):
+                    LOG.info(
+                        "flow %s %s", flow, "paused: not claiming it" if flow in paused else "resumed"
+                    )
+                self._paused = paused
+        return [f for f in self._flow_names if f not in self._paused]
+
     def _claim_loop(self) -> None:
-        flows = self._flow_names
         while not self._stopping.is_set():
             with self._slot_free:
                 while (
@@ -201,6 +221,10 @@ class Conductor:
                     self._slot_free.wait(self.IDLE_WAIT)
             if self._stopping.is_set():
                 break
+            flows = self._claimable_flows()
+            if not flows:  # every flow paused
+                self._stopping.wait(self.PAUSE_REFRESH)
+                continue
             try:
                 claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
             except BoardError as err:
@@ -322,6 +346,10 @@ class Conductor:
             "max_jobs": self.max_simultaneous_jobs,
             "engine": self.engine_kind,
             "lease": self.lease,
+            # The longest gap between two registrations: `jobboard conductors` flags a
+            # conductor stale after two of them.
+            "heartbeat_interval": self.ENTITY_REFRESH + self.lease * self.RENEW_FRACTION,
+            "paused": sorted(self._paused & set(self._flow_names)),
         }
         try:
             self.board.register_entity(self.owner, "conductor", metadata)

@@ -30,7 +30,8 @@ Who may do what:
 * the owner (``who`` and the current ``token``) may ``renew``,
   ``save_progress``, ``consume``, ``fail``, ``abandon`` and ``trash``;
 * an operator may ``abandon`` or ``trash`` any unfinished job with
-  ``force=True`` (the old owner's token stays stale forever after), and
+  ``force=True`` (the old owner's token stays stale forever after), end one
+  as cancelled at once with ``force_cancel``, and
   ``purge`` finished jobs, and ``pause_flow`` / ``resume_flow`` (conductors
   claim no job of a paused flow; ``paused_flows`` is for anyone).
 
@@ -310,6 +311,20 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         self._check_owner_args(job_id, who, token, force)
         return self._finish(
             Ending(job_id, who, token, JobState.TRASHED, force, None, message, "trashed")
+        )
+
+    def force_cancel(self, job: JobRef, who: str, *, reason: str | None = None) -> Job:
+        """Operator: end any unfinished job as cancelled at once, with ``reason``.
+
+        Unfenced like ``trash(force=True)``: a claimed job's owner loses it (its
+        token is stale from now on, so its next fenced write fails and its
+        claim check stops the job), and the job never runs again.
+        """
+        job_id = self._job_id(job)
+        message = self._validate_error(job_id, reason or "cancelled", "reason")
+        self._check_owner_args(job_id, who, None, True)
+        return self._finish(
+            Ending(job_id, who, None, JobState.CANCELLED, True, None, message, "cancelled")
         )
 
     def find_owner(self, job: JobRef) -> str | None:

@@ -1,4 +1,4 @@
-"""Flow pauses (``pause_flow`` / ``resume_flow`` / ``paused_flows``) on every backend."""
+"""Operator parts of the contract on every backend: flow pauses and force_cancel."""
 
 from __future__ import annotations
 
@@ -37,3 +37,23 @@ def test_pause_refuses_a_bad_flow_name(board):
         board.resume_flow("x" * 300)
     assert board.paused_flows() == {}
 
+
+
+def test_force_cancel_ends_a_claimed_job_and_fences_its_owner(board):
+    from jobboard import InvalidState, JobState, NotOwner, unique_owner
+
+    owner = unique_owner("c")
+    waiting = board.post("w", "images")
+    claimed = board.post("c", "images")
+    claim = board.claim(claimed, owner, lease=60)
+    # When an operator force-cancels both
+    ended = board.force_cancel(claimed, "operator@test", reason="stuck task")
+    board.force_cancel(waiting, "operator@test")
+    # Then both are cancelled with the reason, and the old owner's writes fail
+    assert ended.state is JobState.CANCELLED and ended.last_error == "stuck task"
+    assert board.get(claimed.id).state is JobState.CANCELLED
+    assert board.get(waiting.id).state is JobState.CANCELLED
+    with pytest.raises((NotOwner, InvalidState)):
+        board.consume(claimed, owner, claim.token)
+    with pytest.raises((NotOwner, InvalidState)):
+        board.save_progress(claimed, owner, claim.token, "t", {"state": "RUNNING"})
