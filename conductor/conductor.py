@@ -47,7 +47,16 @@ __all__ = ["SHUTDOWN", "Conductor", "ConductorEvents", "RunningJob"]
 LOG = logging.getLogger(__name__)
 
 #: Board events after which a held claim may be gone.
-_CLAIM_EVENTS = frozenset({"claimed", "abandoned", "trashed", "consumed", "failed", "expired"})
+_CLAIM_EVENTS = frozenset(
+    {"claimed", "abandoned", "trashed", "consumed", "failed", "cancelled", "expired"}
+)
+
+
+#: Events logged above INFO (the others are INFO).
+_EVENT_LEVELS = {
+    ConductorEvents.FAILED: logging.WARNING,
+    ConductorEvents.CLAIM_LOST: logging.WARNING,
+}
 
 
 class Conductor:
@@ -253,9 +262,7 @@ class Conductor:
         try:
             running.execute()
         except Exception:  # noqa: BLE001 - one job must never stop the conductor
-            LOG.exception(
-                "job %s (flow %s): unexpected error in conductor", running.job.id, running.job.flow
-            )
+            running.log.exception("job %s: unexpected error in conductor", running.job.id)
             running.release("conductor error")
         finally:
             with self._slot_free:
@@ -276,6 +283,14 @@ class Conductor:
             return
         if event.kind == "cancel_requested":
             running.stop(CANCELLED)
+        elif (
+            event.kind in ("trashed", "cancelled")
+            and event.data.get("forced")
+            and event.data.get("token") in (None, running.claim.token)
+        ):
+            # An operator ended the job: say so (no round trip on the event thread).
+            who = event.data.get("owner") or "an operator"
+            running.claim_lost(f"{event.kind} by {who}", ended=f"{event.kind} by {who}")
         elif event.kind in _CLAIM_EVENTS:
             running.notice()
 
@@ -309,7 +324,7 @@ class Conductor:
                 self.last_heartbeat = time.monotonic()
 
     def _renew(self) -> None:
-        claims = [r.claim for r in self.running_jobs if not r.abandoned]
+        claims = [r.claim for r in self.running_jobs if not (r.abandoned or r.loss_reported)]
         if not claims:
             return
         started = time.monotonic()
@@ -334,7 +349,7 @@ class Conductor:
                 and held.engine is not None
                 and self.board.held_claim(job_id) is not None
             ):
-                LOG.warning("job %s: lease renewal refused; claim lost", job_id)
+                held.claim_lost("lease renewal refused")
 
     def _register(self) -> None:
         metadata = {
@@ -367,7 +382,7 @@ class Conductor:
             running.stop(SHUTDOWN)
         self._wait_for_jobs(self.stop_timeout)
         for running in self.running_jobs:
-            LOG.warning(
+            running.log.warning(
                 "job %s: task still running %.1fs after the stop; releasing the job without it",
                 running.job.id,
                 self.stop_timeout,
@@ -389,12 +404,15 @@ class Conductor:
         if job is not None:
             details.update(job_id=job.id, job_name=job.name, flow=job.flow)
             if event in LOGGED_EVENTS:
-                LOG.info(
-                    "job %s flow=%s conductor=%s: %s",
+                why = details.get("error") or details.get("reason")
+                LOG.log(
+                    _EVENT_LEVELS.get(event, logging.INFO),
+                    "job %s flow=%s conductor=%s: %s%s",
                     job.id,
                     job.flow,
                     self.name,
                     event.replace("_", " "),
+                    f": {why}" if why else "",
                     extra={
                         "job_id": job.id,
                         "flow": job.flow,

@@ -105,9 +105,11 @@ def render_jobs(
         )
         for j in jobs
     ]
-    headers = ("ID", "NAME", "FLOW", "STATE", "PRIORITY", "ATT", "OWNER", "AGE", "TASK")
-    if not any(row[-1] for row in rows):
-        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    headers: tuple[str, ...] = ("ID", "NAME", "FLOW", "STATE", "PRIORITY", "ATT", "OWNER", "AGE")
+    if any(row[-1] for row in rows):
+        headers += ("TASK",)
+    else:
+        rows = [row[:-1] for row in rows]  # type: ignore[misc]
     return table(headers, rows, width=width, right=(5, 7), fixed=(0, 3, 5, 7))
 
 
