@@ -207,7 +207,9 @@ class RunningJob:
 
     def _load(self, records: Mapping[str, dict[str, Any]]) -> Any:
         claim, job, host = self.claim, self.job, self.host
-        progress = BoardProgress(host.board, claim, records, host.name, self._task_saved)
+        progress = BoardProgress(
+            host.board, claim, records, host.name, self._task_saved, log_fields=self.fields
+        )
         context = JobContext(
             {
                 "job_id": job.id,

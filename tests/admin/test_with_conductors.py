@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -132,3 +133,37 @@ def test_a_paused_flow_is_not_claimed_until_resumed(url, board, fleet, tmp_path)
     assert jb(url, "resume", "steps").returncode == EXIT_OK
     wait_until(lambda: board.get(held.id).state is JobState.COMPLETE, timeout=30)
     assert "flow steps resumed" in fleet.output("c")
+
+
+def test_a_lost_claim_is_logged_once(url, board, fleet, tmp_path):
+    import os
+    import signal
+
+    proc = fleet.start("c", "--log-format", "json")
+    gate = tmp_path / "gate"
+    job = board.post("slow", "long", {"spec": {"mode": "stubborn", "gate": str(gate)}})
+    wait_until(lambda: board.get(job.id).state is JobState.CLAIMED, timeout=30)
+    # Given a conductor frozen until its lease ran out
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: board.get(job.id).state is JobState.WAITING, timeout=30)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    # When it wakes up, its task still running for several heartbeats
+    wait_until(lambda: "claim lost" in fleet.output("c"), timeout=30)
+    noticed = time.time()
+    stamp = board.post("marker", "steps", {"spec": {}})  # waits: the only slot is busy
+    # (a registration refresh comes after about 15 lease renewal rounds)
+    wait_until(lambda: any(e.last_seen > noticed for e in board.iter_entities()), timeout=30)
+    gate.touch()
+    wait_until(lambda: board.get(job.id).state is JobState.COMPLETE, timeout=30)
+    wait_until(lambda: board.get(stamp.id).state is JobState.COMPLETE, timeout=30)
+    fleet.stop_all()
+    # Then the loss was logged once, as a warning, and nothing at ERROR
+    records = _log_records(fleet.output("c"))
+    lost = [r for r in records if r.get("job_id") == job.id and "claim lost" in r["message"]]
+    assert len(lost) == 1 and lost[0]["level"] == "WARNING", lost
+    about_job = [r for r in records if job.id in r["message"]]
+    assert about_job and all(r.get("job_id") == job.id for r in about_job), about_job
+    assert sum("not saved" in r["message"] for r in about_job) <= 1
+    assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")], records
