@@ -31,7 +31,16 @@ from conductor.listeners.claims import CheckingClaimListener
 from conductor.logfields import bound_job, job_fields, job_logger
 from conductor.registry import FlowRegistry
 from conductor.types.notifier import callable_name
-from jobboard import BoardError, Claim, InvalidJob, InvalidState, Job, JobBoard, NotOwner
+from jobboard import (
+    BoardError,
+    Claim,
+    InvalidJob,
+    InvalidState,
+    Job,
+    JobBoard,
+    JobState,
+    NotOwner,
+)
 
 __all__ = ["CANCELLED", "CLAIM_LOST", "SHUTDOWN", "RunningJob"]
 
@@ -159,12 +168,13 @@ class RunningJob:
         self.stop(CLAIM_LOST)
 
     def _ended_elsewhere(self) -> str | None:
-        """``"<state>: <reason>"`` when the job is finished on the board (one read), else None."""
+        """``"<state>: <reason>"`` when an operator ended the job under our claim (one read):
+        it is trashed or cancelled and nobody claimed it after us; else None."""
         try:
             job = self.host.board.get(self.job.id)
         except BoardError:
             return None
-        if not job.state.finished:
+        if job.state not in (JobState.TRASHED, JobState.CANCELLED) or job.token != self.claim.token:
             return None
         return f"{job.state.value}: {job.last_error}" if job.last_error else job.state.value
 
