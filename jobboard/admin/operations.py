@@ -320,7 +320,8 @@ def _purge_waiting(board: JobBoard, args: argparse.Namespace, states: list[str])
         raise CliError("purge --state waiting cannot be combined with other states", EXIT_USAGE)
     if not args.force:
         raise CliError(
-            "purging waiting jobs cancels them (they never run): pass --force to do it"
+            "only finished jobs are purged; to clear a waiting backlog pass --force "
+            "(its jobs are cancelled and never run)"
         )
     horizon = time.time() - (args.older_than or 0.0)
     due = [
