@@ -75,8 +75,6 @@ class Conductor:
     ENTITY_REFRESH = 5.0
     #: Longest single block in ``board.wait`` so stop requests are seen promptly.
     IDLE_WAIT = 1.0
-    #: How often the set of paused flows is read again (seconds).
-    PAUSE_REFRESH = 1.0
 
     def __init__(
         self,
@@ -128,7 +126,6 @@ class Conductor:
         self._heartbeat: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
         self._paused: frozenset[str] = frozenset()
-        self._paused_read = -float("inf")
         self.last_heartbeat: float | None = None
         self.stats: dict[str, int] = {k: 0 for k in ConductorEvents.ALL}
 
@@ -140,6 +137,7 @@ class Conductor:
         # Daemon workers: a task that ignores every stop cannot keep the process alive.
         for n in range(self.max_simultaneous_jobs):
             threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
+        self._refresh_paused()
         self._register()
         self.board.add_listener(self._on_board_event)
         self._heartbeat = threading.Thread(
@@ -189,36 +187,39 @@ class Conductor:
             return list(self._running.values())
 
     def healthy(self) -> tuple[bool, str]:
-        """(ok, reason): the heartbeat thread is alive, the board connected, heartbeats fresh."""
+        """(ok, reason): the heartbeat thread is alive, the board connected (or why a
+        halted board refuses to work), heartbeats fresh; a board's warnings about its
+        server (unsafe persistence or eviction) ride along."""
         if self.fatal_error is not None:
             return False, self.fatal_error
         if not self.board.connected:
-            return False, "board connection down"
+            halted = getattr(self.board, "halted", None)
+            return False, f"board refuses to work: {halted}" if halted else "board connection down"
         if self.last_heartbeat is None:
             return False, "no heartbeat yet"
         age = time.monotonic() - self.last_heartbeat
         limit = max(self.lease, self.ENTITY_REFRESH) * 2
         if age > limit:
             return False, f"last heartbeat {age:.1f}s ago"
-        return True, "ok"
+        warnings = getattr(self.board, "health_warnings", ())
+        return True, "; ".join(["ok", *(f"warning: {w}" for w in warnings)])
 
     # -- the claim loop -----------------------------------------------------
 
+    def _refresh_paused(self) -> None:
+        """Read the board's paused flows (the heartbeat does it at each registration refresh,
+        so a pause costs no round trip of its own on the claim path)."""
+        try:
+            paused = frozenset(self.board.paused_flows())
+        except BoardError as err:  # keep the last known set; claims report the outage
+            LOG.debug("could not read paused flows: %s", err)
+            return
+        for flow in sorted((paused ^ self._paused) & set(self._flow_names)):
+            LOG.info("flow %s %s", flow, "paused: not claiming it" if flow in paused else "resumed")
+        self._paused = paused
+
     def _claimable_flows(self) -> list[str]:
-        """The served flows that are not paused (the paused set is re-read every PAUSE_REFRESH)."""
-        now = time.monotonic()
-        if now - self._paused_read >= self.PAUSE_REFRESH:
-            self._paused_read = now
-            try:
-                paused = frozenset(self.board.paused_flows())
-            except BoardError as err:  # keep the last known set; the claim reports the outage
-                LOG.debug("could not read paused flows: %s", err)
-            else:
-                for flow in sorted((paused ^ self._paused) & set(self._flow_names)):
-                    LOG.info(
-                        "flow %s %s", flow, "paused: not claiming it" if flow in paused else "resumed"
-                    )
-                self._paused = paused
+        """The served flows that are not paused (as last read; no round trip)."""
         return [f for f in self._flow_names if f not in self._paused]
 
     def _claim_loop(self) -> None:
@@ -232,7 +233,7 @@ class Conductor:
                 break
             flows = self._claimable_flows()
             if not flows:  # every flow paused
-                self._stopping.wait(self.PAUSE_REFRESH)
+                self._stopping.wait(self.IDLE_WAIT)
                 continue
             try:
                 claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
@@ -241,11 +242,7 @@ class Conductor:
                 self._stopping.wait(min(1.0, self.lease / 4))
                 continue
             if claim is None:
-                try:
-                    self.board.wait(timeout=self.IDLE_WAIT, flows=flows)
-                except BoardError as err:
-                    self._board_error("wait", err)
-                    self._stopping.wait(min(1.0, self.lease / 4))
+                self._wait_for_work(flows)
                 continue
             job = claim.job if claim.job is not None else self.board.get(claim.job_id)
             running = RunningJob(self, claim, job)
@@ -253,6 +250,26 @@ class Conductor:
                 self._running[claim.job_id] = running
             self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
             self._jobs.put(running)  # a worker is free: the loop claims only into a free slot
+
+    def _wait_for_work(self, flows: list[str]) -> None:
+        """Block until the board says a job may be waiting (or we stop).
+
+        ``wait`` returning False means nothing became claimable: claiming
+        again would only cost a round trip, so an idle conductor just waits
+        again (waking every ``IDLE_WAIT`` to notice a stop request).
+        """
+        while not self._stopping.is_set():
+            try:
+                if self.board.wait(timeout=self.IDLE_WAIT, flows=flows):
+                    return
+            except BoardError as err:
+                self._board_error("wait", err)
+                self._stopping.wait(min(1.0, self.lease / 4))
+                return
+            if self._claimable_flows() != flows:
+                return  # a flow was paused or resumed meanwhile
+
+    # -- one job ------------------------------------------------------------
 
     def _worker(self) -> None:
         while (running := self._jobs.get()) is not None:
@@ -319,6 +336,7 @@ class Conductor:
                     running.progress.flush()
             if time.monotonic() >= next_entity:
                 next_entity = time.monotonic() + self.ENTITY_REFRESH
+                self._refresh_paused()
                 self._register()
             else:
                 self.last_heartbeat = time.monotonic()

@@ -360,8 +360,8 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
 
         Persistent (it outlives every process) and idempotent: pausing again
         replaces the reason. Jobs of the flow may still be posted, and jobs
-        already claimed run on; a conductor sees the pause within about a
-        second (see ``Conductor.PAUSE_REFRESH``).
+        already claimed run on; a conductor sees the pause at its next
+        registration refresh (``Conductor.ENTITY_REFRESH``, 5 s).
         """
         self._validate_flow_name(flow)
         note = {"reason": reason, "by": by, "since": time.time()}

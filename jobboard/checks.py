@@ -8,7 +8,6 @@ JSON and stay under the board's ``max_payload``.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import ACTIVE_STATES, JobPriority, JobState, job_id_of
+from jobboard.urls import MAX_LEASE
 
 __all__ = ["BoardChecks"]
 
@@ -41,9 +41,11 @@ class BoardChecks:
 
     def _lease_for(self, lease: float | None) -> float:
         value = self.lease if lease is None else float(lease)
-        if not value > 0 or math.isinf(value):
+        if not 0 < value <= MAX_LEASE:
             raise errors.InvalidJob(
-                f"field 'lease' must be a positive number, got {lease!r}", field="lease"
+                f"field 'lease' must be a number of seconds above 0 and at most {MAX_LEASE:g}, "
+                f"got {lease!r}",
+                field="lease",
             )
         return value
 

@@ -198,7 +198,7 @@ def stats_view(board: JobBoard) -> dict[str, Any]:
     stats = board.stats()
     counters = dict(stats.get("counters") or {})
     states = {s: stats["states"].get(s, 0) for s in ALL_STATES}
-    return {
+    view = {
         "states": states,
         "flows": stats.get("flows", {}),
         "oldest_waiting_age": stats.get("oldest_waiting_age"),
@@ -208,6 +208,9 @@ def stats_view(board: JobBoard) -> dict[str, Any]:
         "poison": counters.get("poison", 0),
         "paused_flows": paused_flows(board),
     }
+    if stats.get("server"):  # what the backend says of its server (durability, eviction)
+        view["server"] = stats["server"]
+    return view
 
 
 def paused_flows(board: JobBoard) -> dict[str, dict[str, Any]]:

@@ -287,6 +287,11 @@ def render_stats(stats: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:
     counters = stats["counters"]
     if counters:
         out += ["", "Counters", key_values(sorted(counters.items()), width=width)]
+    server = stats.get("server")
+    if server:
+        shown = [(k, server[k]) for k in _SERVER_KEYS if server.get(k) not in (None, "", [])]
+        shown += [("warning", w) for w in server.get("warnings") or ()]
+        out += ["", "Server", key_values(shown, width=width)]
     return "\n".join(out)
 
 
@@ -298,6 +303,10 @@ def _paused_rows(paused: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Any
         by = f" (by {note['by']})" if note.get("by") else ""
         rows.append((flow, f"{reason}{by}"))
     return rows
+
+
+#: What ``stats`` shows of ``stats()["server"]``, in order.
+_SERVER_KEYS = ("address", "persistence", "loss_window", "eviction", "epoch", "halted")
 
 
 def render_watch(snapshot: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:

@@ -22,17 +22,21 @@ and by the session state (SUSPENDED: uncertain; LOST: lost). See
 layer using the ones below it:
 
 * ``nodes``: node layout, JSON records, jobs and events read from nodes;
-* ``session``: requests, retries, connection state, counters, entities;
+* ``session``: requests, retries, connection state, counters, entities
+  (with ``liveness``: the granted session timeout, when the server last spoke);
 * ``view``: the watch-maintained local view, and reading jobs;
-* ``writes``: fences and fenced writes (progress, finish, abandon);
-* ``claims``: claiming and renewing;
-* this module: the board's tunables, state and life cycle, posting, listing,
-  cancelling and retention.
+* ``writes``: fences and fenced writes (progress, finish, abandon, cancel);
+* ``leases``: renewing leases, waiting for work and for other owners' leases to lapse;
+* ``claims``: claiming (and trashing poison and unreadable jobs);
+* this module: the board's tunables, state and life cycle, posting, listing
+  and retention.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
+import itertools
 import json
 import math
 import threading
@@ -48,22 +52,33 @@ from kazoo.retry import KazooRetry
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions, make_digest_acl
 
 from jobboard import errors
+from jobboard.base import JobBoard
 from jobboard.changes import NewJob
 from jobboard.model import ACTIVE_STATES, FINISHED_STATES, BoardEvent, Job, JobRef, JobState
-from jobboard.urls import coerce_options, parse_options
+from jobboard.urls import coerce_options, number_option, parse_options, redact_url
 from jobboard.zookeeper.claims import ZkClaims
+from jobboard.zookeeper.liveness import SessionClock
 from jobboard.zookeeper.nodes import (
     NAMESPACE_RE,
     VIEW_KINDS,
     active_job,
     is_live,
-    load,
     parse_id,
+    read_claim,
+    read_done,
 )
-from jobboard.zookeeper.session import log
+from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.view import View
 
 __all__ = ["ZookeeperBoard"]
+
+
+@functools.cache
+def _known_options() -> frozenset[str]:
+    """The keyword options a ZooKeeper board takes (its own and the common ones)."""
+    names = set(inspect.signature(JobBoard.__init__).parameters)
+    names |= set(inspect.signature(ZookeeperBoard.__init__).parameters)
+    return frozenset(names - {"self", "options", "hosts", "chroot"}) | {"name"}
 
 
 class ZookeeperBoard(ZkClaims):
@@ -94,10 +109,10 @@ class ZookeeperBoard(ZkClaims):
     RETRY_DEADLINE = 15.0
     #: Optimistic rounds of one claim (or fenced write) before it gives up.
     MAX_ROUNDS = 8
-    #: Fraction of the session timeout after which a suspended connection means
-    #: our claims are lost: kazoo suspends after 2/3 of the timeout of silence,
-    #: so the server may expire the session from about 1/3 later.
-    SUSPENDED_LOSS_FRACTION = 1 / 3
+    #: Our claims count as lost once the server has not been heard from for the
+    #: session timeout it granted less this fraction of it (at least 0.1 s): the
+    #: margin covers the round trip of the last answer and local scheduling.
+    SESSION_SAFETY_MARGIN = 0.15
     #: Minimum seconds between two retention sweeps started by ``post``.
     RETENTION_SWEEP_INTERVAL = 60.0
     #: Minimum seconds between two looks for lapsed leases by an idle ``claim_next``.
@@ -113,8 +128,6 @@ class ZookeeperBoard(ZkClaims):
     #: seconds (FIFO within a priority then holds up to that many places).
     CLAIM_SPREAD = 4
     CONTENTION_MEMORY = 1.0
-    #: Seconds between writes of this instance's event counters.
-    COUNTER_FLUSH_INTERVAL = 1.0
 
     def __init__(
         self,
@@ -142,7 +155,10 @@ class ZookeeperBoard(ZkClaims):
             raise errors.BadURL(f"board {name!r}: option 'digest' must be user:password")
         self.hosts = hosts
         self.root = f"{chroot}/{self.namespace}"
-        self.session_timeout = float(session_timeout or self.DEFAULT_SESSION_TIMEOUT)
+        #: The session timeout asked for, and (once connected) the one granted.
+        self.requested_session_timeout = float(session_timeout or self.DEFAULT_SESSION_TIMEOUT)
+        self.session_timeout = self.requested_session_timeout
+        self._clock = SessionClock(self.requested_session_timeout, self.SESSION_SAFETY_MARGIN)
         self.connect_timeout = float(connect_timeout or self.CONNECT_TIMEOUT)
         # The session (session).
         self._digest = digest
@@ -167,13 +183,10 @@ class ZookeeperBoard(ZkClaims):
             ignore_expire=True,
         )
         self._timers = {}
-        self._suspended_at = None
         self._session_id = None
         self._connected = False
         self._closed = False
-        self._counts = {}
-        self._counts_dirty = False
-        self._flush_lock = threading.Lock()
+        self._counter_seq = itertools.count()
         self._entities = {}
         # The local view (view).
         self._changed = threading.Condition(self._lock)
@@ -201,16 +214,34 @@ class ZookeeperBoard(ZkClaims):
     def from_url(cls, url: str, **options: Any) -> Self:
         """``zookeeper://[user:password@]h1:2181,h2:2181/chroot?namespace=..&session_timeout=..``."""
         parts = urlsplit(url)
+        shown = redact_url(url)
         netloc = parts.netloc
         digest = None
         if "@" in netloc:
             userinfo, _, netloc = netloc.rpartition("@")
             digest = unquote(userinfo)
         if not netloc:
-            raise errors.BadURL(f"board URL {url!r} names no ZooKeeper host")
+            raise errors.BadURL(f"board URL {shown!r} names no ZooKeeper host")
         opts = coerce_options(
             {**parse_options(url), **options}, url, floats=("session_timeout", "connect_timeout")
         )
+        unknown = sorted(set(opts) - _known_options())
+        if unknown:
+            raise errors.BadURL(
+                f"board URL {shown!r}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(sorted(_known_options() - {'client', 'local_clock'}))}"
+            )
+        for key in ("session_timeout", "connect_timeout"):
+            value = opts.get(key)
+            if value is None:
+                continue
+            number = number_option(value, key, url)
+            if not 0 < number <= 3600:
+                raise errors.BadURL(
+                    f"board URL {shown!r}: option {key!r} must be a number of seconds "
+                    f"above 0 and at most 3600, got {value!r}"
+                )
+            opts[key] = number
         opts.setdefault("digest", digest)
         name = opts.pop("name", None) or opts.get("namespace") or "default"
         return cls(name, hosts=netloc, chroot=parts.path or None, **opts)
@@ -252,14 +283,11 @@ class ZookeeperBoard(ZkClaims):
         if client is None:
             return
         try:
-            if not client.connected:
-                raise errors.BoardUnavailable("not connected")
-            self._fold_counters()
-            if not self._owns_client:
+            if not self._owns_client and client.connected:
                 for kind, name in list(self._entities):
                     self.unregister_entity(name, kind)
         except (errors.BoardError, KazooException, KazooTimeoutError) as err:
-            log.warning("%s: could not save counters or entities on close: %s", self, err)
+            log.warning("%s: could not unregister entities on close: %s", self, err)
         if self._owns_client:  # closing our session ends its claims
             for job_id in list(self._held):
                 self._mark_lost(job_id)
@@ -290,14 +318,11 @@ class ZookeeperBoard(ZkClaims):
             )
         static["store"] = json.loads(store_json)
         static["details"] = json.loads(details_json)
+        ops = [("create", self._path("jobs", f"p{prio.rank}+{flow}+"), data, False, True)]
         try:
-            path = self._call(
-                "create",
-                self._path("jobs", f"p{prio.rank}+{flow}+"),
-                data,
-                sequence=True,
-                **self._create_kwargs(),
-            )
+            path = self._transact(ops + self._counted("posted"))[0]
+        except Refused as refused:
+            raise errors.BoardError(f"{self}: post {name!r} refused: {refused}") from None
         except (KazooException, KazooTimeoutError) as err:
             # A sequential create is not idempotent: never resend it blindly.
             raise self._translate(err, f"post {name!r} (outcome unknown)") from err
@@ -305,7 +330,6 @@ class ZookeeperBoard(ZkClaims):
         with self._lock:
             self._static[job_id] = static
         self._local("jobs", job_id, True)
-        self._count("posted")
         self._emit(new.event(job_id))
         self._maybe_sweep()
         return active_job(job_id, static, None, None, None, False)
@@ -352,7 +376,7 @@ class ZookeeperBoard(ZkClaims):
             found = self._read(lambda: self._gather([("get", self._path("claims", job_id))])[0])
             if found is None:
                 return None
-            cached = (load(found[0], job_id), found[1])
+            cached = (read_claim(found[0], job_id), found[1])
             with self._lock:
                 self._claims[job_id] = cached
         return cached[0].get("owner") if is_live(*cached) else None
@@ -362,7 +386,6 @@ class ZookeeperBoard(ZkClaims):
     def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:
         count = self._read(lambda: self._sweep(wanted, older_than), "purge")
         if count:
-            self._count("purged", count)
             self._emit(BoardEvent("purged", None, {"count": count}))
         return count
 
@@ -413,9 +436,10 @@ class ZookeeperBoard(ZkClaims):
             candidates = [
                 n
                 for n, f in zip(candidates, found, strict=True)
-                if f and (load(f[0], n) or {}).get("state") in {s.value for s in wanted}
+                if f and read_done(f[0], n).state in wanted
             ]
         doomed = expired + candidates
+        wanted_names = set(candidates)
         folders = self._gather([("get_children", self._path("progress", n)) for n in doomed])
         pending = []
         for name, atoms in zip(doomed, folders, strict=True):
@@ -425,6 +449,12 @@ class ZookeeperBoard(ZkClaims):
             if atoms is not None:
                 tx.delete(self._path("progress", name))
             tx.delete(self._path("done", name))
+            if name in wanted_names:
+                for op, path, *_ in self._counted("purged"):
+                    if op == "create":
+                        tx.create(path, b"", acl=self._acl)
+                    else:
+                        tx.delete(path)
             pending.append((name, tx.commit_async()))
         deleted = set()
         for name, result in pending:

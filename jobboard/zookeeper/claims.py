@@ -7,8 +7,9 @@ the ephemeral ``claims/<id>`` and create or version-check-and-set
 the watching read of the new claim node pipelined behind it. ``claim_next``
 takes the best job from the local view; after losing a race it spreads over
 the few best jobs for a while. A job claimed ``max_attempts`` times is trashed
-as poison by the claim that finds it. Leases are optional (claims are bound
-to the session); ``renew`` rewrites leased claim nodes, all in one round trip.
+as poison by the claim that finds it, and so is a job whose record does not
+read. Leases (optional: claims are bound to the session) live in
+:mod:`jobboard.zookeeper.leases`.
 """
 
 from __future__ import annotations
@@ -16,39 +17,39 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from kazoo.exceptions import BadVersionError, KazooException, NoNodeError
+from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import ZnodeStat
 
 from jobboard import errors
 from jobboard.changes import Ending
-from jobboard.model import BoardEvent, Claim, ClaimStatus, JobRef, JobState
+from jobboard.model import BoardEvent, Claim, JobRef, JobState
+from jobboard.zookeeper.leases import ZkLeases
 from jobboard.zookeeper.nodes import (
     Fence,
     active_job,
     dump,
     finish_record,
-    id_parts,
     is_live,
-    load,
+    read_claim,
+    read_state,
+    read_static,
+    unreadable,
 )
 from jobboard.zookeeper.session import Refused, log
-from jobboard.zookeeper.writes import ZkWrites
 
 
-class ZkClaims(ZkWrites):
-    """Claims (session-bound, optionally leased) and their renewal."""
+class ZkClaims(ZkLeases):
+    """Claims (session-bound, optionally leased)."""
 
-    LEASE_CHECK_INTERVAL: ClassVar[float]
     CLAIM_SPREAD: ClassVar[int]
     CONTENTION_MEMORY: ClassVar[float]
 
     _explicit_lease: bool
-    _last_lease_check: float
     _contended_until: float
 
     # -- claiming ---------------------------------------------------------------
@@ -65,7 +66,10 @@ class ZkClaims(ZkWrites):
         length = self._claim_lease(lease)
         claim = self._retrying(f"claim {job_id}", lambda u: self._claim_id(job_id, who, length, u))
         if claim is None:
-            raise errors.UnclaimableJob(f"job {job_id!r} was trashed as a poison job")
+            raise errors.UnclaimableJob(
+                f"job {job_id!r} was trashed instead: a poison job, or its record does not read "
+                "(see its last_error)"
+            )
         return claim
 
     def claim_next(
@@ -103,39 +107,6 @@ class ZkClaims(ZkWrites):
             if claim is not None:
                 return claim
 
-    def _lapsed_lease(self, flows: frozenset[str] | None, tried: set[str]) -> str | None:
-        """A claimed job whose lease ran out (leased claims only), looked for at most
-        every ``LEASE_CHECK_INTERVAL`` by an idle ``claim_next``."""
-        now = time.monotonic()
-        if now - self._last_lease_check < self.LEASE_CHECK_INTERVAL:
-            return None
-        self._last_lease_check = now
-        with self._lock:
-            candidates = [
-                i
-                for i in self._view.members["claims"] & self._view.members["jobs"]
-                if i not in tried
-                and i not in self._held
-                and (flows is None or id_parts(i)[1] in flows)
-                and (i not in self._claims or self._claims[i][0].get("lease") is not None)
-            ]
-        if not candidates:
-            return None
-        found = self._read(
-            lambda: self._gather([("get", self._path("claims", i)) for i in candidates])
-        )
-        lapsed = []
-        with self._lock:
-            for job_id, item in zip(candidates, found, strict=True):
-                if item is None:
-                    continue
-                claim = load(item[0], job_id)
-                self._claims[job_id] = (claim, item[1])
-                if not is_live(claim, item[1]):
-                    rank, _, seq = id_parts(job_id)
-                    lapsed.append((rank, seq, job_id))
-        return min(lapsed)[2] if lapsed else None
-
     def _claim_id(
         self, job_id: str, who: str, lease: float | None, uncertain: bool, probe: bool = True
     ) -> Claim | None:
@@ -150,15 +121,22 @@ class ZkClaims(ZkWrites):
         lapsed_version: int | None = None
         for _ in range(self.MAX_ROUNDS):
             attempts = (state or {}).get("attempts", 0)
-            if attempts > 0:
+            if attempts > 0 or unreadable(state):
                 if static is None:
                     found = self._gather([("get", self._path("jobs", job_id))])[0]
                     if found is None:
                         self._job_gone(job_id)
-                    static = load(found[0], job_id)
-                if attempts >= static.get("max_attempts", self.max_attempts):
-                    self._trash_poison(job_id, static, state, state_version, lapsed_version)
-                    return None
+                    static = read_static(found[0], job_id)
+            problem = unreadable(static, state)
+            if problem is not None:
+                fence = Fence(None, 0, state_version, lapsed_version, static or {}, state or {})
+                self._trash_as_claimant(job_id, fence, problem)
+                return None
+            if attempts > 0 and static is not None and attempts >= static["max_attempts"]:
+                reason = self._poison_reason(attempts, static["max_attempts"])
+                fence = Fence(None, 0, state_version, lapsed_version, static, state or {})
+                self._trash_as_claimant(job_id, fence, reason, poison=True)
+                return None
             now = time.time()
             token = (state or {}).get("token", 0) + 1
             new_state = {
@@ -184,8 +162,12 @@ class ZkClaims(ZkWrites):
                 None if static is not None else self.client.get_async(self._path("jobs", job_id))
             )
             verify: list[Any] = []
+            state_op = len(ops) - 1
             try:
-                results = self._transact(ops, functools.partial(self._watch_claim, job_id, verify))
+                results = self._transact(
+                    ops + self._counted("claimed"),
+                    functools.partial(self._watch_claim, job_id, verify),
+                )
             except Refused as refused:
                 op = ops[refused.index]
                 if op[0] == "check":
@@ -201,7 +183,7 @@ class ZkClaims(ZkWrites):
                     held = self._gather([("get", self._path("claims", job_id))])[0]
                     if held is None:
                         continue
-                    other = load(held[0], job_id)
+                    other = read_claim(held[0], job_id)
                     if uncertain and other.get("owner") == who and other.get("token") == token:
                         return self._adopt_claim(job_id, other, held[1], who, started)
                     if not is_live(other, held[1]):
@@ -213,13 +195,18 @@ class ZkClaims(ZkWrites):
                     ) from None
                 found = self._gather([("get", self._path("state", job_id))])[0]
                 state, state_version = (
-                    (load(found[0], job_id), found[1].version) if found else (None, None)
+                    (read_state(found[0], job_id), found[1].version) if found else (None, None)
                 )
                 continue
             if static_read is not None:  # job nodes never change: the transaction checked it
-                static = load(static_read.get(timeout=self.session_timeout)[0], job_id)
+                static = read_static(static_read.get(timeout=self.session_timeout)[0], job_id)
             assert static is not None
-            new_version = results[-1].version if state_version is not None else 0
+            new_version = results[state_op].version if state_version is not None else 0
+            problem = unreadable(static)
+            if problem is not None:  # ours now: trash it under our own claim
+                fence = Fence(who, token, new_version, 0, static, new_state)
+                self._trash_as_claimant(job_id, fence, problem)
+                return None
             return self._claimed(
                 job_id,
                 static,
@@ -255,8 +242,8 @@ class ZkClaims(ZkWrites):
             raise errors.UnclaimableJob(f"job {job_id!r} changed while reconnecting")
         return self._claimed(
             job_id,
-            load(static[0], job_id),
-            load(state[0], job_id),
+            read_static(static[0], job_id),
+            read_state(state[0], job_id),
             state[1].version,
             claim,
             who,
@@ -309,122 +296,31 @@ class ZkClaims(ZkWrites):
             self._verify_claim(job_id)
         else:  # the watching read went out with the claim; check its answer now
             verify.rawlink(functools.partial(self._claim_verified, job_id, token))
-        self._count("claimed")
         self._emit(BoardEvent("claimed", job_id, {"token": token, "owner": who}))
         return claim
 
-    def _trash_poison(
-        self,
-        job_id: str,
-        static: dict[str, Any],
-        state: dict[str, Any] | None,
-        state_version: int | None,
-        lapsed_version: int | None,
+    def _trash_as_claimant(
+        self, job_id: str, fence: Fence, reason: str, *, poison: bool = False
     ) -> None:
-        """Trash a job claimed ``max_attempts`` times without finishing."""
-        state = state or {}
-        reason = self._poison_reason(state.get("attempts", 0), static.get("max_attempts", 0))
-        current = active_job(job_id, static, state, None, None, False)
-        fence = Fence(None, current.token, state_version, lapsed_version, static, state)
+        """Trash a job met by a claim: a poison job (claimed ``max_attempts``
+        times without finishing), or one whose record does not read. ``fence``
+        names the state and claim versions seen (claim version None: nobody may
+        hold a claim meanwhile)."""
+        current = active_job(job_id, fence.static, fence.state, None, None, False)
         with self._lock:
             cancel = job_id in self._view.members["cancel"]
-        poison = Ending(job_id, "poison", None, JobState.TRASHED, True, None, reason, "trashed")
-        done = finish_record(current, poison)
-        if self._commit_finish(job_id, fence, done, cancel) is None:
+        who = "poison" if poison else "board"
+        end = Ending(job_id, who, None, JobState.TRASHED, True, None, reason, "trashed")
+        done = finish_record(current, end)
+        if self._commit_finish(job_id, fence, done, cancel, poison=poison) is None:
+            if fence.owner is not None:  # our own claim on it: let it go
+                self._transact_quietly([("delete", self._path("claims", job_id), -1)])
             return
-        self._count("poison")
         log.warning("%s: job %s trashed: %s", self, job_id, reason)
         self._emit(BoardEvent("trashed", job_id, {"reason": reason, "forced": True}))
 
-    # -- renewing ---------------------------------------------------------------
-
-    def renew(
-        self, claims: Iterable[Claim], *, lease: float | None = None
-    ) -> dict[str, Claim | None]:
-        started = self._local_clock()
-        length = None if lease is None else self._lease_for(lease)
-        out: dict[str, Claim | None] = {}
-        to_write: list[tuple[Claim, Fence]] = []
-        to_read: list[Claim] = []
-        for claim in claims:
-            fence = self._fences.get(claim.job_id)
-            held = self._held.get(claim.job_id)
-            if (
-                fence is None
-                or held is None
-                or fence.token != claim.token
-                or fence.owner != claim.owner
-            ):
-                to_read.append(claim)
-            elif self.claim_status(claim) is ClaimStatus.LOST:
-                out[claim.job_id] = None
-            elif fence.lease is None:
-                out[claim.job_id] = held
-            else:
-                to_write.append((claim, fence))
-        if to_read:
-            out.update(self._read(lambda: self._renew_foreign(to_read)))
-        if to_write:
-            out.update(self._renew_leases(to_write, length, started))
-        with self._lock:
-            cancels = self._view.members["cancel"] & set(out)
-        for job_id in cancels:
-            if out[job_id] is not None:
-                self._mark_cancel(job_id)
-        self._apply_renewals(out)
-        return out
-
-    def _renew_foreign(self, claims: list[Claim]) -> dict[str, Claim | None]:
-        """Check claims this board did not make against the stored claim nodes."""
-        found = self._gather([("get", self._path("claims", c.job_id)) for c in claims])
-        out: dict[str, Claim | None] = {}
-        for claim, item in zip(claims, found, strict=True):
-            data = load(item[0], claim.job_id) if item else None
-            ok = (
-                data is not None
-                and data.get("owner") == claim.owner
-                and data.get("token") == claim.token
-                and is_live(data, item[1])
-            )
-            out[claim.job_id] = claim if ok else None
-        return out
-
-    def _renew_leases(
-        self, pairs: list[tuple[Claim, Fence]], length: float | None, started: float
-    ) -> dict[str, Claim | None]:
-        """Rewrite our leased claim nodes (version-checked), all requests pipelined."""
-        client = self.client
-        pending = []
-        for claim, fence in pairs:
-            new_lease = length if length is not None else fence.lease
-            assert new_lease is not None  # only leased claims are renewed here
-            data = dump(
-                {
-                    "owner": fence.owner,
-                    "token": fence.token,
-                    "lease": new_lease,
-                    "claimed_at": time.time(),
-                }
-            )
-            path = self._path("claims", claim.job_id)
-            pending.append(
-                (claim, fence, new_lease, client.set_async(path, data, fence.claim_version))
-            )
-        out: dict[str, Claim | None] = {}
-        now = time.time()
-        for claim, fence, new_lease, result in pending:
-            try:
-                stat = result.get(timeout=self.session_timeout)
-            except (NoNodeError, BadVersionError):
-                out[claim.job_id] = None
-                continue
-            except (KazooException, KazooTimeoutError) as err:
-                raise self._translate(err, f"renew {claim.job_id}") from err
-            with self._lock:
-                self._fences[claim.job_id] = replace(
-                    fence, claim_version=stat.version, lease=new_lease
-                )
-            out[claim.job_id] = replace(
-                claim, lease=new_lease, expires_at=now + new_lease, deadline=started + new_lease
-            )
-        return out
+    def _transact_quietly(self, ops: list[tuple[Any, ...]]) -> None:
+        try:
+            self._transact(ops)
+        except (Refused, KazooException, KazooTimeoutError) as err:
+            log.debug("%s: %s", self, err)

@@ -10,7 +10,8 @@ Under ``<chroot>/<namespace>``::
     cancel/<id>                  persistent flag: a cancel was requested while claimed
     progress/<id>/a<atom>        persistent: one JSON progress record per atom
     done/<id>                    persistent: the finished job (moved out of jobs/ atomically)
-    counters/<board-instance>    persistent: one board instance's event counts (summed on read)
+    counters/<event>             persistent, empty: its cversion / 2 counts the event (each
+                                 counted transaction creates and deletes a child of it)
     entities/k<kind>/n<name>     EPHEMERAL: a registered participant's metadata
     pauses/f<flow>               persistent: a paused flow's note (folder made on first pause)
 
@@ -20,9 +21,10 @@ Everything here is pure: no requests, no board state.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -84,6 +86,157 @@ def load(raw: bytes | None, what: str) -> dict[str, Any] | None:
     return value
 
 
+# -- records that do not read ---------------------------------------------------
+#
+# A node written by hand or by a buggy client must never stop a conductor or a
+# listing. The readers below never raise: a record that does not decode or
+# does not hold what it must is replaced by a placeholder carrying the reason
+# (under ``UNREADABLE``) and the raw text; the first claimant trashes such a
+# job, and listings show it with ``details["unreadable"]``.
+
+#: Key of a placeholder record holding why the stored record could not be read.
+UNREADABLE = "__unreadable__"
+#: Key of a placeholder record holding the stored bytes (as text, capped).
+RAW = "__raw__"
+#: How much of an unreadable record's bytes the trashed job keeps.
+RAW_KEEP = 16 * 1024
+_PRIORITIES = tuple(p.value for p in JobPriority)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _static_problem(data: Mapping[str, Any]) -> str | None:
+    """What is wrong with a job node's record, or None."""
+    checks: tuple[tuple[str, Callable[[Any], bool]], ...] = (
+        ("name", lambda v: isinstance(v, str) and v != ""),
+        ("flow", lambda v: isinstance(v, str) and v != ""),
+        ("store", lambda v: isinstance(v, dict)),
+        ("priority", lambda v: v in _PRIORITIES),
+        ("max_attempts", lambda v: _count(v, 1)),
+        ("created_at", _number),
+    )
+    for name, ok in checks:
+        if name not in data:
+            return f"field {name!r} is missing"
+        if not ok(data[name]):
+            return f"field {name!r} is invalid: {_shown(data[name])}"
+    if not isinstance(data.get("details", {}), dict):
+        return f"field 'details' is invalid: {_shown(data['details'])}"
+    return None
+
+
+def _state_problem(data: Mapping[str, Any]) -> str | None:
+    for name in ("token", "attempts"):
+        if name in data and not _count(data[name]):
+            return f"field {name!r} is invalid: {_shown(data[name])}"
+    if "token" not in data:
+        return "field 'token' is missing"
+    return None
+
+
+def _claim_problem(data: Mapping[str, Any]) -> str | None:
+    lease = data.get("lease")
+    if lease is not None and not (_number(lease) and lease > 0):
+        return f"field 'lease' is invalid: {_shown(lease)}"
+    return None
+
+
+def _read(
+    raw: bytes | None, job_id: str, check: Callable[[Mapping[str, Any]], str | None]
+) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        data = load(raw, job_id)
+    except errors.InvalidJob as err:
+        return None, str(err).partition(": ")[2] or str(err)
+    if data is None:
+        return None, "the node is empty"
+    return data, check(data)
+
+
+def _raw_text(raw: bytes | None) -> str:
+    text = (raw or b"").decode("utf-8", errors="replace")
+    return text if len(text) <= RAW_KEEP else text[:RAW_KEEP] + "..."
+
+
+def read_static(raw: bytes | None, job_id: str) -> dict[str, Any]:
+    """A job node's record, or a placeholder naming why it cannot be used."""
+    data, problem = _read(raw, job_id, _static_problem)
+    if data is not None and problem is None:
+        return data
+    rank, flow, _ = parse_id(job_id) or (2, "unknown", 0)
+    return {
+        "name": job_id,
+        "flow": flow,
+        "store": {},
+        "priority": _PRIORITIES[rank],
+        "max_attempts": 1,
+        "created_at": 0.0,
+        "details": {},
+        UNREADABLE: f"unreadable job record: {problem}",
+        RAW: _raw_text(raw),
+    }
+
+
+def read_state(raw: bytes | None, job_id: str) -> dict[str, Any]:
+    """A state node's record, or a placeholder (its token unknown) naming why."""
+    data, problem = _read(raw, job_id, _state_problem)
+    if data is not None and problem is None:
+        return data
+    return {"token": 0, "attempts": 0, UNREADABLE: f"unreadable state record: {problem}"}
+
+
+def read_claim(raw: bytes | None, job_id: str) -> dict[str, Any]:
+    """A claim node's record; one that does not read counts as a live claim by an
+    unknown owner (it ends with its owner's session)."""
+    data, problem = _read(raw, job_id, _claim_problem)
+    if data is not None and problem is None:
+        return data
+    return {"owner": None, "token": None, "lease": None, UNREADABLE: problem}
+
+
+def read_done(raw: bytes | None, job_id: str) -> Job:
+    """A finished job from its ``done`` record; one that does not read is shown as
+    trashed, with ``details["unreadable"]`` naming why."""
+    data, problem = _read(raw, job_id, lambda d: None)
+    if data is not None and problem is None:
+        try:
+            return Job.from_dict(data)
+        except (KeyError, TypeError, ValueError) as err:
+            problem = str(err)
+    rank, flow, seq = parse_id(job_id) or (2, "unknown", 0)
+    reason = f"unreadable finished record: {problem}"
+    return Job(
+        id=job_id,
+        name=job_id,
+        flow=flow,
+        store={},
+        priority=JobPriority(_PRIORITIES[rank]),
+        state=JobState.TRASHED,
+        seq=seq,
+        last_error=reason,
+        details={"unreadable": reason},
+    )
+
+
+def unreadable(*records: Mapping[str, Any] | None) -> str | None:
+    """Why one of a job's records could not be read, or None when all could."""
+    for record in records:
+        if record is not None and record.get(UNREADABLE):
+            return str(record[UNREADABLE])
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything stored about one job, read in one pipelined round trip."""
@@ -95,7 +248,7 @@ class Snapshot:
     claim: dict[str, Any] | None
     claim_stat: ZnodeStat | None
     cancel: bool
-    done: dict[str, Any] | None
+    done: Job | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +291,10 @@ def active_job(
     _, _, seq = parse_id(job_id) or (0, "", 0)
     state = state or {}
     live = is_live(claim, claim_stat)
+    problem = unreadable(static, state)
+    details = static.get("details", {})
+    if problem is not None:
+        details = {**details, "unreadable": problem} if isinstance(details, dict) else {}
     try:
         return Job(
             id=job_id,
@@ -156,8 +313,8 @@ def active_job(
             claimed_at=state.get("claimed_at") if live else None,
             lease_expires_at=expiry(claim, claim_stat) if live else None,
             cancel_requested=cancel,
-            last_error=state.get("last_error"),
-            details=static.get("details", {}),
+            last_error=problem or state.get("last_error"),
+            details=details,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise errors.InvalidJob(

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote
 
@@ -39,6 +39,7 @@ from kazoo.security import ACL
 from jobboard import errors
 from jobboard.base import JobBoard
 from jobboard.model import Claim, ClaimStatus, Entity
+from jobboard.zookeeper.liveness import SessionClock
 from jobboard.zookeeper.nodes import FOLDERS, dump, load
 
 log = logging.getLogger("jobboard.zookeeper")
@@ -47,6 +48,18 @@ T = TypeVar("T")
 
 #: Errors after which a request may or may not have been applied; retried.
 TRANSIENT = (ConnectionLoss, OperationTimeoutError, SessionExpiredError, KazooTimeoutError)
+#: The events a board counts (``counters/<event>``).
+COUNTED = (
+    "posted",
+    "claimed",
+    "consumed",
+    "failed",
+    "trashed",
+    "cancelled",
+    "abandoned",
+    "poison",
+    "purged",
+)
 #: Results of the operations of a failed transaction other than the failing one.
 _CASCADE = (RolledBackError, RuntimeInconsistency)
 
@@ -65,12 +78,13 @@ class ZkSession(JobBoard):
 
     REQUEST_LIMIT: ClassVar[int]
     MAX_ROUNDS: ClassVar[int]
-    SUSPENDED_LOSS_FRACTION: ClassVar[float]
-    COUNTER_FLUSH_INTERVAL: ClassVar[float]
+    SESSION_SAFETY_MARGIN: ClassVar[float]
 
     hosts: str
     root: str
     session_timeout: float
+    requested_session_timeout: float
+    _clock: SessionClock
     connect_timeout: float
     _digest: str | None
     _acl: list[ACL] | None
@@ -80,13 +94,10 @@ class ZkSession(JobBoard):
     _lock: threading.RLock
     _retry: KazooRetry
     _timers: dict[str, threading.Timer]
-    _suspended_at: float | None
     _session_id: int | None
     _connected: bool
     _closed: bool
-    _counts: dict[str, int]
-    _counts_dirty: bool
-    _flush_lock: threading.Lock
+    _counter_seq: Iterator[int]
     _entities: dict[tuple[str, str], bytes]
 
     # -- the session ----------------------------------------------------------
@@ -110,12 +121,17 @@ class ZkSession(JobBoard):
         if self._client is None:
             self._client = KazooClient(
                 hosts=self.hosts,
-                timeout=self.session_timeout,
+                timeout=self.requested_session_timeout,
                 connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
                 auth_data=[("digest", self._digest)] if self._digest else None,
             )
             self._owns_client = True
         client = self._client
+        requested = self.requested_session_timeout
+        if not self._owns_client:
+            requested = client._session_timeout / 1000.0
+        self._clock = SessionClock(requested, self.SESSION_SAFETY_MARGIN)
+        self._clock.attach(client)
         if self._owns_client and not client.connected:
             client.start(timeout=self.connect_timeout)
         elif not client.connected:
@@ -123,12 +139,14 @@ class ZkSession(JobBoard):
         elif self._digest and not self._owns_client:
             client.add_auth("digest", self._digest)
         self._session_id = client.client_id[0] if client.client_id else None
+        self.session_timeout = self._clock.timeout
         client.add_listener(self._on_state)
         self._read(self._ensure_layout)
 
     def _drop_client(self) -> None:
         """Stop following the client; stop and forget it if the board made it."""
         if self._client is not None:
+            self._clock.detach()
             self._client.remove_listener(self._on_state)
             if self._owns_client:
                 self._client.stop()
@@ -140,25 +158,33 @@ class ZkSession(JobBoard):
         return client is None or client.state != KazooState.CONNECTED
 
     def claim_status(self, claim: Claim | str) -> ClaimStatus:
-        """As :meth:`JobBoard.claim_status`; a connection suspended for long means lost."""
+        """As :meth:`JobBoard.claim_status`; a session that may have expired by now
+        (not heard from the server for the granted session timeout, less a safety
+        margin) means lost, even while the connection only looks suspended."""
         status = super().claim_status(claim)
-        since = self._suspended_at
-        if (
-            status is ClaimStatus.UNCERTAIN
-            and since is not None
-            and time.monotonic() - since >= self.session_timeout * self.SUSPENDED_LOSS_FRACTION
-        ):
+        if status is not ClaimStatus.LOST and time.monotonic() >= self._clock.alive_until():
             self._mark_lost(claim if isinstance(claim, str) else claim.job_id)
             return ClaimStatus.LOST
         return status
 
+    def claim_uncertain_since(self, claim: Claim | str) -> float | None:
+        """While ``claim`` is ``UNCERTAIN``: when (``time.monotonic()``) the server was
+        last heard from, the moment from which the session may be running out."""
+        if self.claim_status(claim) is not ClaimStatus.UNCERTAIN:
+            return None
+        return self._clock.heard_at
+
+    def uncertain_claim_bound(self) -> float:
+        """Seconds an ``UNCERTAIN`` claim stays trusted after the server was last
+        heard from: the granted session timeout less the safety margin (when
+        :meth:`claim_status` turns it ``LOST``)."""
+        return self._clock.trusted_for()
+
     def _on_state(self, state: str) -> None:
         """kazoo connection state listener (runs on kazoo's connection thread)."""
         if state == KazooState.SUSPENDED:
-            self._suspended_at = time.monotonic()
             log.warning("%s: connection suspended; claims are uncertain", self)
         elif state == KazooState.LOST:
-            self._suspended_at = None
             with self._lock:
                 held = list(self._held)
             for job_id in held:
@@ -166,7 +192,7 @@ class ZkSession(JobBoard):
             if held:
                 log.warning("%s: session lost; %d claims are gone", self, len(held))
         else:
-            self._suspended_at = None
+            self.session_timeout = self._clock.timeout
             if self._connected and not self._closed:
                 self.client.handler.spawn(self._reconnected)
 
@@ -197,23 +223,21 @@ class ZkSession(JobBoard):
         return {"acl": self._acl} if self._acl else {}
 
     def _ensure_layout(self) -> None:
-        """Create the namespace, its folders and this instance's counters node if missing."""
+        """Create the namespace, its folders and the counters' folders if missing."""
         client = self.client
         self._call("ensure_path", self.root, acl=self._acl)
         pending = [
             client.create_async(self._path(kind), b"", **self._create_kwargs()) for kind in FOLDERS
+        ]
+        pending += [
+            client.create_async(self._path("counters", key), b"", **self._create_kwargs())
+            for key in COUNTED
         ]
         for result in pending:
             try:
                 result.get(timeout=self.session_timeout)
             except NodeExistsError:
                 pass
-        try:
-            self._call(
-                "create", self._path("counters", self._instance), b"{}", **self._create_kwargs()
-            )
-        except NodeExistsError:
-            pass
 
     def _translate(self, err: BaseException, what: str) -> errors.BoardError:
         """The board error for a kazoo error met while doing ``what``."""
@@ -291,9 +315,9 @@ class ZkSession(JobBoard):
         size = 0
         for op, path, *args in ops:
             if op == "create":
-                value, ephemeral = args
+                value, ephemeral, *sequence = args
                 size += len(value)
-                tx.create(path, value, acl=self._acl, ephemeral=ephemeral)
+                tx.create(path, value, acl=self._acl, ephemeral=ephemeral, sequence=bool(sequence))
             elif op == "set":
                 size += len(args[0])
                 tx.set_data(path, args[0], version=args[1])
@@ -333,71 +357,42 @@ class ZkSession(JobBoard):
         timer.start()
 
     # -- counters -------------------------------------------------------------
+    #
+    # An event is counted inside the transaction that makes it happen: the
+    # transaction creates and deletes a child of ``counters/<event>``, which
+    # moves that folder's ``cversion`` by 2 and leaves no node behind. Counts are
+    # therefore exact whatever happens to the process, cost no extra round trip,
+    # and never contend (no version is checked on the folder).
 
-    def _count(self, key: str, n: int = 1) -> None:
-        """Count an event; counts reach this instance's counters node within
-        ``COUNTER_FLUSH_INTERVAL`` (one small write per interval, not per event)."""
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + n
-            self._counts_dirty = True
-        self._later("counters", self.COUNTER_FLUSH_INTERVAL, self._flush_counts)
-
-    def _flush_counts(self) -> None:
-        """Write this instance's counts to its node if they changed."""
-        with self._flush_lock:
-            with self._lock:
-                if not self._counts_dirty or self._client is None:
-                    return
-                data = dump(self._counts)
-                self._counts_dirty = False
-            path = self._path("counters", self._instance)
-            try:
-                try:
-                    self._call("set", path, data)
-                except NoNodeError:
-                    self._call("create", path, data, **self._create_kwargs())
-            except (KazooException, KazooTimeoutError, errors.BoardError) as err:
-                with self._lock:
-                    self._counts_dirty = True
-                log.debug("%s: counters not written: %s", self, err)
+    def _counted(self, key: str, n: int = 1) -> list[tuple[Any, ...]]:
+        """The operations that count ``n`` events ``key`` in a transaction."""
+        ops: list[tuple[Any, ...]] = []
+        for _ in range(n):
+            path = self._path("counters", key, f"c{self._instance}-{next(self._counter_seq)}")
+            ops += [("create", path, b"", False), ("delete", path, -1)]
+        return ops
 
     def counters(self) -> dict[str, int]:
-        self._flush_counts()
-
         def read() -> dict[str, int]:
-            names = self._gather([("get_children", self._path("counters"))])[0] or []
-            total: dict[str, int] = {}
-            for item in self._gather([("get", self._path("counters", n)) for n in names]):
-                for key, value in (load(item[0], "counters") or {}).items() if item else ():
-                    if isinstance(value, int):
+            names, *stats = self._gather(
+                [("get_children", self._path("counters"))]
+                + [("exists", self._path("counters", k)) for k in COUNTED]
+            )
+            names = names or []
+            total = {k: s.cversion // 2 for k, s in zip(COUNTED, stats, strict=True) if s}
+            # Records of earlier versions (one node per board instance): added in.
+            legacy = [n for n in names if n not in COUNTED]
+            for item in self._gather([("get", self._path("counters", n)) for n in legacy]):
+                try:
+                    record = (load(item[0], "counters") or {}) if item else {}
+                except errors.InvalidJob:
+                    continue
+                for key, value in record.items():
+                    if isinstance(value, int) and not isinstance(value, bool):
                         total[key] = total.get(key, 0) + value
-            return total
+            return {k: v for k, v in total.items() if v}
 
         return self._read(read, "counters")
-
-    def _fold_counters(self) -> None:
-        """On close: add our counts to ``counters/total`` and drop our node."""
-        self._flush_counts()
-        if not self._counts:
-            self._call("delete", self._path("counters", self._instance))
-            return
-        total_path = self._path("counters", "total")
-        for _ in range(self.MAX_ROUNDS):
-            found = self._gather([("get", total_path)])[0]
-            total = (load(found[0], "counters") or {}) if found else {}
-            for key, value in self._counts.items():
-                total[key] = total.get(key, 0) + value
-            ops: list[tuple[Any, ...]] = [
-                ("set", total_path, dump(total), found[1].version)
-                if found
-                else ("create", total_path, dump(total), False),
-                ("delete", self._path("counters", self._instance), -1),
-            ]
-            try:
-                self._transact(ops)
-                return
-            except Refused:
-                continue
 
     # -- flow pauses: persistent nodes ------------------------------------------
 

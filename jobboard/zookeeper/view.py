@@ -34,6 +34,10 @@ from jobboard.zookeeper.nodes import (
     load,
     node_event,
     parse_id,
+    read_claim,
+    read_done,
+    read_state,
+    read_static,
 )
 from jobboard.zookeeper.session import ZkSession, log
 
@@ -375,20 +379,21 @@ class ZkView(ZkSession):
             ]
         )
         if done is not None:
-            return Snapshot(job_id, None, None, None, None, None, False, load(done[0], job_id))
+            finished = read_done(done[0], job_id)
+            return Snapshot(job_id, None, None, None, None, None, False, finished)
         if jobs is None:
             return Snapshot(job_id, None, None, None, None, None, False, None)
         if static is None:
-            static = load(jobs[0], job_id)
+            static = read_static(jobs[0], job_id)
             with self._lock:
                 if job_id in self._view.members["jobs"]:
                     self._static[job_id] = static
         return Snapshot(
             job_id,
             static,
-            load(state[0], job_id) if state else None,
+            read_state(state[0], job_id) if state else None,
             state[1].version if state else None,
-            load(claim[0], job_id) if claim else None,
+            read_claim(claim[0], job_id) if claim else None,
             claim[1] if claim else None,
             cancel is not None,
             None,
@@ -397,7 +402,7 @@ class ZkView(ZkSession):
     def _job(self, snap: Snapshot) -> Job:
         """The Job a snapshot describes; ``JobNotFound`` when there is none."""
         if snap.done is not None:
-            return Job.from_dict(snap.done)
+            return snap.done
         if snap.static is None:
             raise errors.JobNotFound(f"no job {snap.job_id!r} on board {self.name!r}")
         return active_job(
@@ -427,17 +432,17 @@ class ZkView(ZkSession):
             for job_id in need_static:
                 found = next(results)
                 if found is not None:
-                    self._static[job_id] = load(found[0], job_id)
+                    self._static[job_id] = read_static(found[0], job_id)
             for job_id in need_state:
                 found = next(results)
                 self._states[job_id] = (
-                    (load(found[0], job_id), found[1].version) if found else (None, None)
+                    (read_state(found[0], job_id), found[1].version) if found else (None, None)
                 )
             fetched_claims = {}
             for job_id in need_claim:
                 found = next(results)
                 if found is not None:
-                    fetched_claims[job_id] = (load(found[0], job_id), found[1])
+                    fetched_claims[job_id] = (read_claim(found[0], job_id), found[1])
                     self._claims[job_id] = fetched_claims[job_id]
             for job_id in ids:
                 static = self._static.get(job_id)
@@ -458,22 +463,10 @@ class ZkView(ZkSession):
             n for n in self._gather([("get_children", self._path("done"))])[0] or [] if parse_id(n)
         ]
         found = self._gather([("get", self._path("done", n)) for n in names])
-        return [Job.from_dict(load(f[0], n)) for n, f in zip(names, found, strict=True) if f]
+        return [read_done(f[0], n) for n, f in zip(names, found, strict=True) if f]
 
     @property
     def job_count(self) -> int:
         """Number of unfinished jobs, from the local view."""
         with self._lock:
             return len(self._view.members["jobs"])
-
-    def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        flows = None if flows is None else frozenset(flows)
-        with self._changed:
-            while True:
-                if self._view.best(flows, pop=False) is not None:
-                    return True
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if (remaining is not None and remaining <= 0) or self._closed:
-                    return False
-                self._changed.wait(remaining)

@@ -23,6 +23,7 @@ from jobboard.changes import Ending, Release
 from jobboard.model import BoardEvent, Job, JobRef, JobState
 from jobboard.zookeeper.nodes import (
     FINISH_EVENTS,
+    RAW,
     VIEW_KINDS,
     Fence,
     Snapshot,
@@ -31,8 +32,9 @@ from jobboard.zookeeper.nodes import (
     finish_record,
     is_live,
     load,
+    read_state,
 )
-from jobboard.zookeeper.session import Refused
+from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.view import ZkView
 
 
@@ -86,8 +88,10 @@ class ZkWrites(ZkView):
         self._check_fence(snap.job_id, job.state, job.token, job.owner, who, token, force)
 
     def _checks(self, job_id: str, fence: Fence) -> list[tuple[Any, ...]]:
-        """The version checks that make a write fenced."""
+        """The checks that make a write fenced: the job exists (it may have been
+        deleted out of band), nobody claimed since, our claim still stands."""
         return [
+            ("check", self._path("jobs", job_id), -1),
             ("check", self._path("state", job_id), fence.state_version),
             ("check", self._path("claims", job_id), fence.claim_version),
         ]
@@ -98,10 +102,42 @@ class ZkWrites(ZkView):
         with self._lock:
             self._fences.pop(job_id, None)
         snap = self._snapshot(job_id)
+        if snap.static is None and snap.done is None:
+            self._drop_vanished(job_id)
         self._check(snap, who, token, False)
         if job_id in self._held:
             with self._lock:
                 self._fences[job_id] = self._fence_of(snap)
+
+    def _drop_vanished(self, job_id: str) -> None:
+        """A job's node was deleted out of band: delete what is left of it (claim,
+        state, progress, cancel flag) and forget our claim. Best effort: one
+        transaction, refused (and left alone) if the job turns out finished."""
+        claim, state, atoms, cancel = self._gather(
+            [
+                ("exists", self._path("claims", job_id)),
+                ("exists", self._path("state", job_id)),
+                ("get_children", self._path("progress", job_id)),
+                ("exists", self._path("cancel", job_id)),
+            ]
+        )
+        done = self._path("done", job_id)
+        ops: list[tuple[Any, ...]] = [("create", done, b"", False), ("delete", done, -1)]
+        for folder, found in (("claims", claim), ("state", state), ("cancel", cancel)):
+            if found is not None:
+                ops.append(("delete", self._path(folder, job_id), -1))
+        ops += [("delete", self._path("progress", job_id, a), -1) for a in atoms or []]
+        if atoms is not None:
+            ops.append(("delete", self._path("progress", job_id), -1))
+        try:
+            self._transact(ops)
+        except Refused as refused:
+            log.info("%s: leftovers of deleted job %s kept: %s", self, job_id, refused)
+        with self._lock:
+            self._forget_caches(job_id)
+        for kind in VIEW_KINDS:
+            self._local(kind, job_id, False)
+        self._forget_claim(job_id)
 
     # -- progress ---------------------------------------------------------------
 
@@ -193,7 +229,7 @@ class ZkWrites(ZkView):
     # -- finishing and abandoning -------------------------------------------------
 
     def _commit_finish(
-        self, job_id: str, fence: Fence, done: dict[str, Any], cancel: bool
+        self, job_id: str, fence: Fence, done: dict[str, Any], cancel: bool, poison: bool = False
     ) -> Job | None:
         """Move an active job to ``done/`` in one transaction; None if it was refused."""
         ops: list[tuple[Any, ...]] = []
@@ -207,7 +243,12 @@ class ZkWrites(ZkView):
         ops.append(("delete", self._path("jobs", job_id), -1))
         if cancel:
             ops.append(("delete", self._path("cancel", job_id), -1))
+        if fence.static.get(RAW) is not None:  # an unreadable job record: keep its bytes
+            done = {**done, "corrupt_record": fence.static[RAW]}
         ops.append(("create", self._path("done", job_id), dump(done), False))
+        ops += self._counted(FINISH_EVENTS[JobState(done["state"])])
+        if poison:
+            ops += self._counted("poison")
         try:
             self._transact(ops)
         except Refused as refused:
@@ -219,7 +260,6 @@ class ZkWrites(ZkView):
         for kind in VIEW_KINDS:
             self._local(kind, job_id, False)
         self._forget_claim(job_id)
-        self._count(FINISH_EVENTS[JobState(done["state"])])
         return Job.from_dict(done)
 
     def _forget_claim(self, job_id: str) -> None:
@@ -268,7 +308,10 @@ class ZkWrites(ZkView):
         self, job_id: str, who: str, token: int | None, state: JobState
     ) -> Job | None:
         found = self._gather([("get", self._path("done", job_id))])[0]
-        done = load(found[0], job_id) if found else None
+        try:
+            done = load(found[0], job_id) if found else None
+        except errors.InvalidJob:
+            return None
         if (
             done
             and done.get("finished_by") == who
@@ -305,23 +348,23 @@ class ZkWrites(ZkView):
                 if release.reason is not None:
                     state["last_error"] = release.reason
                 state["attempts"] = release.attempts(int(state.get("attempts", 0)))
-                ops = [
+                ops = self._checks(job_id, fence)[:1] + [
                     ("delete", self._path("claims", job_id), fence.claim_version),
                     ("set", self._path("state", job_id), dump(state), fence.state_version),
                 ]
+                state_op = len(ops) - 1
                 try:
-                    results = self._transact(ops)
+                    results = self._transact(ops + self._counted("abandoned"))
                 except Refused:
                     if not force:
                         self._stale(job_id, who, token)
                     continue
                 with self._lock:
-                    self._states[job_id] = (state, results[1].version)
+                    self._states[job_id] = (state, results[state_op].version)
                     self._claims.pop(job_id, None)
                     cancel = job_id in self._view.members["cancel"]
                 self._local("claims", job_id, False)
                 self._forget_claim(job_id)
-                self._count("abandoned")
                 self._emit(release.published(fence.token, fence.static.get("flow")))
                 return active_job(job_id, fence.static, state, None, None, cancel)
             raise errors.BoardUnavailable(f"job {job_id!r}: abandon kept racing other writers")
@@ -330,7 +373,7 @@ class ZkWrites(ZkView):
 
     def _released_by_us(self, job_id: str, who: str, token: int | None) -> bool:
         found = self._gather([("get", self._path("state", job_id))])[0]
-        state = load(found[0], job_id) if found else None
+        state = read_state(found[0], job_id) if found else None
         return bool(state and state.get("released_by") == who and state.get("token") == token)
 
     # -- cancelling ---------------------------------------------------------------

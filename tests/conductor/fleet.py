@@ -1,7 +1,7 @@
 """Real ``conductor run`` processes writing what their tasks did to one execution log.
 
 Tests start conductors on a SQLite file, a real redis-server or a real
-ZooKeeper (fixtures of ``tests/fixtures_*.py``) and read the log the flows of
+ZooKeeper (fixtures of ``tests/fixtures.py``) and read the log the flows of
 ``tests/flows_for_tests.py`` append to.
 """
 

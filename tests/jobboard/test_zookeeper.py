@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,16 +34,6 @@ from tests.fixtures import CHROOT, board_url, expire_session
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.zookeeper
-
-
-@pytest.fixture
-def raw(zookeeper_hosts: str) -> Iterator[KazooClient]:
-    """A plain unauthenticated client on the session's server, to look at nodes."""
-    client = KazooClient(hosts=zookeeper_hosts, timeout=4)
-    client.start(timeout=10)
-    yield client
-    client.stop()
-    client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""ZooKeeper board tests on a real ZooKeeper server."""
