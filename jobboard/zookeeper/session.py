@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
@@ -393,44 +393,6 @@ class ZkSession(JobBoard):
             return {k: v for k, v in total.items() if v}
 
         return self._read(read, "counters")
-
-    # -- flow pauses: persistent nodes ------------------------------------------
-
-    def _read_pauses(self) -> dict[str, str]:
-        def read() -> dict[str, str]:
-            names = self._gather([("get_children", self._path("pauses"))])[0] or []
-            found = self._gather([("get", self._path("pauses", n)) for n in names])
-            return {
-                unquote(n[1:]): item[0].decode()
-                for n, item in zip(names, found, strict=True)
-                if item is not None and n.startswith("f")
-            }
-
-        return self._read(read, "paused flows")
-
-    def _write_pause(self, flow: str, encoded: str | None) -> bool:
-        path = self._path("pauses", "f" + quote(flow, safe=""))
-
-        def write() -> bool:
-            if encoded is None:
-                try:
-                    self._call("delete", path)
-                except NoNodeError:
-                    return False
-                return True
-            try:
-                self._call("set", path, encoded.encode())
-                return True
-            except NoNodeError:
-                pass
-            try:
-                self._call("create", path, encoded.encode(), makepath=True, **self._create_kwargs())
-            except NodeExistsError:
-                self._call("set", path, encoded.encode())
-                return True
-            return False
-
-        return self._read(write, "pause flow" if encoded else "resume flow")
 
     # -- entities: ephemeral nodes of the session -----------------------------
 
