@@ -13,6 +13,7 @@ import json
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -262,25 +263,23 @@ def _retry_all(board: JobBoard, args: argparse.Namespace) -> int:
     if bad:
         raise CliError(f"retry --all --state must be failed, trashed or cancelled, not {bad[0]}")
     jobs = list(board.iterjobs(states=ALL_STATES, flow=args.flow))
-    retried = {j.details.get("retry_of") for j in jobs if isinstance(j.details, dict)}
+    retries = Counter(
+        j.details["retry_of"] for j in jobs if isinstance(j.details.get("retry_of"), str)
+    )
     since = args.since if args.since is not None else 0.0
-    due = [
-        j
-        for j in jobs
-        if j.state.value in states and (j.finished_at or 0) >= since
-        and (args.again or j.id not in retried)
-    ]
-    due.sort(key=lambda j: j.finished_at or 0)
-    skipped = sum(1 for j in jobs if j.state.value in states and j.id in retried) * (not args.again)
+    matching = [j for j in jobs if j.state.value in states and (j.finished_at or 0) >= since]
+    due = sorted(
+        (j for j in matching if args.again or not retries[j.id]), key=lambda j: j.finished_at or 0
+    )
+    skipped = len(matching) - len(due)
     note = f" ({skipped} already retried, skipped; --again includes them)" if skipped else ""
     if not due:
         echo(f"nothing to retry{note}")
         return EXIT_OK
     when = f" since {render.fmt_time(args.since)}" if args.since is not None else ""
     _confirm(args, f"Retry {len(due)} {'/'.join(states)} jobs of flow {args.flow}{when}?{note}")
-    counts = {j.id: sum(1 for r in jobs if r.details.get("retry_of") == j.id) for j in due}
     for job in due:
-        echo(_repost(board, job, counts[job.id]).id)
+        echo(_repost(board, job, retries[job.id]).id)
     sys.stderr.write(f"jobboard: retried {len(due)} jobs{note}\n")
     return EXIT_OK
 
