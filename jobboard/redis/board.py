@@ -33,13 +33,13 @@ import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
-from urllib.parse import unquote, urlsplit
 
 import redis
 
 from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import Entity, Job, JobState
+from jobboard.redis import topology
 from jobboard.redis.claims import RedisClaims
 from jobboard.redis.decoding import json_object, server_time, text
 from jobboard.redis.durability import POLICIES
@@ -124,28 +124,17 @@ class RedisBoard(RedisClaims):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """``redis://[user:password@]host:port/db?namespace=...&lease=...``; ``rediss://``
-        adds TLS with ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` and
-        ``ssl_cert_reqs`` (none / optional / required). ``client=`` overrides the
-        address with a ready ``redis.Redis``."""
-        parts = urlsplit(url)
-        tls = parts.scheme.lower() == "rediss"
+        (or ``ssl=true``) adds TLS with ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``
+        and ``ssl_cert_reqs`` (none / optional / required). ``redis+sentinel://`` and
+        ``redis+cluster://`` reach a Sentinel-watched master or a Cluster (see
+        :mod:`jobboard.redis.topology`). ``client=`` overrides the address with a ready
+        client."""
         merged = coerce_options({**parse_options(url), **options}, url)
-        try:
-            port = parts.port or 6379
-            db = int(parts.path.strip("/") or 0)
-        except ValueError as err:
-            raise errors.BadURL(
-                f"board URL {redact_url(url)!r}: bad port or database ({err})"
-            ) from err
-        connection: dict[str, Any] = {
-            "host": parts.hostname or "127.0.0.1",
-            "port": port,
-            "db": db,
-            "username": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password else None,
-            "socket_timeout": cls.SOCKET_TIMEOUT,
-            "socket_connect_timeout": cls.CONNECT_TIMEOUT,
-        }
+        connection = topology.address(url, merged)
+        tls = bool(connection.get("ssl"))
+        connection.update(
+            socket_timeout=cls.SOCKET_TIMEOUT, socket_connect_timeout=cls.CONNECT_TIMEOUT
+        )
         for key in ("username", "password"):
             if key in merged:
                 connection[key] = merged.pop(key)
@@ -158,7 +147,8 @@ class RedisBoard(RedisClaims):
         tls_options = {key: merged.pop(key) for key in _TLS_OPTIONS if key in merged}
         if tls_options and not tls:
             raise errors.BadURL(
-                f"board URL {redact_url(url)!r}: TLS options {sorted(tls_options)} need rediss://"
+                f"board URL {redact_url(url)!r}: TLS options {sorted(tls_options)} need "
+                "rediss:// (or ssl=true)"
             )
         if tls:
             reqs = str(tls_options.pop("ssl_cert_reqs", "required")).lower()
@@ -167,7 +157,7 @@ class RedisBoard(RedisClaims):
                     f"board URL {redact_url(url)!r}: option 'ssl_cert_reqs' must be one of "
                     f"{', '.join(_CERT_REQS)}, got {reqs!r}"
                 )
-            connection.update(ssl=True, ssl_cert_reqs=reqs, **tls_options)
+            connection.update(ssl_cert_reqs=reqs, **tls_options)
         if "retry_deadline" in merged:
             merged["retry_deadline"] = number_option(
                 merged["retry_deadline"], "retry_deadline", url

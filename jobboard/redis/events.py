@@ -21,6 +21,7 @@ import redis
 
 from jobboard import errors
 from jobboard.model import BoardEvent
+from jobboard.redis import topology
 from jobboard.redis.decoding import server_time, text
 from jobboard.redis.durability import RedisDurability
 from jobboard.redis.idle import IdleKnowledge, flow_key
@@ -148,7 +149,7 @@ class RedisEvents(RedisDurability):
         delay = self.LISTEN_BACKOFF
         first = True  # connect() has just checked the board
         while not self._stopping.is_set():
-            pubsub = client.pubsub()
+            pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
             try:
                 pubsub.subscribe(self._channel, self._control)
                 while not self._stopping.is_set():
@@ -209,7 +210,7 @@ class RedisEvents(RedisDurability):
             held = list(self._held.values())
         if not held:
             return
-        pipe = client.pipeline(transaction=False)
+        pipe = topology.pipeline(client, f"{self._prefix}seq")
         pipe.time()
         for claim in held:
             pipe.hmget(self._job_key(claim.job_id), "state", "token", "owner", "lease_expires_at")
