@@ -41,7 +41,8 @@ from jobboard.zookeeper.nodes import (
     read_state,
     read_static,
 )
-from jobboard.zookeeper.session import ZkSession, log
+from jobboard.zookeeper.pauses import ZkPauses
+from jobboard.zookeeper.session import log
 
 
 class View:
@@ -170,7 +171,7 @@ class View:
         return [job_id for _, _, job_id in sorted(ids)]
 
 
-class ZkView(ZkSession):
+class ZkView(ZkPauses):
     """The local view, kept by watches, and the reads of jobs it serves."""
 
     LISTING_COST: ClassVar[float]
