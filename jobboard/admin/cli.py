@@ -34,6 +34,7 @@ from jobboard.admin.console import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
+    EXIT_TIMEOUT,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     LONG_CLAIM,
@@ -111,6 +112,16 @@ def _parse_since(text: str) -> float:
     return moment.timestamp()
 
 
+def _parse_at(text: str) -> float:
+    """A future board timestamp (``--not-before``): an ISO time (UTC if no zone) or epoch."""
+    if _DURATION_PART.fullmatch(text.strip().lower()):
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: give a moment (2024-05-01T12:00:00Z or epoch); "
+            "use --delay for a duration"
+        )
+    return _parse_since(text)
+
+
 def _count(text: str) -> int:
     """A whole number >= 0 (``--limit``, ``--iterations``)."""
     try:
@@ -149,7 +160,7 @@ every option also comes from JOBBOARD_<OPTION> (e.g. JOBBOARD_LIMIT=20, JOBBOARD
 the board from --board, --board-file, JOBBOARD_BOARD(_FILE) or CONDUCTOR_BOARD(_FILE).
 
 exit codes: {EXIT_OK} ok, {EXIT_REFUSED} refused operation, {EXIT_USAGE} bad usage, \
-{EXIT_UNAVAILABLE} board unreachable
+{EXIT_UNAVAILABLE} board unreachable, {EXIT_TIMEOUT} post --wait timed out
 """
 
 
@@ -342,6 +353,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="claims before the job is trashed as poison (default: board's)",
+    )
+    p.add_argument("--key", default=None, help="dedupe key: a job holding it is returned instead")
+    later = p.add_mutually_exclusive_group()
+    later.add_argument(
+        "--delay", type=parse_duration, default=None, metavar="DURATION", help="due after this"
+    )
+    later.add_argument(
+        "--not-before", type=_parse_at, default=None, metavar="WHEN", help="due at this time"
+    )
+    p.add_argument("--wait", action="store_true", help="wait for the outcome; exit by it")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="with --wait: give up after this long (exit 4)",
     )
 
     for name in ("abandon", "trash"):
