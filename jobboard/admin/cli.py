@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import jobboard
 from jobboard import envopts, errors
-from jobboard.admin import listings, operations, watch
+from jobboard.admin import listings, operations, schedule_cmd, watch
 from jobboard.admin.console import (
     ALL_STATES,
     EXIT_INTERRUPTED,
@@ -239,6 +239,13 @@ _COMMANDS: dict[str, _Command] = {
         "jobboard export --since 2h --format jsonl > runs.jsonl\n"
         "  jobboard export --since 2024-05-01T00:00:00Z --flow billing -o billing.jsonl",
     ),
+    "schedule": _Command(
+        schedule_cmd.cmd_schedule,
+        "periodic schedules: add, list, remove, pause, resume",
+        "jobboard schedule add nightly --flow reports --cron '0 2 * * *'\n"
+        "  jobboard schedule add poll --flow feeds --every 300 --store '{\"feed\": 1}'\n"
+        "  jobboard schedule list\n  jobboard schedule pause nightly",
+    ),
     "stats": _Command(
         listings.cmd_stats,
         "counts per state and flow, oldest waiting job, counters",
@@ -407,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     add("stats", as_json)
+    schedule_cmd.add_arguments(add("schedule"))
     for name in web_commands.COMMANDS:
         web_commands.add_arguments(name, add(name))
     envopts.from_environment(parser, ENV_PREFIXES[0])
