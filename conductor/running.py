@@ -29,7 +29,7 @@ from conductor.context import JobContext
 from conductor.events import ConductorEvents
 from conductor.listeners.claims import CheckingClaimListener
 from conductor.registry import FlowRegistry
-from jobboard import BoardError, Claim, InvalidJob, Job, JobBoard, NotOwner
+from jobboard import BoardError, Claim, InvalidJob, Job, JobBoard, NotOwner, family
 
 __all__ = ["CANCELLED", "CLAIM_LOST", "SHUTDOWN", "RunningJob"]
 
@@ -183,6 +183,7 @@ class RunningJob:
             },
             sink=progress.report,
             probe=self.stop_probe,
+            board=host.board,
         )
         engine = engines.load(
             host.flows.build(job.flow, job),
@@ -274,6 +275,11 @@ class RunningJob:
             return
         event = ConductorEvents.CANCELLED if cancelled else ConductorEvents.FAILED
         host._emit(event, job, error=error)
+        if cancelled:
+            try:  # a cancelled parent takes its unfinished children with it
+                family.cancel_children(host.board, job.id)
+            except BoardError as err:
+                host._board_error("cancel children", err)
 
     def _claim_lost(self, reason: str) -> None:
         LOG.warning("job %s (flow %s): claim lost: %s", self.job.id, self.job.flow, reason)

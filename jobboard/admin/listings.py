@@ -76,11 +76,24 @@ def show_view(board: JobBoard, job: Job, now: float) -> dict[str, Any]:
     claim = None
     if job.state is JobState.CLAIMED:
         claim = render.claim_record(job, now, board.iter_entities(), LONG_CLAIM)
+    parent = None
+    if job.parent:
+        try:
+            parent = _relative(board.get(job.parent))
+        except errors.JobNotFound:
+            parent = {"id": job.parent, "name": None, "state": "purged"}
     return {
         "job": job.to_dict(),
         "claim": claim,
         "progress": render.progress_records(board.load_progress(job)),
+        "parent": parent,
+        "children": [_relative(child) for child in board.children(job)],
     }
+
+
+def _relative(job: Job) -> dict[str, Any]:
+    """A parent or child in ``show``: its id, name and state."""
+    return {"id": job.id, "name": job.name, "state": job.state.value}
 
 
 def cmd_show(board: JobBoard, args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from jobboard import family
 from jobboard.admin import render
 from jobboard.admin.console import (
     EXIT_OK,
@@ -160,12 +161,14 @@ def cmd_forced(board: JobBoard, args: argparse.Namespace) -> int:
 
 def cmd_cancel(board: JobBoard, args: argparse.Namespace) -> int:
     """``cancel``: end a waiting job, or ask a claimed job's conductor to stop it."""
-    job = _target(board, args, "cancel", _UNFINISHED, "")
-    after = board.cancel(job)
+    job = _target(board, args, "cancel", _UNFINISHED, " Its unfinished children are cancelled too.")
+    after, kids = family.cancel_family(board, job)
     if after.state is JobState.CANCELLED:
         echo(f"job {job.id} cancelled")
     else:
         echo(f"cancel requested for job {job.id}: {after.owner or 'its owner'} will stop it")
+    if kids:
+        echo(f"{len(kids)} unfinished child job(s) cancelled with it")
     return EXIT_OK
 
 
