@@ -144,12 +144,14 @@ def sabotage_flow():
 
 
 class Parent(task.Task):
-    """Posts ``spec["children"]`` children of flow ``steps`` and waits for them all."""
+    """Posts ``spec["children"]`` children (flow ``spec["child_flow"]``, default ``steps``)
+    and waits for them all."""
 
     def execute(self, spec: dict) -> list:
         record("start", self.name)
         for n in range(int(spec.get("children", 3))):
-            context.post_child(f"part-{n}", "steps", {"spec": spec.get("child", {})}, key=str(n))
+            child = {"spec": spec.get("child", {})}
+            context.post_child(f"part-{n}", spec.get("child_flow", "steps"), child, key=str(n))
         record("posted", self.name)
         done = context.wait_for_children(timeout=spec.get("wait_timeout"))
         record("done", self.name)

@@ -40,9 +40,12 @@ def test_a_parent_taken_over_finds_the_children_it_posted(board, fleet, tmp_path
     first = fleet.start("c1")  # one slot: busy with the parent, children wait
     parent = board.post("nightly", "parent", {"spec": spec})
     wait_until(lambda: fleet.records("posted", parent.id), timeout=30)
-    os.kill(first.pid, signal.SIGKILL)
+    fleet.start("kids", "--max-jobs", "3")  # the children run here...
+    kids = board.children(parent)
+    wait_until(lambda: all(fleet.records("start", k.id) for k in kids), timeout=30)
+    os.kill(first.pid, signal.SIGKILL)  # ... while the parent's conductor dies
     first.wait(10)
-    fleet.start("c2", "--max-jobs", "4")
+    fleet.start("c2")
     wait_until(lambda: len(fleet.records("posted", parent.id)) == 2, timeout=30)
     gate.touch()
     done = board.wait_for(parent, timeout=60)
@@ -53,7 +56,8 @@ def test_a_parent_taken_over_finds_the_children_it_posted(board, fleet, tmp_path
 
 
 def test_cancelling_a_parent_cancels_its_unfinished_children(board, fleet, board_url, tmp_path):
-    spec = {"children": 2, "child": {"block_at": "one", "gate": str(tmp_path / "never")}}
+    child = {"mode": "cooperative", "gate": str(tmp_path / "never")}
+    spec = {"children": 2, "child_flow": "long", "child": child}
     fleet.start("c1", "--max-jobs", "2")  # the parent and one child run; the other waits
     parent = board.post("nightly", "parent", {"spec": spec})
     wait_until(lambda: fleet.records("posted", parent.id), timeout=30)
