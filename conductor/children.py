@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobboard import Job, JobBoard, WaitTimeout
+if TYPE_CHECKING:  # the engine alone never loads the board code
+    from jobboard import Job, JobBoard
 
 __all__ = ["CHECK_EVERY", "child_key", "post_child", "wait_for_children"]
 
@@ -67,6 +68,8 @@ def wait_for_children(context: _Context, timeout: float | None = None) -> list[J
     Raises ``WaitTimeout`` when ``timeout`` seconds pass first, and
     ``TaskCancelled`` as soon as the parent must stop.
     """
+    from jobboard import WaitTimeout
+
     board, parent_id = _parent(context, "wait_for_children")
     deadline = None if timeout is None else time.monotonic() + timeout
     for child in board.children(parent_id):
