@@ -350,6 +350,8 @@ class Conductor:
                 LOG.debug("schedule tick posted as job %s", job.id)
         except BoardError as err:
             self._board_error("promote schedules", err)
+        except Exception:  # noqa: BLE001 - a bad schedule must never stop the heartbeat
+            LOG.exception("promoting schedules failed; retried on the next heartbeat")
 
     def _register(self) -> None:
         metadata = {

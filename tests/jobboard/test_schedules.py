@@ -49,7 +49,7 @@ def test_cron_errors_name_the_field(expr, field):
         Cron.parse(expr)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "zookeeper"])
 def factory(request):
     return request.getfixturevalue(f"{request.param}_board_factory")
 
