@@ -48,8 +48,10 @@ _FIELDS = (
 )
 #: How far ahead a cron expression is searched for its next time before it counts as never firing.
 _SEARCH_DAYS = 366 * 5
-#: Most missed ticks stepped over to find the latest due one (beyond: restart near now).
+#: Most ticks stepped over to find the latest due one within one look-back window.
 _MAX_STEPS = 100_000
+#: How far back (seconds) the latest due cron tick is looked for, nearest window first.
+_LOOK_BACK = (3600.0, 8 * 86400.0, 400 * 86400.0, 5 * 366 * 86400.0, math.inf)
 
 
 def _bad(expr: str, field: str, why: str) -> errors.InvalidJob:
@@ -198,13 +200,18 @@ class Schedule:
         if self.every is not None:
             return self.next_at + math.floor((now - self.next_at) / self.every) * self.every
         cron = Cron.parse(self.cron or "")
-        tick = self.next_at
-        for _ in range(_MAX_STEPS):
-            following = cron.next_after(tick)
-            if following > now:
-                return tick
-            tick = following
-        return tick
+        # Look back over growing windows so a long outage costs few steps.
+        for window in _LOOK_BACK:
+            start = max(self.next_at, now - window)
+            tick = start if start == self.next_at else cron.next_after(start - 1)
+            if tick > now:
+                continue
+            for _ in range(_MAX_STEPS):
+                following = cron.next_after(tick)
+                if following > now:
+                    return tick
+                tick = following
+        return self.next_at
 
 
 def _check_every(every: float) -> float:

@@ -103,3 +103,18 @@ def test_paused_and_unserved_schedules_are_not_promoted(memory_board_factory):
         add_schedule(board, "c", "steps", every=-1)
     with pytest.raises(errors.VersionConflict):
         add_schedule(board, "a", "steps", every=10)
+
+
+def test_a_long_outage_of_a_cron_schedule_posts_only_the_latest_tick(memory_board_factory):
+    board = memory_board_factory()
+    add_schedule(board, "minutely", "steps", cron="* * * * *", now=_at(2020, 1, 1))
+    add_schedule(board, "monthly", "steps", cron="0 3 1 * *", now=_at(2020, 1, 1))
+    posted = promote_due(board, None, now=_at(2024, 5, 17, 10, 30, 30))
+    assert sorted(j.name for j in posted) == [
+        "minutely@2024-05-17T10:30:00Z",
+        "monthly@2024-05-01T03:00:00Z",
+    ]
+    assert [s.next_at for s in list_schedules(board)] == [
+        _at(2024, 5, 17, 10, 31),
+        _at(2024, 6, 1, 3),
+    ]
