@@ -40,7 +40,15 @@ from conductor.events import LOGGED_EVENTS, ConductorEvents
 from conductor.registry import FlowRegistry, RegistryError
 from conductor.running import CANCELLED, SHUTDOWN, RunningJob
 from conductor.types.notifier import Notifier
-from jobboard import BoardError, BoardEvent, BoardUnavailable, Job, JobBoard, unique_owner
+from jobboard import (
+    BoardError,
+    BoardEvent,
+    BoardUnavailable,
+    Job,
+    JobBoard,
+    schedules,
+    unique_owner,
+)
 
 __all__ = ["SHUTDOWN", "Conductor", "ConductorEvents", "RunningJob"]
 
@@ -330,6 +338,7 @@ class Conductor:
         next_entity = time.monotonic() + self.ENTITY_REFRESH
         while not self._stopped.wait(interval):
             self._renew()
+            self._promote_schedules()
             for running in self.running_jobs:
                 running.notice()
                 if running.progress is not None:
@@ -368,6 +377,20 @@ class Conductor:
                 and self.board.held_claim(job_id) is not None
             ):
                 held.claim_lost("lease renewal refused")
+
+    def _promote_schedules(self) -> None:
+        """Post the due ticks of the board's schedules for the flows served here.
+
+        Runs on the heartbeat; every conductor may race on a tick, the tick's
+        dedupe key and the compare-and-set on ``next_at`` make it one job.
+        """
+        try:
+            for job in schedules.promote_due(self.board, self._flow_names):
+                LOG.debug("schedule tick posted as job %s", job.id)
+        except BoardError as err:
+            self._board_error("promote schedules", err)
+        except Exception:  # noqa: BLE001 - a bad schedule must never stop the heartbeat
+            LOG.exception("promoting schedules failed; retried on the next heartbeat")
 
     def _register(self) -> None:
         metadata = {
