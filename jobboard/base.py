@@ -53,8 +53,10 @@ Who may do what:
 * the owner (``who`` and the current ``token``) may ``renew``,
   ``save_progress``, ``consume``, ``fail``, ``abandon`` and ``trash``;
 * an operator may ``abandon`` or ``trash`` any unfinished job with
-  ``force=True`` (the old owner's token stays stale forever after), and
-  ``purge`` finished jobs.
+  ``force=True`` (the old owner's token stays stale forever after), end one
+  as cancelled at once with ``force_cancel``, and
+  ``purge`` finished jobs, and ``pause_flow`` / ``resume_flow`` (conductors
+  claim no job of a paused flow; ``paused_flows`` is for anyone).
 
 Owners are opaque strings; use :func:`unique_owner` so that two processes
 never share one (the token check protects even if they do).
@@ -83,6 +85,7 @@ from jobboard.model import (
     Versioned,
     unique_owner,
 )
+from jobboard.pauses import FlowPauses
 from jobboard.producers import Producing
 from jobboard.urls import coerce_options, redact_url
 
@@ -106,7 +109,7 @@ __all__ = [
 ]
 
 
-class JobBoard(Producing, abc.ABC):
+class JobBoard(Producing, FlowPauses, abc.ABC):
     """Abstract job board. Subclasses implement one backend.
 
     Tunables are class constants, overridable per instance through the
@@ -370,6 +373,20 @@ class JobBoard(Producing, abc.ABC):
             if not end.force:
                 self._forget_refused(end.job_id, end.who, end.token)
             raise
+
+    def force_cancel(self, job: JobRef, who: str, *, reason: str | None = None) -> Job:
+        """Operator: end any unfinished job as cancelled at once, with ``reason``.
+
+        Unfenced like ``trash(force=True)``: a claimed job's owner loses it (its
+        token is stale from now on, so its next fenced write fails and its
+        claim check stops the job), and the job never runs again.
+        """
+        job_id = self._job_id(job)
+        message = self._validate_error(job_id, reason or "cancelled", "reason")
+        self._check_owner_args(job_id, who, None, True)
+        return self._finish(
+            Ending(job_id, who, None, JobState.CANCELLED, True, None, message, "cancelled")
+        )
 
     def find_owner(self, job: JobRef) -> str | None:
         """The owner of the job's live claim, or ``None``."""

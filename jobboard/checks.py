@@ -23,6 +23,8 @@ from jobboard.urls import MAX_LEASE
 __all__ = ["BoardChecks"]
 
 _FLOW_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+#: What a flow name must match.
+FLOW_RE = _FLOW_RE
 _ATOM_RE = re.compile(r"^[^\x00-\x1f]{1,200}$")
 
 

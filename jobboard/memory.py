@@ -44,6 +44,7 @@ class _Store:
         self.finished: deque[tuple[float, str]] = deque()
         self.entities: dict[tuple[str, str], Entity] = {}
         self.counters: dict[str, int] = {}
+        self.pauses: dict[str, str] = {}
         self.seq = itertools.count(1)
         self.subscribers: list[Callable[[BoardEvent], None]] = []
         self.keys: dict[str, str] = {}  # dedupe key -> job id
@@ -487,6 +488,20 @@ class MemoryBoard(JobBoard):
                     self._s.changed.wait(pause)
         finally:
             self._publish(events)
+
+    # -- flow pauses --------------------------------------------------------
+
+    def _read_pauses(self) -> dict[str, str]:
+        with self._s.lock:
+            return dict(self._s.pauses)
+
+    def _write_pause(self, flow: str, encoded: str | None) -> bool:
+        with self._s.lock:
+            if encoded is None:
+                return self._s.pauses.pop(flow, None) is not None
+            was = flow in self._s.pauses
+            self._s.pauses[flow] = encoded
+            return was
 
     # -- entities -----------------------------------------------------------
 

@@ -8,6 +8,7 @@ output stays readable in a narrow terminal, a pager or a log file.
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -189,7 +190,7 @@ def table(
 def key_values(
     pairs: Iterable[tuple[str, Any]], *, width: int = DEFAULT_WIDTH, indent: int = 2
 ) -> str:
-    """Aligned ``key  value`` lines; long values wrap under the value column."""
+    """Aligned ``key  value`` lines; long values wrap on words under the value column."""
     items = [(k, "-" if v is None else str(v)) for k, v in pairs]
     if not items:
         return ""
@@ -198,7 +199,10 @@ def key_values(
     lead = " " * (indent + key_width + COLUMN_GAP)
     out = []
     for key, value in items:
-        chunks = [value[i : i + room] for i in range(0, len(value), room)] or [""]
+        # Wrap on spaces; only a word longer than the whole line is broken.
+        chunks = textwrap.wrap(
+            value, room, break_on_hyphens=False, replace_whitespace=True, drop_whitespace=True
+        ) or [""]
         out.append(" " * indent + key.ljust(key_width) + " " * COLUMN_GAP + chunks[0])
         out.extend(lead + chunk for chunk in chunks[1:])
     return "\n".join(line.rstrip() for line in out)

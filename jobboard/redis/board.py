@@ -226,6 +226,24 @@ class RedisBoard(RedisProducers):
         fields = pairs(raw)
         return decode_job(fields.get("id", job_id), fields)
 
+    # -- flow pauses (hash ``<prefix>pauses``: flow -> JSON note) -------------
+
+    def _read_pauses(self) -> dict[str, str]:
+        raw = self._call(
+            "paused_flows", None, lambda: self._redis().hgetall(f"{self._prefix}pauses"), safe=True
+        )
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def _write_pause(self, flow: str, encoded: str | None) -> bool:
+        key = f"{self._prefix}pauses"
+        if encoded is None:
+            removed = self._call("resume_flow", None, lambda: self._redis().hdel(key, flow), safe=True)
+            return bool(removed)
+        added = self._call(
+            "pause_flow", None, lambda: self._redis().hset(key, flow, encoded), safe=True
+        )
+        return not added
+
     # -- entities -----------------------------------------------------------
 
     def register_entity(

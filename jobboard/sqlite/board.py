@@ -59,7 +59,13 @@ from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import BoardEvent, Entity, Job, JobState
 from jobboard.sqlite.producers import SqliteProducers
-from jobboard.sqlite.schema import SCHEMA_VERSION, SQL_RETENTION_IDS, row_job
+from jobboard.sqlite.schema import (
+    SCHEMA_VERSION,
+    SQL_CREATE_PAUSES,
+    SQL_HAS_PAUSES,
+    SQL_RETENTION_IDS,
+    row_job,
+)
 from jobboard.sqlite.store import log
 from jobboard.urls import coerce_options, parse_options
 
@@ -267,6 +273,36 @@ class SqliteBoard(SqliteProducers):
             conn.execute(f"DELETE FROM progress WHERE namespace = ? AND job_id IN ({marks})", args)
             conn.execute(f"DELETE FROM jobs WHERE namespace = ? AND id IN ({marks})", args)
 
+
+    # -- flow pauses --------------------------------------------------------
+
+    def _read_pauses(self) -> dict[str, str]:
+        def select(conn: sqlite3.Connection, _now: float) -> dict[str, str]:
+            if not conn.execute(SQL_HAS_PAUSES).fetchone():
+                return {}  # a file no pause was ever written to
+            rows = conn.execute("SELECT flow, note FROM pauses WHERE namespace = ?", (self.namespace,))
+            return dict(rows.fetchall())
+
+        return self._read("paused_flows", select)
+
+    def _write_pause(self, flow: str, encoded: str | None) -> bool:
+        def write(conn: sqlite3.Connection, _now: float, _events: list[BoardEvent]) -> bool:
+            conn.execute(SQL_CREATE_PAUSES)  # files made before pauses existed lack the table
+            key = (self.namespace, flow)
+            was = conn.execute(
+                "SELECT 1 FROM pauses WHERE namespace = ? AND flow = ?", key
+            ).fetchone()
+            if encoded is None:
+                conn.execute("DELETE FROM pauses WHERE namespace = ? AND flow = ?", key)
+            else:
+                conn.execute(
+                    "INSERT INTO pauses (namespace, flow, note) VALUES (?, ?, ?)"
+                    " ON CONFLICT (namespace, flow) DO UPDATE SET note = excluded.note",
+                    (*key, encoded),
+                )
+            return was is not None
+
+        return self._write("pause_flow" if encoded else "resume_flow", write)[0]
 
     # -- entities -----------------------------------------------------------
 

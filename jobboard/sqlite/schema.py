@@ -122,6 +122,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
+#: The paused flows (created on the first pause, so older files need no upgrade).
+SQL_CREATE_PAUSES = """CREATE TABLE IF NOT EXISTS pauses (
+    namespace TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    note TEXT NOT NULL,
+    PRIMARY KEY (namespace, flow)
+) WITHOUT ROWID"""
+#: Whether the pauses table exists.
+SQL_HAS_PAUSES = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pauses'"
+
 #: The best waiting job of one flow (index ``jobs_claim``).
 SQL_BEST_OF_FLOW = (
     "SELECT seq, priority FROM jobs WHERE namespace = ? AND state = 'waiting' AND flow = ?"

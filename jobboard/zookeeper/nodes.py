@@ -20,6 +20,7 @@ Under ``<chroot>/<namespace>``::
                                  created in the job's own transaction, named right after
     schedules/s<name>            persistent: one record of the schedules' store (quoted);
                                  its ZooKeeper version + 1 is the record's version
+    pauses/f<flow>               persistent: a paused flow's note (folder made on first pause)
 
 Everything here is pure: no requests, no board state.
 """

@@ -41,7 +41,8 @@ from jobboard.zookeeper.nodes import (
     read_state,
     read_static,
 )
-from jobboard.zookeeper.session import ZkSession, log
+from jobboard.zookeeper.pauses import ZkPauses
+from jobboard.zookeeper.session import log
 
 
 class View:
@@ -170,7 +171,7 @@ class View:
         return [job_id for _, _, job_id in sorted(ids)]
 
 
-class ZkView(ZkSession):
+class ZkView(ZkPauses):
     """The local view, kept by watches, and the reads of jobs it serves."""
 
     LISTING_COST: ClassVar[float]
@@ -326,10 +327,19 @@ class ZkView(ZkSession):
             self._emit(node_event(where, job_id, data))
 
     def _local(self, kind: str, job_id: str, present: bool) -> None:
+        """Apply one of our own writes to the view at once (read-your-writes).
+
+        The claims watch may answer before our own write's answer is applied
+        (the server sends the event first): its listing has then already dropped
+        the claim and left the job unconfirmed, its heap entry gone. Our write
+        settles it, so the job goes back on the heap here, not on confirmation."""
         with self._lock:
+            unconfirmed = job_id in self._view.unconfirmed
             self._view.unconfirmed.discard(job_id)
             changed = self._view.local(kind, job_id, present)
-            if changed and (kind == "jobs" and present or kind == "claims" and not present):
+            if (changed or unconfirmed) and (
+                kind == "jobs" and present or kind == "claims" and not present
+            ):
                 self._view.push(job_id)
             self._changed.notify_all()
 
