@@ -128,7 +128,7 @@ class Conductor:
         for n in range(self.max_simultaneous_jobs):
             threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
         self._register()
-        self.board.add_listener(self._on_board_event)
+        self.board.add_listener(self._on_board_event, held_only=True)
         self._heartbeat = threading.Thread(
             target=self._heartbeat_main, name=f"{self.name}-heartbeat", daemon=True
         )

@@ -69,7 +69,14 @@ class View:
         if pzxid < self.pzxid[kind]:
             return None
         self.pzxid[kind] = pzxid
-        members = {c for c in children if parse_id(c) is not None}
+        old = self.members[kind]
+        members = set(children)
+        # Only names not seen before are parsed (a listing repeats the folder).
+        fresh = members - old
+        parsed = [(parse_id(c), c) for c in fresh]
+        members.difference_update([c for p, c in parsed if p is None])
+        if kind == "jobs":
+            self._push_parsed([(p[1], (p[0], p[2], c)) for p, c in parsed if p is not None])
         overrides = self.overrides[kind]
         for job_id, (gen, present) in list(overrides.items()):
             if gen <= sent_gen:
@@ -78,7 +85,6 @@ class View:
                 members.add(job_id)
             else:
                 members.discard(job_id)
-        old = self.members[kind]
         self.members[kind] = members
         return members - old, old - members
 
@@ -100,6 +106,18 @@ class View:
         if parsed is not None:
             rank, flow, seq = parsed
             heapq.heappush(self.heaps.setdefault(flow, []), (rank, seq, job_id))
+
+    def _push_parsed(self, entries: list[tuple[str, tuple[int, int, str]]]) -> None:
+        """Push (flow, heap entry) pairs; a large batch is heapified once per flow."""
+        heaps = self.heaps
+        if len(entries) < 64:
+            for flow, entry in entries:
+                heapq.heappush(heaps.setdefault(flow, []), entry)
+            return
+        for flow, entry in entries:
+            heaps.setdefault(flow, []).append(entry)
+        for heap in heaps.values():
+            heapq.heapify(heap)
 
     def waiting(self, job_id: str) -> bool:
         return (
@@ -234,14 +252,16 @@ class ZkView(ZkSession):
             added, removed = diff
             if not added and not removed:
                 return
+            # Events (and the reads that tell what a change did) only for listeners
+            # that want them: a conductor's listener wants its own claims' only.
+            tell = self._view.loaded and self._wants_events(None)
             if kind == "jobs":
-                for job_id in added:
-                    self._view.push(job_id)
-                    events.append(BoardEvent("posted", job_id, {"flow": id_parts(job_id)[1]}))
                 for job_id in removed:
                     self._forget_caches(job_id)
                     self._view.unconfirmed.discard(job_id)
-                    reads.append(("done", job_id))
+                if tell:
+                    events += [BoardEvent("posted", j, {"flow": id_parts(j)[1]}) for j in added]
+                reads += [("done", job_id) for job_id in removed]
             elif kind == "claims":
                 for job_id in added | removed:
                     self._states.pop(job_id, None)
@@ -250,13 +270,14 @@ class ZkView(ZkSession):
                     if job_id in self._view.members["jobs"]:
                         self._view.unconfirmed.add(job_id)
                         released.append(job_id)
-                        reads.append(("state", job_id))
-                reads.extend(("claims", job_id) for job_id in added)
+                reads += [("state", job_id) for job_id in released]
+                reads += [("claims", job_id) for job_id in added]
             else:
                 for job_id in added:
                     if job_id in self._held:
                         self._mark_cancel(job_id)
-                    events.append(BoardEvent("cancel_requested", job_id, {}))
+                    if tell or job_id in self._held:
+                        events.append(BoardEvent("cancel_requested", job_id, {}))
             self._changed.notify_all()
         for job_id in released:
             self._confirm_waiting(job_id)
@@ -264,7 +285,8 @@ class ZkView(ZkSession):
             for event in events:
                 self._emit(event)
             for where, job_id in reads:
-                self._observe(where, job_id)
+                if self._wants_events(job_id):
+                    self._observe(where, job_id)
 
     def _confirm_waiting(self, job_id: str) -> None:
         """A claim ended: is the job waiting again, or finished? Ask its node."""
