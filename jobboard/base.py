@@ -252,14 +252,31 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
     def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
         """Every progress record of the job, keyed by atom name."""
 
-    def consume(self, job: JobRef, who: str, token: int, *, result: Any = None) -> Job:
-        """Finish an owned job as complete with its JSON ``result``. Fenced."""
+    def consume(
+        self,
+        job: JobRef,
+        who: str,
+        token: int,
+        *,
+        result: Any = None,
+        progress: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Job:
+        """Finish an owned job as complete with its JSON ``result``. Fenced.
+
+        ``progress`` (``{atom_name: record}``) stores the last progress records
+        as ``save_progress`` would, under the same fence: in the finishing write
+        itself where the backend can (one transaction on ZooKeeper), else saved
+        just before it. A conductor passes the last task's record here.
+        """
         job_id = self._job_id(job)
         result_json = None if result is None else self._encode(result, "result", job_id)
+        records = {
+            name: self._validate_atom(job_id, name, record)
+            for name, record in (progress or {}).items()
+        }
         self._check_owner_args(job_id, who, token, False)
-        return self._finish(
-            Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
-        )
+        end = Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
+        return self._finish_with_progress(end, records) if records else self._finish(end)
 
     def fail(
         self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False
@@ -400,6 +417,14 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         Counts and publishes ``end.event``, forgets the local claim and
         returns the finished job.
         """
+
+    def _finish_with_progress(self, end: Ending, progress: Mapping[str, str]) -> Job:
+        """Store encoded progress records, then finish as ``_finish``; a backend that
+        can do both in one atomic write overrides this."""
+        assert end.token is not None
+        for atom_name, encoded in progress.items():
+            self._store_progress(end.job_id, end.who, end.token, atom_name, encoded)
+        return self._finish(end)
 
     @abc.abstractmethod
     def _release_claim(self, release: Release) -> Job:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -228,11 +229,33 @@ class ZkWrites(ZkView):
 
     # -- finishing and abandoning -------------------------------------------------
 
+    def _progress_ops(self, job_id: str, progress: Mapping[str, str]) -> list[tuple[Any, ...]]:
+        """The writes of encoded progress records (creating the job's folder if needed)."""
+        folder = self._path("progress", job_id)
+        with self._lock:
+            known = self._progress.get(job_id)
+            has_dir = self._progress_dir.get(job_id, True)
+        ops: list[tuple[Any, ...]] = [] if has_dir else [("create", folder, b"", False)]
+        for atom_name, encoded in progress.items():
+            node = "a" + quote(atom_name, safe="")
+            if known is not None and node in known:
+                ops.append(("set", f"{folder}/{node}", encoded.encode(), -1))
+            else:
+                ops.append(("create", f"{folder}/{node}", encoded.encode(), False))
+        return ops
+
     def _commit_finish(
-        self, job_id: str, fence: Fence, done: dict[str, Any], cancel: bool, poison: bool = False
+        self,
+        job_id: str,
+        fence: Fence,
+        done: dict[str, Any],
+        cancel: bool,
+        poison: bool = False,
+        progress: Mapping[str, str] | None = None,
     ) -> Job | None:
-        """Move an active job to ``done/`` in one transaction; None if it was refused."""
-        ops: list[tuple[Any, ...]] = []
+        """Move an active job to ``done/`` in one transaction (with the last progress
+        records, if any); None if it was refused."""
+        ops: list[tuple[Any, ...]] = self._progress_ops(job_id, progress) if progress else []
         claim_path = self._path("claims", job_id)
         if fence.claim_version is not None:
             ops.append(("delete", claim_path, fence.claim_version))
@@ -252,8 +275,11 @@ class ZkWrites(ZkView):
         try:
             self._transact(ops)
         except Refused as refused:
-            if ops[refused.index][1] == self._path("cancel", job_id):
+            op = ops[refused.index]
+            if op[1] == self._path("cancel", job_id):
                 self._local("cancel", job_id, False)
+            elif op[1].startswith(self._path("progress", job_id)):
+                self._learn_progress(job_id, op, op[1].rpartition("/")[2], refused.error)
             return None
         with self._lock:
             self._forget_caches(job_id)
@@ -270,7 +296,10 @@ class ZkWrites(ZkView):
             self._progress_dir.pop(job_id, None)
         self._untrack(job_id)
 
-    def _finish(self, end: Ending) -> Job:
+    def _finish_with_progress(self, end: Ending, progress: Mapping[str, str]) -> Job:
+        return self._finish(end, progress)
+
+    def _finish(self, end: Ending, progress: Mapping[str, str] | None = None) -> Job:
         job_id, who, token, force = end.job_id, end.who, end.token, end.force
 
         def attempt(uncertain: bool) -> Job:
@@ -294,7 +323,7 @@ class ZkWrites(ZkView):
                     else active_job(job_id, fence.static, fence.state, {"owner": who}, None, cancel)
                 )
                 done = finish_record(current, end)
-                finished = self._commit_finish(job_id, fence, done, cancel)
+                finished = self._commit_finish(job_id, fence, done, cancel, progress=progress)
                 if finished is not None:
                     self._emit(end.published(fence.token, current.flow))
                     return finished
