@@ -154,6 +154,16 @@ class Fleet:
 @contextmanager
 def server() -> Iterator[ZooKeeperServer]:
     zk = ZooKeeperServer(tick_time=500, max_session_timeout=60_000)
+    write_config = zk.write_config
+
+    def with_mntr() -> Any:
+        config = write_config()
+        text = config.read_text()
+        if "mntr" not in text:
+            config.write_text(text.replace("whitelist=", "whitelist=mntr,"))
+        return config
+
+    zk.write_config = with_mntr  # type: ignore[method-assign]
     zk.command = lambda orig=zk.command: [  # type: ignore[method-assign]
         "-Xmx1g" if a.startswith("-Xmx") else a for a in orig()
     ]
@@ -254,7 +264,7 @@ def startup(zk: ZooKeeperServer, backlog: int, starts: int) -> None:
         fleet = Fleet(url)
         spawned = time.monotonic()
         proc = fleet.spawn(f"s{n}")
-        wait_until(lambda: board.get(marker).state.value != "waiting", 120, "marker claimed", 0.005)
+        wait_until(lambda m=marker: board.get(m).state.value != "waiting", 120, "marker", 0.005)
         times.append(time.monotonic() - spawned)
         rss.append(rss_mb(proc.pid))
         fleet.signal(signal.SIGSTOP)  # keep the backlog for the next start

@@ -137,6 +137,7 @@ class Conductor:
         try:
             self._claim_loop()
         finally:
+            self.board.stop_waiting()  # an idle conductor queued on the board: the next one wakes
             self._drain()
             for _ in range(self.max_simultaneous_jobs):
                 self._jobs.put(None)  # idle workers end; a left-behind one is a daemon

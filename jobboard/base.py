@@ -334,7 +334,15 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
     @abc.abstractmethod
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         """Block until a waiting job (of ``flows``) may be available; True if so,
-        False on timeout. Woken by posts, not by busy polling."""
+        False on timeout. Woken by posts, not by busy polling. With several idle
+        waiters a backend may wake only one of them per job (then ``claim_next``
+        of one queued behind another returns None), as long as a waiter that can
+        claim the job wakes."""
+
+    def stop_waiting(self) -> None:
+        """Tell the board this process stops waiting for work (a conductor that stops
+        claiming). A backend that wakes only some idle waiters per new job (to avoid
+        a thundering herd) hands this one's turn to the next; others do nothing."""
 
     # -- entities -----------------------------------------------------------
 

@@ -204,6 +204,9 @@ class ZookeeperBoard(ZkClaims):
         self._progress_dir = {}
         self._last_lease_check = 0.0
         self._contended_until = 0.0
+        # Queues of idle boards (waiters).
+        self._places = {}
+        self._quiet_kinds = set()
         # Retention (here).
         self._last_sweep = 0.0
         self._sweeping = False
@@ -284,6 +287,7 @@ class ZookeeperBoard(ZkClaims):
             return
         try:
             if not self._owns_client and client.connected:
+                self.stop_waiting()
                 for kind, name in list(self._entities):
                     self.unregister_entity(name, kind)
         except (errors.BoardError, KazooException, KazooTimeoutError) as err:

@@ -21,10 +21,10 @@ from kazoo.handlers.threading import KazooTimeoutError
 from jobboard import errors
 from jobboard.model import Claim, ClaimStatus
 from jobboard.zookeeper.nodes import Fence, dump, expiry, id_parts, is_live, read_claim
-from jobboard.zookeeper.writes import ZkWrites
+from jobboard.zookeeper.waiters import ZkWaiters
 
 
-class ZkLeases(ZkWrites):
+class ZkLeases(ZkWaiters):
     """Renewing our leases; waiting for work, and for other owners' leases to lapse."""
 
     LEASE_CHECK_INTERVAL: ClassVar[float]
@@ -70,24 +70,34 @@ class ZkLeases(ZkWrites):
         """Block until a waiting job of ``flows`` may be available. Woken by the
         watches (a post, a claim node deleted: a released job or an expired
         session), and when the first lease of another owner's claim runs out,
-        so that a dead owner's leased job is taken over at its lease's end."""
+        so that a dead owner's leased job is taken over at its lease's end.
+
+        A board that finds no work queues behind the other idle boards of the
+        same flows (:mod:`jobboard.zookeeper.waiters`): only the first in line
+        wakes for work; the others wake when it takes a job or goes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         flows = None if flows is None else frozenset(flows)
         while True:
-            lapse = self._next_lapse(flows)
+            place = self._place(flows)
+            active = place is None or place.head
+            lapse = self._next_lapse(flows) if active else None
             with self._changed:
-                if self._view.best(flows, pop=False) is not None:
+                if active and self._view.best(flows, pop=False) is not None:
                     return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if (remaining is not None and remaining <= 0) or self._closed:
                     return False
+                join = place is None
                 if lapse is not None:
                     until = lapse - time.time()
                     if until <= 0:
                         self._last_lease_check = 0.0  # claim_next looks at once
                         return True
                     remaining = until if remaining is None else min(remaining, until)
-                self._changed.wait(remaining)
+                if not join:
+                    self._changed.wait(remaining)
+            if join:
+                self._join(flows)
 
     def _next_lapse(self, flows: frozenset[str] | None) -> float | None:
         """Board time when the first leased claim of another owner (on a job of

@@ -13,6 +13,8 @@ Under ``<chroot>/<namespace>``::
     counters/<event>             persistent, empty: its cversion / 2 counts the event (each
                                  counted transaction creates and deletes a child of it)
     entities/k<kind>/n<name>     EPHEMERAL: a registered participant's metadata
+    waiters/<key>/w-<seq>        EPHEMERAL sequential: an idle board queued for work on a
+                                 set of flows; only the first in line watches for work
 
 Everything here is pure: no requests, no board state.
 """
@@ -37,7 +39,9 @@ ID_RE = re.compile(r"^p([0-4])\+([A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127})\+(\d{10,})
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 #: The folders the local view lists with watches.
 VIEW_KINDS = ("jobs", "claims", "cancel")
-FOLDERS = ("jobs", "state", "claims", "cancel", "progress", "done", "counters", "entities")
+FOLDERS = (
+    "jobs", "state", "claims", "cancel", "progress", "done", "counters", "entities", "waiters"
+)
 #: The event that tells a job ended in each finished state.
 FINISH_EVENTS = {
     JobState.COMPLETE: "consumed",

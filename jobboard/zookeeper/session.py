@@ -203,11 +203,15 @@ class ZkSession(JobBoard):
             new_session = client.client_id[0] if client.client_id else None
             if new_session != self._session_id:
                 self._session_id = new_session
+                self._forget_places()
                 for (kind, name), data in list(self._entities.items()):
                     self._put_entity(kind, name, data)
             self._resync()
         except (errors.BoardError, KazooException, KazooTimeoutError) as err:
             log.warning("%s: resync after reconnect failed: %s", self, err)
+
+    def _forget_places(self) -> None:
+        """A new session: forget the ephemeral places the old one held (``waiters``)."""
 
     @abc.abstractmethod
     def _resync(self) -> None:

@@ -179,8 +179,14 @@ class ZkView(ZkSession):
     _claims: dict[str, tuple[dict[str, Any], ZnodeStat]]
     _listed_at: dict[str, float]
     _dir_watchers: dict[str, Callable[[Any], None]]
+    _quiet_kinds: set[str]
 
     # -- watches and listings -------------------------------------------------
+
+    def _quiet(self, kind: str) -> bool:
+        """Whether a changed folder may go unlisted for now (see ``waiters``); the
+        folders left so are kept in ``_quiet_kinds``."""
+        return False
 
     def _load_views(self) -> None:
         """List jobs, claims and cancel flags with watches (at connect and reconnect)."""
@@ -203,6 +209,10 @@ class ZkView(ZkSession):
     def _on_dir_event(self, kind: str, event: Any) -> None:
         if self._closed or event.type == EventType.NONE:
             return  # connection trouble: the state listener lists again on reconnect
+        with self._lock:
+            if self._quiet(kind):  # queued behind another idle board: listed when first
+                self._quiet_kinds.add(kind)
+                return
         with self._lock:
             size = len(self._view.members[kind])
         pace = min(self.LISTING_INTERVAL_MAX, size * self.LISTING_COST)

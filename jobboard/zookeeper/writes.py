@@ -12,12 +12,10 @@ After a connection loss a retried write recognises its own earlier success.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, unquote
-
-from kazoo.exceptions import NodeExistsError
+from urllib.parse import quote
 
 from jobboard import errors
 from jobboard.changes import Ending, Release
@@ -35,18 +33,14 @@ from jobboard.zookeeper.nodes import (
     load,
     read_state,
 )
+from jobboard.zookeeper.progress import ZkProgress
 from jobboard.zookeeper.session import Refused, log
-from jobboard.zookeeper.view import ZkView
 
 
-class ZkWrites(ZkView):
+class ZkWrites(ZkProgress):
     """Fences, and the writes they guard."""
 
     _fences: dict[str, Fence]
-    #: Per held job: the progress atoms known to exist (None: unknown), and
-    #: whether its progress folder exists.
-    _progress: dict[str, set[str] | None]
-    _progress_dir: dict[str, bool]
 
     # -- fences -----------------------------------------------------------------
 
@@ -182,67 +176,7 @@ class ZkWrites(ZkView):
 
         self._retrying(f"save progress of {job_id}", attempt)
 
-    def _learn_progress(
-        self, job_id: str, op: tuple[Any, ...], node: str, error: Exception
-    ) -> None:
-        """What a refused progress write tells about the existing progress nodes."""
-        with self._lock:
-            atoms = self._progress.get(job_id)
-            if op[0] == "create" and op[1] == self._path("progress", job_id):
-                self._progress_dir[job_id] = True
-            elif isinstance(error, NodeExistsError):
-                self._progress_dir[job_id] = True
-                self._progress[job_id] = (atoms or set()) | {node}
-            elif op[0] == "create":  # NoNode: the folder is missing
-                self._progress_dir[job_id] = False
-                self._progress[job_id] = set()
-            elif atoms is not None:  # NoNode on set: the atom is missing
-                atoms.discard(node)
-
-    def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
-        job_id = self._require_id(job)
-
-        def read() -> dict[str, dict[str, Any]]:
-            jobs, done, names = self._gather(
-                [
-                    ("exists", self._path("jobs", job_id)),
-                    ("exists", self._path("done", job_id)),
-                    ("get_children", self._path("progress", job_id)),
-                ]
-            )
-            if jobs is None and done is None:
-                raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
-            names = [n for n in names or [] if n.startswith("a")]
-            found = self._gather([("get", self._path("progress", job_id, n)) for n in names])
-            records = {
-                unquote(n[1:]): load(f[0], job_id) for n, f in zip(names, found, strict=True) if f
-            }
-            with self._lock:
-                if job_id in self._fences:
-                    self._progress_dir[job_id] = bool(names) or self._progress_dir.get(
-                        job_id, False
-                    )
-                    self._progress[job_id] = {n for n, f in zip(names, found, strict=True) if f}
-            return records
-
-        return self._read(read, f"load progress of {job_id}")
-
     # -- finishing and abandoning -------------------------------------------------
-
-    def _progress_ops(self, job_id: str, progress: Mapping[str, str]) -> list[tuple[Any, ...]]:
-        """The writes of encoded progress records (creating the job's folder if needed)."""
-        folder = self._path("progress", job_id)
-        with self._lock:
-            known = self._progress.get(job_id)
-            has_dir = self._progress_dir.get(job_id, True)
-        ops: list[tuple[Any, ...]] = [] if has_dir else [("create", folder, b"", False)]
-        for atom_name, encoded in progress.items():
-            node = "a" + quote(atom_name, safe="")
-            if known is not None and node in known:
-                ops.append(("set", f"{folder}/{node}", encoded.encode(), -1))
-            else:
-                ops.append(("create", f"{folder}/{node}", encoded.encode(), False))
-        return ops
 
     def _commit_finish(
         self,
