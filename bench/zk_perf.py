@@ -253,6 +253,30 @@ def herd(zk: ZooKeeperServer, k: int, jobs: int, rate: float) -> None:
         board.close()
 
 
+def idle(zk: ZooKeeperServer, k: int, seconds: float) -> None:
+    url = url_of(zk, 10.0)
+    board = jobboard.connect(url)
+    fleet = Fleet(url)
+    try:
+        fleet.start(board, k, "i")
+        time.sleep(1.0)
+        cpu0, m0 = fleet.cpu(), mntr(zk.port)
+        time.sleep(seconds)
+        cpu, m1 = fleet.cpu() - cpu0, mntr(zk.port)
+        emit(
+            "idle",
+            k=k,
+            seconds=seconds,
+            cpu_ms_per_s_each=round(cpu / seconds / k * 1000, 2),
+            packets_in_per_s_each=round(
+                (m1["zk_packets_received"] - m0["zk_packets_received"]) / seconds / k, 2
+            ),
+        )
+    finally:
+        fleet.stop()
+        board.close()
+
+
 def startup(zk: ZooKeeperServer, backlog: int, starts: int) -> None:
     url = url_of(zk, 10.0)
     board = jobboard.connect(url)
@@ -281,7 +305,8 @@ def startup(zk: ZooKeeperServer, backlog: int, starts: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("throughput", "herd", "startup"))
+    parser.add_argument("what", choices=("throughput", "herd", "idle", "startup"))
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--k", default="1,4")
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=5.0)
@@ -298,6 +323,8 @@ def main() -> None:
             for k in map(int, args.k.split(",")):
                 if args.what == "throughput":
                     throughput(zk, k, args.jobs)
+                elif args.what == "idle":
+                    idle(zk, k, args.seconds)
                 else:
                     herd(zk, k, args.jobs, args.rate)
 

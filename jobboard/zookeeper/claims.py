@@ -70,6 +70,7 @@ class ZkClaims(ZkLeases):
                 f"job {job_id!r} was trashed instead: a poison job, or its record does not read "
                 "(see its last_error)"
             )
+        self._busy(None, every=True)
         return claim
 
     def claim_next(
@@ -95,18 +96,10 @@ class ZkClaims(ZkLeases):
             if job_id in tried:
                 continue
             tried.add(job_id)
-            place = self._place(flows)
             try:
                 claim = self._retrying(
                     f"claim {job_id}",
-                    functools.partial(
-                        self._claim_id,
-                        job_id,
-                        who,
-                        length,
-                        probe=probe,
-                        leave=None if place is None else place.path,
-                    ),
+                    functools.partial(self._claim_id, job_id, who, length, probe=probe),
                 )
             except (errors.UnclaimableJob, errors.JobNotFound):
                 continue
@@ -115,24 +108,15 @@ class ZkClaims(ZkLeases):
                     self._view.push(job_id)
                 raise
             if claim is not None:
-                if place is not None:
-                    self._left(flows)  # the claim deleted our waiter node (or it was gone)
+                self._busy(flows)
                 return claim
 
     def _claim_id(
-        self,
-        job_id: str,
-        who: str,
-        lease: float | None,
-        uncertain: bool,
-        probe: bool = True,
-        leave: str | None = None,
+        self, job_id: str, who: str, lease: float | None, uncertain: bool, probe: bool = True
     ) -> Claim | None:
         """Claim one job: one transaction creating our claim node and writing the state
         node; the job's static part is read in the same round trip when not cached.
-        ``leave`` names our waiter node, deleted by the same transaction (the next
-        idle board in line takes over). Returns None when the job was trashed as
-        poison instead."""
+        Returns None when the job was trashed as poison instead."""
         started = self._local_clock()
         with self._lock:
             static = self._static.get(job_id)
@@ -178,13 +162,11 @@ class ZkClaims(ZkLeases):
                 ops.append(("create", self._path("state", job_id), dump(new_state), False))
             else:
                 ops.append(("set", self._path("state", job_id), dump(new_state), state_version))
-            state_op = len(ops) - 1
-            if leave is not None:
-                ops.append(("delete", leave, -1))
             static_read = (
                 None if static is not None else self.client.get_async(self._path("jobs", job_id))
             )
             verify: list[Any] = []
+            state_op = len(ops) - 1
             try:
                 results = self._transact(
                     ops + self._counted("claimed"),
@@ -192,9 +174,6 @@ class ZkClaims(ZkLeases):
                 )
             except Refused as refused:
                 op = ops[refused.index]
-                if op[1] == leave:  # our waiter node is gone (a new session)
-                    leave = None
-                    continue
                 if op[0] == "check":
                     self._job_gone(job_id, probe)
                 if op[1].startswith(self._path("claims")):

@@ -74,9 +74,11 @@ class ZkLeases(ZkWaiters):
 
         A board that finds no work queues behind the other idle boards of the
         same flows (:mod:`jobboard.zookeeper.waiters`): only the first in line
-        wakes for work; the others wake when it takes a job or goes."""
+        wakes for work; the next one wakes when work waits while the first is
+        busy, or when the first goes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         flows = None if flows is None else frozenset(flows)
+        self._waiting_again(flows)
         while True:
             place = self._place(flows)
             active = place is None or place.head

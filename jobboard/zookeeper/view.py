@@ -183,6 +183,9 @@ class ZkView(ZkSession):
 
     # -- watches and listings -------------------------------------------------
 
+    def _view_changed(self) -> None:
+        """Jobs may have become waiting in the view (see ``waiters``)."""
+
     def _quiet(self, kind: str) -> bool:
         """Whether a changed folder may go unlisted for now (see ``waiters``); the
         folders left so are kept in ``_quiet_kinds``."""
@@ -291,6 +294,8 @@ class ZkView(ZkSession):
             self._changed.notify_all()
         for job_id in released:
             self._confirm_waiting(job_id)
+        if kind != "cancel":
+            self._view_changed()
         if self._listeners and self._view.loaded:
             for event in events:
                 self._emit(event)
@@ -319,6 +324,8 @@ class ZkView(ZkSession):
                 self._changed.notify_all()
             else:
                 self._view.members["jobs"].discard(job_id)
+        if exists:
+            self._view_changed()
 
     def _observe(self, where: str, job_id: str) -> None:
         """Read what a watched change did, then tell listeners (only when there are any)."""

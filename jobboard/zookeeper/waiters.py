@@ -9,14 +9,17 @@ of flows). Only the first in line (the *head*) keeps its ``jobs/`` and
 ``claims/`` watches and wakes for work; each other one watches only the node
 just before its own (an ``exists`` watch) and lets its folder watches lapse.
 
-Hand-over, so that no job waits while an idle board sleeps:
+The head stays first while it runs the job it took, so that at low load the
+same board takes job after job with no hand-over at all. The turn passes on,
+so that no job waits while an idle board sleeps:
 
-* the head's claim deletes its waiter node in the claim's own transaction;
-  the next in line is told at once (its predecessor's node is gone), lists
-  ``jobs/`` and ``claims/`` again with watches and looks for work;
+* when a job is waiting while the head is busy (it claimed since it last
+  waited), the head deletes its waiter node; the next in line is told at once
+  (its predecessor's node is gone), lists ``jobs/`` and ``claims/`` again
+  with watches and takes the job; the busy board stays out of the queues
+  (with a live view) until it waits again;
 * a head that stops (``stop_waiting``, ``close``, or its session ending)
-  loses its node the same way;
-* a head whose claim loses a race stays first and keeps waiting.
+  loses its node the same way.
 
 A board keeps one place per set of flows; ``claim_next`` of a board that is
 queued behind another returns None without a request.
@@ -48,7 +51,10 @@ class Place:
 
     key: str
     path: str
+    flows: frozenset[str] | None
     head: bool = False
+    #: Claimed a job since it last waited (it then hands its turn on when work waits).
+    busy: bool = False
 
 
 def queue_key(flows: Collection[str] | None) -> str:
@@ -104,7 +110,7 @@ class ZkWaiters(ZkWrites):
         # A sequential create is not idempotent, but a lost node of ours is only an
         # ephemeral waiter: the head would at worst wait behind its own old place.
         path = self._retrying(f"join the waiters of {key}", lambda u: self._no_folder(create, u))
-        place = Place(key, path)
+        place = Place(key, path, None if flows is None else frozenset(flows))
         with self._lock:
             self._places[key] = place
         self._find_head(place)
@@ -185,11 +191,40 @@ class ZkWaiters(ZkWrites):
         with self._lock:
             self._changed.notify_all()
 
-    def _left(self, flows: Collection[str] | None) -> None:
-        """Our claim deleted our waiter node (in its transaction): we are busy now."""
+    def _busy(self, flows: Collection[str] | None, *, every: bool = False) -> None:
+        """A claim was made (by ``claim_next`` for ``flows``, or by ``claim``: ``every``
+        place): until this board waits again, hand the turn on when work waits."""
         with self._lock:
-            self._places.pop(queue_key(flows), None)
-        self._wake_view()
+            key = queue_key(flows)
+            places = [p for p in self._places.values() if every or p.key == key]
+            if not places:
+                return
+            for place in places:
+                place.busy = True
+        self._view_changed()
+
+    def _waiting_again(self, flows: Collection[str] | None) -> None:
+        with self._lock:
+            place = self._places.get(queue_key(flows))
+            if place is not None:
+                place.busy = False
+
+    def _view_changed(self) -> None:
+        """Work may be waiting: a busy head hands its turn to the next in line."""
+        with self._lock:
+            if not self._places:
+                return
+            leaving = [
+                p
+                for p in self._places.values()
+                if p.head and p.busy and self._view.best(p.flows, pop=False) is not None
+            ]
+            for place in leaving:
+                del self._places[place.key]
+        client = self._client
+        if leaving and client is not None:
+            for place in leaving:
+                client.delete_async(place.path)
 
     def _wake_view(self) -> None:
         """Watch the quiet folders again (a board out of every queue needs a live view)."""
