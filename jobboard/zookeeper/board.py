@@ -67,7 +67,7 @@ from jobboard.zookeeper.nodes import (
     read_claim,
     read_done,
 )
-from jobboard.zookeeper.session import Refused, log
+from jobboard.zookeeper.session import Pacer, Refused, log
 from jobboard.zookeeper.view import View
 
 __all__ = ["ZookeeperBoard"]
@@ -121,8 +121,11 @@ class ZookeeperBoard(ZkClaims):
     #: up to ``LISTING_INTERVAL_MAX``: a change after a quiet spell is listed at
     #: once, a burst at a pace that grows with the folder (each listing carries
     #: every child, so one listing per change would cost O(backlog^2)).
-    LISTING_COST = 5e-5
-    LISTING_INTERVAL_MAX = 0.25
+    LISTING_COST = 2e-4
+    LISTING_INTERVAL_MAX = 1.0
+    #: ...and at least ``LISTING_INTERVAL_MIN`` apart, so that a busy board lists a
+    #: small folder once per burst of changes rather than once per change.
+    LISTING_INTERVAL_MIN = 0.02
     #: After losing a race for a job, ``claim_next`` picks at random among the
     #: ``CLAIM_SPREAD`` best jobs of the best priority for ``CONTENTION_MEMORY``
     #: seconds (FIFO within a priority then holds up to that many places).
@@ -182,7 +185,7 @@ class ZookeeperBoard(ZkClaims):
             deadline=self.RETRY_DEADLINE,
             ignore_expire=True,
         )
-        self._timers = {}
+        self._pacer = Pacer(f"jobboard-{self.namespace}-pacer")
         self._session_id = None
         self._connected = False
         self._closed = False
@@ -279,9 +282,7 @@ class ZookeeperBoard(ZkClaims):
             self._connected = False
             self._closed = True
             self._changed.notify_all()
-            timers, self._timers = list(self._timers.values()), {}
-        for timer in timers:
-            timer.cancel()
+        self._pacer.stop()
         client = self._client
         if client is None:
             return

@@ -298,8 +298,9 @@ class ZkClaims(ZkLeases):
             self._mark_cancel(job_id)
         if verify is None:
             self._verify_claim(job_id)
-        else:  # the watching read went out with the claim; check its answer now
-            verify.rawlink(functools.partial(self._claim_verified, job_id, token))
+        else:  # the watching read went out with the claim: its answer is here or close
+            verify.wait(self.session_timeout)
+            self._claim_verified(job_id, token, verify)
         self._emit(BoardEvent("claimed", job_id, {"token": token, "owner": who}))
         return claim
 

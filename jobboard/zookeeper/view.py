@@ -171,6 +171,7 @@ class ZkView(ZkSession):
 
     LISTING_COST: ClassVar[float]
     LISTING_INTERVAL_MAX: ClassVar[float]
+    LISTING_INTERVAL_MIN: ClassVar[float]
 
     _changed: threading.Condition
     _view: View
@@ -218,7 +219,9 @@ class ZkView(ZkSession):
                 return
         with self._lock:
             size = len(self._view.members[kind])
-        pace = min(self.LISTING_INTERVAL_MAX, size * self.LISTING_COST)
+        pace = min(
+            self.LISTING_INTERVAL_MAX, max(self.LISTING_INTERVAL_MIN, size * self.LISTING_COST)
+        )
         wait = self._listed_at[kind] + pace - time.monotonic()
         if wait > 0:
             self._later(f"list {kind}", wait, functools.partial(self._relist, kind))

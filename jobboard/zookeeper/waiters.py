@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +56,8 @@ class Place:
     busy: bool = False
 
 
-def queue_key(flows: Collection[str] | None) -> str:
+@functools.lru_cache(maxsize=64)
+def queue_key(flows: frozenset[str] | None) -> str:
     """The queue of boards waiting for ``flows`` (all flows when None)."""
     if flows is None:
         return "any"
@@ -71,11 +71,13 @@ class ZkWaiters(ZkWrites):
     _places: dict[str, Place]
     _quiet_kinds: set[str]
 
-    def _place(self, flows: Collection[str] | None) -> Place | None:
+    def _place(self, flows: frozenset[str] | None) -> Place | None:
+        if not self._places:
+            return None
         with self._lock:
             return self._places.get(queue_key(flows))
 
-    def _queued_behind(self, flows: Collection[str] | None) -> bool:
+    def _queued_behind(self, flows: frozenset[str] | None) -> bool:
         """Whether this board waits behind another for ``flows`` (it then claims nothing)."""
         place = self._place(flows)
         return place is not None and not place.head
@@ -86,7 +88,7 @@ class ZkWaiters(ZkWrites):
             places = list(self._places.values())
         return kind in QUIET_KINDS and bool(places) and not any(p.head for p in places)
 
-    def _join(self, flows: Collection[str] | None) -> Place:
+    def _join(self, flows: frozenset[str] | None) -> Place:
         """Take a place at the end of the queue of ``flows``; then find out if it is first."""
         key = queue_key(flows)
         folder = self._path("waiters", key)
@@ -110,7 +112,7 @@ class ZkWaiters(ZkWrites):
         # A sequential create is not idempotent, but a lost node of ours is only an
         # ephemeral waiter: the head would at worst wait behind its own old place.
         path = self._retrying(f"join the waiters of {key}", lambda u: self._no_folder(create, u))
-        place = Place(key, path, None if flows is None else frozenset(flows))
+        place = Place(key, path, flows)
         with self._lock:
             self._places[key] = place
         self._find_head(place)
@@ -191,9 +193,11 @@ class ZkWaiters(ZkWrites):
         with self._lock:
             self._changed.notify_all()
 
-    def _busy(self, flows: Collection[str] | None, *, every: bool = False) -> None:
+    def _busy(self, flows: frozenset[str] | None, *, every: bool = False) -> None:
         """A claim was made (by ``claim_next`` for ``flows``, or by ``claim``: ``every``
         place): until this board waits again, hand the turn on when work waits."""
+        if not self._places:
+            return
         with self._lock:
             key = queue_key(flows)
             places = [p for p in self._places.values() if every or p.key == key]
@@ -203,7 +207,9 @@ class ZkWaiters(ZkWrites):
                 place.busy = True
         self._view_changed()
 
-    def _waiting_again(self, flows: Collection[str] | None) -> None:
+    def _waiting_again(self, flows: frozenset[str] | None) -> None:
+        if not self._places:
+            return
         with self._lock:
             place = self._places.get(queue_key(flows))
             if place is not None:
@@ -253,4 +259,3 @@ class ZkWaiters(ZkWrites):
             self._places.clear()
             self._quiet_kinds.clear()
             self._changed.notify_all()
-
