@@ -129,7 +129,7 @@ class ZookeeperBoard(ZkClaims):
     #: After losing a race for a job, ``claim_next`` picks at random among the
     #: ``CLAIM_SPREAD`` best jobs of the best priority for ``CONTENTION_MEMORY``
     #: seconds (FIFO within a priority then holds up to that many places).
-    CLAIM_SPREAD = 4
+    CLAIM_SPREAD = 8
     CONTENTION_MEMORY = 1.0
 
     def __init__(

@@ -12,9 +12,11 @@ claim data are dropped when the job's claim changes).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -41,6 +43,9 @@ from jobboard.zookeeper.nodes import (
 )
 from jobboard.zookeeper.session import ZkSession, log
 
+#: A job id's prefix: ``p<rank>+<flow>+``.
+PREFIX_RE = re.compile(r"^p[0-4]\+[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}\+$")
+
 
 class View:
     """The local picture of active jobs, claims and cancel flags (caller holds the lock).
@@ -56,27 +61,35 @@ class View:
         self.gen = dict.fromkeys(VIEW_KINDS, 0)
         self.pzxid = dict.fromkeys(VIEW_KINDS, -1)
         self.overrides: dict[str, dict[str, tuple[int, bool]]] = {k: {} for k in VIEW_KINDS}
-        self.heaps: dict[str, list[tuple[int, int, str]]] = {}
+        #: Per flow, a heap of job ids: within one flow an id's text orders as
+        #: (rank, seq) does (``p<rank>+<flow>+<10-digit seq>``), so no id is parsed.
+        self.heaps: dict[str, list[str]] = {}
         # Jobs whose claim ended, not yet known to be waiting rather than finished
         # (the jobs/ listing is paced; one read of the job node settles it).
         self.unconfirmed: set[str] = set()
         self.loaded = False
 
+    #: A listing with at least this many new names is taken in one batch.
+    BATCH = 64
+
     def listing(
         self, kind: str, children: Iterable[str], pzxid: int, sent_gen: int
     ) -> tuple[set[str], set[str]] | None:
-        """Apply a children listing; returns (added, removed) or None if it was older."""
-        if pzxid < self.pzxid[kind]:
+        """Apply a children listing; returns (added, removed) or None if it was older
+        (or the same: an unchanged ``pzxid`` means unchanged children)."""
+        if pzxid <= self.pzxid[kind]:
             return None
         self.pzxid[kind] = pzxid
         old = self.members[kind]
         members = set(children)
-        # Only names not seen before are parsed (a listing repeats the folder).
-        fresh = members - old
-        parsed = [(parse_id(c), c) for c in fresh]
-        members.difference_update([c for p, c in parsed if p is None])
-        if kind == "jobs":
-            self._push_parsed([(p[1], (p[0], p[2], c)) for p, c in parsed if p is not None])
+        fresh = members - old  # only names not seen before are looked at
+        if len(fresh) >= self.BATCH:
+            members.difference_update(self._push_batch(sorted(fresh), kind == "jobs"))
+        else:
+            members.difference_update([c for c in fresh if parse_id(c) is None])
+            if kind == "jobs":
+                for job_id in fresh:
+                    self.push(job_id)
         overrides = self.overrides[kind]
         for job_id, (gen, present) in list(overrides.items()):
             if gen <= sent_gen:
@@ -104,20 +117,38 @@ class View:
     def push(self, job_id: str) -> None:
         parsed = parse_id(job_id)
         if parsed is not None:
-            rank, flow, seq = parsed
-            heapq.heappush(self.heaps.setdefault(flow, []), (rank, seq, job_id))
+            heapq.heappush(self.heaps.setdefault(parsed[1], []), job_id)
 
-    def _push_parsed(self, entries: list[tuple[str, tuple[int, int, str]]]) -> None:
-        """Push (flow, heap entry) pairs; a large batch is heapified once per flow."""
-        heaps = self.heaps
-        if len(entries) < 64:
-            for flow, entry in entries:
-                heapq.heappush(heaps.setdefault(flow, []), entry)
-            return
-        for flow, entry in entries:
-            heaps.setdefault(flow, []).append(entry)
-        for heap in heaps.values():
-            heapq.heapify(heap)
+    def _push_batch(self, names: list[str], push: bool) -> list[str]:
+        """Take many sorted names at once without parsing each: names sharing a
+        ``p<rank>+<flow>+`` prefix lie together, and each such run is in claim
+        order. Returns the names that are not job ids (to drop)."""
+        bad: list[str] = []
+        runs: dict[str, list[str]] = {}
+        i = 0
+        while i < len(names):
+            first = names[i]
+            prefix = first[: first.rfind("+") + 1]
+            end = bisect.bisect_left(names, prefix + "~", i) if prefix else i + 1
+            run = names[i:end]
+            if prefix and PREFIX_RE.match(prefix) and parse_id(run[-1]) and parse_id(run[0]):
+                runs.setdefault(prefix[3:-1], []).extend(run)  # ranks come in order
+            else:
+                bad.extend(n for n in run if parse_id(n) is None)
+                runs.setdefault("", []).extend(n for n in run if parse_id(n) is not None)
+            i = end
+        odd = runs.pop("", [])
+        if push:
+            for flow, run in runs.items():
+                heap = self.heaps.get(flow)
+                if heap:
+                    heap.extend(run)
+                    heapq.heapify(heap)
+                else:
+                    self.heaps[flow] = run  # a sorted list is a heap
+            for job_id in odd:
+                self.push(job_id)
+        return bad
 
     def waiting(self, job_id: str) -> bool:
         return (
@@ -128,18 +159,19 @@ class View:
 
     def best(self, flows: Collection[str] | None, pop: bool) -> str | None:
         """The best waiting job of ``flows`` (dropping stale heap entries); pop it if asked."""
-        best: tuple[tuple[int, int, str], list[tuple[int, int, str]]] | None = None
+        best: tuple[tuple[int, int], list[str]] | None = None
         for flow in list(self.heaps if flows is None else flows):
             heap = self.heaps.get(flow)
-            while heap and not self.waiting(heap[0][2]):
+            while heap and not self.waiting(heap[0]):
                 heapq.heappop(heap)
-            if heap and (best is None or heap[0] < best[0]):
-                best = (heap[0], heap)
+            if heap:
+                head = heap[0]
+                key = (int(head[1]), int(head[head.rfind("+") + 1 :]))
+                if best is None or key < best[0]:
+                    best = (key, heap)
         if best is None:
             return None
-        if pop:
-            heapq.heappop(best[1])
-        return best[0][2]
+        return heapq.heappop(best[1]) if pop else best[1][0]
 
     def spread(self, flows: Collection[str] | None, k: int) -> str | None:
         """Pop one of the ``k`` best waiting jobs of the best priority at random (to
