@@ -177,18 +177,22 @@ class Conductor:
             return list(self._running.values())
 
     def healthy(self) -> tuple[bool, str]:
-        """(ok, reason): the heartbeat thread is alive, the board connected, heartbeats fresh."""
+        """(ok, reason): the heartbeat thread is alive, the board connected (or why a
+        halted board refuses to work), heartbeats fresh; a board's warnings about its
+        server (unsafe persistence or eviction) ride along."""
         if self.fatal_error is not None:
             return False, self.fatal_error
         if not self.board.connected:
-            return False, "board connection down"
+            halted = getattr(self.board, "halted", None)
+            return False, f"board refuses to work: {halted}" if halted else "board connection down"
         if self.last_heartbeat is None:
             return False, "no heartbeat yet"
         age = time.monotonic() - self.last_heartbeat
         limit = max(self.lease, self.ENTITY_REFRESH) * 2
         if age > limit:
             return False, f"last heartbeat {age:.1f}s ago"
-        return True, "ok"
+        warnings = getattr(self.board, "health_warnings", ())
+        return True, "; ".join(["ok", *(f"warning: {w}" for w in warnings)])
 
     # -- the claim loop -----------------------------------------------------
 
@@ -209,11 +213,7 @@ class Conductor:
                 self._stopping.wait(min(1.0, self.lease / 4))
                 continue
             if claim is None:
-                try:
-                    self.board.wait(timeout=self.IDLE_WAIT, flows=flows)
-                except BoardError as err:
-                    self._board_error("wait", err)
-                    self._stopping.wait(min(1.0, self.lease / 4))
+                self._wait_for_work(flows)
                 continue
             job = claim.job if claim.job is not None else self.board.get(claim.job_id)
             running = RunningJob(self, claim, job)
@@ -221,6 +221,24 @@ class Conductor:
                 self._running[claim.job_id] = running
             self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
             self._jobs.put(running)  # a worker is free: the loop claims only into a free slot
+
+    def _wait_for_work(self, flows: list[str]) -> None:
+        """Block until the board says a job may be waiting (or we stop).
+
+        ``wait`` returning False means nothing became claimable: claiming
+        again would only cost a round trip, so an idle conductor just waits
+        again (waking every ``IDLE_WAIT`` to notice a stop request).
+        """
+        while not self._stopping.is_set():
+            try:
+                if self.board.wait(timeout=self.IDLE_WAIT, flows=flows):
+                    return
+            except BoardError as err:
+                self._board_error("wait", err)
+                self._stopping.wait(min(1.0, self.lease / 4))
+                return
+
+    # -- one job ------------------------------------------------------------
 
     def _worker(self) -> None:
         while (running := self._jobs.get()) is not None:

@@ -24,6 +24,7 @@ from jobboard.base import JobBoard
 from jobboard.errors import (
     BadURL,
     BoardError,
+    BoardRegressed,
     BoardUnavailable,
     ClaimError,
     InvalidJob,
@@ -72,6 +73,7 @@ __all__ = [
     # errors
     "BoardError",
     "BoardUnavailable",
+    "BoardRegressed",
     "InvalidJob",
     "JobNotFound",
     "ClaimError",

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from jobboard.errors import BadURL
+from jobboard.urls import SECRET_OPTIONS
 
 __all__ = [
     "BOARD_DESTS",
@@ -44,9 +45,6 @@ __all__ = [
 
 #: Option destinations :func:`from_environment` leaves to :func:`board_url`.
 BOARD_DESTS = frozenset({"board", "board_file"})
-
-#: Query options of a board URL whose values are secrets.
-SECRET_OPTIONS = frozenset({"password", "digest", "auth", "secret", "token"})
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})

@@ -4,6 +4,7 @@ One root, a shallow tree::
 
     BoardError
     ├── BoardUnavailable        the backend cannot be reached (after retries)
+    │   └── BoardRegressed      the server lost data the board had: it refuses to work
     ├── InvalidJob              bad input to ``post`` or a malformed stored record
     ├── JobNotFound             no job with that id (or it was purged)
     ├── ClaimError              a claim-related request was refused
@@ -26,6 +27,12 @@ class BoardError(Exception):
 
 class BoardUnavailable(BoardError):
     """Raised when the backend cannot be reached, after the retry deadline."""
+
+
+class BoardRegressed(BoardUnavailable):
+    """Raised when the board's data set went backwards (a server restart or failover
+    that lost recent writes, eviction, a flush): fencing tokens and finished jobs may
+    have been lost, so the board refuses to work until an operator resets it."""
 
 
 class InvalidJob(BoardError, ValueError):

@@ -7,6 +7,7 @@ error ever shows the URL's password.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -15,6 +16,7 @@ from jobboard import errors
 
 __all__ = [
     "MAX_LEASE",
+    "SECRET_OPTIONS",
     "check_option_bounds",
     "coerce_options",
     "number_option",
@@ -42,13 +44,27 @@ def parse_options(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
+#: Query options whose values are secrets (masked by :func:`redact_url`).
+SECRET_OPTIONS = frozenset(
+    {"password", "passwd", "ssl_password", "digest", "auth", "secret", "token"}
+)
+
+_SECRET_QUERY = re.compile(
+    r"(^|[&;])(" + "|".join(sorted(SECRET_OPTIONS)) + r")=[^&;]*", re.IGNORECASE
+)
+
+
 def redact_url(url: str) -> str:
-    """A board URL without its password, for messages, logs and displays."""
+    """A board URL without its password (in the address or as a query option such as
+    ``?password=``), for messages, logs and displays."""
     parts = urlsplit(url)
-    if parts.password is None:
+    query = _SECRET_QUERY.sub(r"\1\2=***", parts.query)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def number_option(value: Any, key: str, url: str) -> float:

@@ -139,19 +139,34 @@ class ServerProcess:
 
 
 class RedisServer(ServerProcess):
-    """``redis-server`` on a free loopback port; ``persistent`` turns on AOF,
-    ``password`` sets ``requirepass``, ``tls`` serves TLS only (a throwaway CA
-    made with the ``openssl`` command; see :meth:`tls_available`)."""
+    """``redis-server`` on a free loopback port; ``persistent`` turns on AOF
+    (``appendfsync`` always unless told), ``save`` sets RDB snapshot points
+    (none by default; ``DEFAULT_SAVE`` is the server's own default), ``config``
+    adds directives (``{"maxmemory-policy": "allkeys-lru"}``), ``password`` sets
+    ``requirepass``, ``tls`` serves TLS only (a throwaway CA made with the
+    ``openssl`` command; see :meth:`tls_available`)."""
 
     name = "redis"
+    #: redis-server's own snapshot points when it is given no ``save``.
+    DEFAULT_SAVE = "3600 1 300 100 60 10000"
 
     def __init__(
-        self, persistent: bool = False, password: str | None = None, tls: bool = False
+        self,
+        persistent: bool = False,
+        password: str | None = None,
+        tls: bool = False,
+        *,
+        appendfsync: str = "always",
+        save: str = "",
+        config: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.persistent = persistent
         self.password = password
         self.tls = tls
+        self.appendfsync = appendfsync
+        self.save = save
+        self.config = dict(config or {})
         if tls:
             self._make_certificates()
 
@@ -200,7 +215,7 @@ class RedisServer(ServerProcess):
             "--dir",
             str(self.dir),
             "--save",
-            "",
+            self.save,
             "--daemonize",
             "no",
             "--protected-mode",
@@ -209,11 +224,13 @@ class RedisServer(ServerProcess):
             "warning",
         ]
         if self.persistent:
-            cmd += ["--appendonly", "yes", "--appendfsync", "always"]
+            cmd += ["--appendonly", "yes", "--appendfsync", self.appendfsync]
         else:
             cmd += ["--appendonly", "no"]
         if self.password:
             cmd += ["--requirepass", self.password]
+        for key, value in self.config.items():
+            cmd += [f"--{key}", value]
         return cmd
 
     @property

@@ -153,7 +153,7 @@ def stats_view(board: JobBoard) -> dict[str, Any]:
     stats = board.stats()
     counters = dict(stats.get("counters") or {})
     states = {s: stats["states"].get(s, 0) for s in ALL_STATES}
-    return {
+    view = {
         "states": states,
         "flows": stats.get("flows", {}),
         "oldest_waiting_age": stats.get("oldest_waiting_age"),
@@ -162,6 +162,9 @@ def stats_view(board: JobBoard) -> dict[str, Any]:
         "trashed": counters.get("trashed", states["trashed"]),
         "poison": counters.get("poison", 0),
     }
+    if stats.get("server"):  # what the backend says of its server (durability, eviction)
+        view["server"] = stats["server"]
+    return view
 
 
 def cmd_stats(board: JobBoard, args: argparse.Namespace) -> int:

@@ -230,7 +230,16 @@ def render_stats(stats: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:
     counters = stats["counters"]
     if counters:
         out += ["", "Counters", key_values(sorted(counters.items()), width=width)]
+    server = stats.get("server")
+    if server:
+        shown = [(k, server[k]) for k in _SERVER_KEYS if server.get(k) not in (None, "", [])]
+        shown += [("warning", w) for w in server.get("warnings") or ()]
+        out += ["", "Server", key_values(shown, width=width)]
     return "\n".join(out)
+
+
+#: What ``stats`` shows of ``stats()["server"]``, in order.
+_SERVER_KEYS = ("address", "persistence", "loss_window", "eviction", "epoch", "halted")
 
 
 def render_watch(snapshot: Mapping[str, Any], width: int = DEFAULT_WIDTH) -> str:

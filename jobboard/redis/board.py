@@ -42,6 +42,8 @@ from jobboard.changes import NewJob
 from jobboard.model import Entity, Job, JobState
 from jobboard.redis.claims import RedisClaims
 from jobboard.redis.decoding import json_object, server_time, text
+from jobboard.redis.durability import POLICIES
+from jobboard.redis.idle import IdleKnowledge
 from jobboard.redis.session import log
 from jobboard.urls import coerce_options, number_option, parse_options, redact_url
 
@@ -50,6 +52,8 @@ __all__ = ["RedisBoard"]
 _BOARD_OPTIONS = frozenset(
     {"namespace", "lease", "retention", "max_payload", "max_attempts", "local_clock"}
 )
+#: Options of this backend, checked against POLICIES.
+_POLICY_OPTIONS = ("persistence", "eviction")
 _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 _CERT_REQS = ("none", "optional", "required")
 
@@ -72,9 +76,22 @@ class RedisBoard(RedisClaims):
         client: redis.Redis | None = None,
         connection: Mapping[str, Any] | None = None,
         retry_deadline: float | None = None,
+        persistence: str = "warn",
+        eviction: str = "warn",
         **options: Any,
     ) -> None:
         super().__init__(name, **options)
+        for option, value in zip(_POLICY_OPTIONS, (persistence, eviction), strict=True):
+            if value not in POLICIES:
+                raise errors.BadURL(
+                    f"board {name!r}: option {option!r} must be one of "
+                    f"{', '.join(POLICIES)}, got {str(value)[:40]!r}"
+                )
+        self.persistence, self.eviction = persistence, eviction
+        self._run_id, self._epoch, self._gen = "", 0, 0
+        self._halted = None
+        self._hello_lock = threading.Lock()
+        self._server = {}
         if (
             not isinstance(self.namespace, str)
             or not self.namespace
@@ -100,6 +117,7 @@ class RedisBoard(RedisClaims):
         self._subscribed = threading.Event()
         self._waiters_lock = threading.Lock()
         self._waiters = []
+        self._idle = IdleKnowledge(self.QUIET_MAX)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -154,7 +172,9 @@ class RedisBoard(RedisClaims):
             merged["retry_deadline"] = number_option(
                 merged["retry_deadline"], "retry_deadline", url
             )
-        extra = set(merged) - _BOARD_OPTIONS - {"name", "client", "retry_deadline"}
+        extra = (
+            set(merged) - _BOARD_OPTIONS - {"name", "client", "retry_deadline", *_POLICY_OPTIONS}
+        )
         if extra:
             raise errors.BadURL(
                 f"board URL {redact_url(url)!r}: unknown option(s) {', '.join(sorted(extra))}"
@@ -268,6 +288,13 @@ class RedisBoard(RedisClaims):
         return sorted(out, key=lambda e: e.name)
 
     # -- operators ----------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The common statistics plus ``server``: persistence and what a crash may
+        lose, eviction policy, the board's epoch and whether it refuses to work."""
+        stats = super().stats()
+        stats["server"] = self.server_info()
+        return stats
 
     def _purge(self, wanted: frozenset[JobState], older_than: float) -> int:
         names = sorted(s.value for s in wanted)

@@ -8,13 +8,15 @@ held lease in one call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any, ClassVar
 
 from jobboard import errors
 from jobboard.model import Claim, JobRef
-from jobboard.redis.decoding import decode_job, pairs
+from jobboard.redis.decoding import decode_job, pairs, text
+from jobboard.redis.idle import flow_key
 from jobboard.redis.session import log
 from jobboard.redis.writes import RedisWrites
 
@@ -32,8 +34,7 @@ class RedisClaims(RedisWrites):
     def _claimed(self, raw: list[Any], who: str, length: float, started: float) -> Claim:
         """Track the claim a script returned; a job whose record cannot be read
         is trashed at once (it could never run) and ``InvalidJob`` raised."""
-        fields = pairs(raw)
-        job_id = fields.get("id", "?")
+        job_id, fields = text(raw[0]), pairs(raw[1:])
         try:
             job = decode_job(job_id, fields)
         except errors.InvalidJob as err:
@@ -86,6 +87,7 @@ class RedisClaims(RedisWrites):
         args = (who, repr(length), repr(self.retention), self.REAP_BATCH, self.SKIP_LIMIT, *which)
         while True:
             started = self._local_clock()
+            mark = self._idle.mark()
             raw = self._call(
                 "claim_next",
                 None,
@@ -95,7 +97,13 @@ class RedisClaims(RedisWrites):
             if raw is None:
                 return None
             if isinstance(raw, bytes | str):
-                continue  # "again": a run of poison jobs was trashed; look further
+                word, *times = text(raw).split()
+                if word != "idle":
+                    continue  # "again": a run of poison jobs was trashed; look further
+                # Nothing waits: wait() needs not ask again until something happens.
+                head = float(times[1]) if len(times) > 1 else None
+                self._idle.quiet(flow_key(flows), mark, time.monotonic(), float(times[0]), head)
+                return None
             try:
                 return self._claimed(raw, who, length, started)
             except errors.InvalidJob:

@@ -16,7 +16,20 @@ from typing import Any, TypeVar
 from jobboard import errors
 from jobboard.model import Job, JobPriority, JobState
 
-__all__ = ["REFUSALS", "decode_job", "json_object", "pairs", "server_time", "stored_field", "text"]
+__all__ = [
+    "REFUSALS",
+    "decode_job",
+    "json_object",
+    "pairs",
+    "readable_job",
+    "server_time",
+    "stored_field",
+    "text",
+    "unreadable_job",
+]
+
+#: Longest piece of a corrupt record echoed in a placeholder (names, flows, reasons).
+_ECHO_LIMIT = 200
 
 T = TypeVar("T")
 
@@ -32,6 +45,11 @@ REFUSALS: dict[str, tuple[type[errors.BoardError], str]] = {
     "UNCLAIMABLE": (errors.UnclaimableJob, "job {job} is {rest}; it cannot be claimed"),
     "POISON": (errors.UnclaimableJob, "job {job} was trashed: {rest}"),
     "CORRUPT": (errors.InvalidJob, ""),
+    "SETTLING": (
+        errors.BoardUnavailable,
+        "board {board}: the server restarted just now; claims resume in {rest} s, once every "
+        "running client has checked that nothing it saw was lost",
+    ),
 }
 
 
@@ -40,9 +58,16 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def pairs(flat: list[Any]) -> dict[str, str]:
-    """A flat HGETALL-style reply as a dict of text."""
-    return {text(k): text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+def pairs(flat: list[Any]) -> dict[str, Any]:
+    """A flat HGETALL-style reply as a dict of text (a value that is not UTF-8
+    stays bytes, for :func:`decode_job` to report)."""
+    out: dict[str, Any] = {}
+    for key, value in zip(flat[::2], flat[1::2], strict=True):
+        try:
+            out[_lossy(key)] = text(value)
+        except UnicodeDecodeError:
+            out[_lossy(key)] = value
+    return out
 
 
 def json_object(raw: str) -> dict[str, Any]:
@@ -117,6 +142,65 @@ def decode_job(job_id: str, raw: Mapping[Any, Any], now: float | None = None) ->
             job, state=JobState.WAITING, owner=None, claimed_at=None, lease_expires_at=None
         )
     return job
+
+
+def readable_job(
+    job_id: str, raw: Mapping[Any, Any], now: float | None = None, *, where: JobState | None = None
+) -> Job:
+    """:func:`decode_job`, or for a corrupt record a placeholder marked unreadable
+    (see :func:`unreadable_job`): for listings and for the replies of writes that
+    took effect, where one bad record must not break the caller."""
+    try:
+        return decode_job(job_id, raw, now)
+    except errors.InvalidJob as err:
+        return unreadable_job(job_id, raw, str(err), where)
+
+
+def unreadable_job(
+    job_id: str, raw: Mapping[Any, Any], reason: str, where: JobState | None = None
+) -> Job:
+    """A stand-in for a job whose record cannot be read: what can be read of it,
+    an empty store, and the reason in ``details["unreadable"]`` and ``last_error``.
+
+    Its state is the stored one when that is known, else ``where`` (the index it
+    was listed from), else waiting; an operator can trash and purge it by id.
+    """
+    fields = {_lossy(k): _lossy(v) for k, v in raw.items()}
+
+    def number(name: str, kind: Callable[[str], T], default: T) -> T:
+        try:
+            return kind(fields.get(name, ""))
+        except (TypeError, ValueError):
+            return default
+
+    def member(kind: Callable[[str], T], name: str, default: T) -> T:
+        try:
+            return kind(fields.get(name, ""))
+        except ValueError:
+            return default
+
+    reason = reason[:_ECHO_LIMIT]
+    return Job(
+        id=job_id,
+        name=fields.get("name", "")[:_ECHO_LIMIT] or "?",
+        flow=fields.get("flow", "")[:_ECHO_LIMIT] or "?",
+        store={},
+        priority=member(JobPriority, "priority", JobPriority.NORMAL),
+        state=member(JobState, "state", where or JobState.WAITING),
+        created_at=number("created_at", float, 0.0),
+        updated_at=number("updated_at", float, 0.0),
+        seq=number("seq", int, 0),
+        attempts=number("attempts", int, 0),
+        max_attempts=number("max_attempts", int, 1),
+        owner=fields.get("owner") or None,
+        token=number("token", int, 0),
+        last_error=f"unreadable record: {reason}",
+        details={"unreadable": reason},
+    )
+
+
+def _lossy(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def server_time(reply: tuple[int, int]) -> float:

@@ -19,9 +19,12 @@ from typing import Any, ClassVar
 
 import redis
 
+from jobboard import errors
 from jobboard.model import BoardEvent
 from jobboard.redis.decoding import server_time, text
-from jobboard.redis.session import RedisSession, log
+from jobboard.redis.durability import RedisDurability
+from jobboard.redis.idle import IdleKnowledge, flow_key
+from jobboard.redis.session import log
 
 __all__ = ["RedisEvents"]
 
@@ -29,7 +32,7 @@ __all__ = ["RedisEvents"]
 _WAKE_KINDS = frozenset({"posted", "abandoned", "expired"})
 
 
-class RedisEvents(RedisSession):
+class RedisEvents(RedisDurability):
     """The event subscription, and waiting for jobs."""
 
     #: Seconds the event thread blocks per read; bounds how long close() waits
@@ -38,6 +41,10 @@ class RedisEvents(RedisSession):
     #: First and longest pause (seconds) between event-subscription reconnects.
     LISTEN_BACKOFF: ClassVar[float] = 0.1
     LISTEN_BACKOFF_MAX: ClassVar[float] = 5.0
+    #: Seconds after a known lease end that a waiter looks (clocks are rounded).
+    EXPIRY_MARGIN: ClassVar[float] = 0.005
+    #: Longest an idle waiter trusts its last check without asking (a safety net).
+    QUIET_MAX: ClassVar[float] = 30.0
 
     _channel: str
     _control: str
@@ -45,6 +52,7 @@ class RedisEvents(RedisSession):
     _stopping: threading.Event
     _waiters_lock: threading.Lock
     _waiters: list[tuple[frozenset[str] | None, threading.Event]]
+    _idle: IdleKnowledge
 
     def _start_listening(self, client: redis.Redis) -> None:
         """Start the event thread on ``client``."""
@@ -72,36 +80,42 @@ class RedisEvents(RedisSession):
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         """Block until a job of ``flows`` may be waiting; False on timeout.
 
-        Woken by posted / abandoned / expired events. Between events it checks
-        once per lease length, because a lease that simply runs out publishes
-        nothing until some claim reaps it.
+        Woken by posted / abandoned / expired events, and at the end of the
+        earliest lease it knows of (a lease that runs out publishes nothing
+        until a claim reaps it). It asks the server only when something may
+        have changed since the last check (its own or a ``claim_next`` that
+        found nothing): an idle board sends nothing while nothing happens.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        wanted = None if flows is None else frozenset([flows] if isinstance(flows, str) else flows)
+        wanted = flow_key(flows)
         entry = (wanted, threading.Event())
         with self._waiters_lock:
             self._waiters.append(entry)
         try:
             while True:
                 entry[1].clear()
-                if self._available(wanted):
-                    return True
-                pause = self.lease
+                quiet = self._idle.until(wanted) if self._subscribed.is_set() else None
+                if quiet is None:
+                    if self._available(wanted):
+                        return True
+                    quiet = self._idle.until(wanted)
+                now = time.monotonic()
+                if quiet is not None:  # wake just after the first lease end
+                    pause = max(quiet - now + self.EXPIRY_MARGIN, self.EXPIRY_MARGIN)
+                else:
+                    pause = self.LISTEN_BACKOFF_MAX  # link down: poll
                 if deadline is not None:
-                    pause = min(pause, deadline - time.monotonic())
+                    pause = min(pause, deadline - now)
                     if pause <= 0:
                         return False
-                if not self._subscribed.is_set():
-                    pause = min(pause, self.LISTEN_BACKOFF_MAX)
-                if not entry[1].wait(pause) and deadline is not None:
-                    if time.monotonic() >= deadline:
-                        return False
+                entry[1].wait(pause)
         finally:
             with self._waiters_lock:
                 self._waiters.remove(entry)
 
     def _available(self, flows: frozenset[str] | None) -> bool:
-        """One round trip: a waiting job of ``flows``, or a lease already run out."""
+        """One round trip: a waiting job of ``flows``, or a lease already run out.
+        When neither, the board remembers it (see :mod:`jobboard.redis.idle`)."""
         p = self._prefix
         if flows is not None and not flows:
             return False
@@ -116,16 +130,23 @@ class RedisEvents(RedisSession):
                 pipe.exists(*(f"{p}waiting:{f}" for f in flows))
             return pipe.execute()
 
+        mark = self._idle.mark()
         now, head, *waiting = self._call("wait", None, read, safe=True)
+        answered = time.monotonic()
         if waiting and waiting[0]:
             return True
-        return bool(head) and head[0][1] <= server_time(now)
+        server_now = server_time(now)
+        if head and head[0][1] <= server_now:
+            return True
+        self._idle.quiet(flows, mark, answered, server_now, head[0][1] if head else None)
+        return False
 
     # -- events -------------------------------------------------------------
 
     def _listen(self, client: redis.Redis) -> None:
         """The event thread: subscribe, feed events to ``_emit``, reconnect with backoff."""
         delay = self.LISTEN_BACKOFF
+        first = True  # connect() has just checked the board
         while not self._stopping.is_set():
             pubsub = client.pubsub()
             try:
@@ -135,8 +156,14 @@ class RedisEvents(RedisSession):
                     if message is None or text(message["channel"]) != self._channel:
                         continue
                     if message["type"] == "subscribe":
+                        # Events may have been missed while away: catch up first, so
+                        # claim_status() says UNCERTAIN until the view is current.
+                        if not first:
+                            self._recheck_board()
+                        first = False
+                        self._recheck_claims(client)
                         self._subscribed.set()
-                        self._wake(None)  # events may have been missed while away
+                        self._wake(None)
                         delay = self.LISTEN_BACKOFF
                     elif message["type"] == "message":
                         self._on_message(message["data"])
@@ -165,6 +192,52 @@ class RedisEvents(RedisSession):
                     pass
         self._subscribed.clear()
 
+    def _recheck_board(self) -> None:
+        """After a reconnect (the server may have restarted): check the board's
+        data set at once, so that a loss turns the health check red even when
+        this process is idle."""
+        try:
+            self._hello()
+        except errors.BoardRegressed:
+            pass  # logged and recorded by _halt; events still flow
+
+    def _recheck_claims(self, client: redis.Redis) -> None:
+        """Re-read every claim this process holds, in one pipelined round trip,
+        and mark lost those that are no longer ours (ended, taken or expired
+        while the subscription was down, when their events were missed)."""
+        with self._local_lock:
+            held = list(self._held.values())
+        if not held:
+            return
+        pipe = client.pipeline(transaction=False)
+        pipe.time()
+        for claim in held:
+            pipe.hmget(self._job_key(claim.job_id), "state", "token", "owner", "lease_expires_at")
+        now_reply, *rows = pipe.execute()
+        now = server_time(now_reply)
+        for claim, (state, token, owner, ends) in zip(held, rows, strict=True):
+            try:
+                ours = (
+                    text(state) == "claimed"
+                    and int(token) == claim.token
+                    and text(owner) == claim.owner
+                    and float(ends) > now
+                )
+            except (TypeError, ValueError):
+                ours = False
+            if not ours:
+                log.warning(
+                    "redis board %r: claim of job %s (token %d) was lost while the event "
+                    "link was down",
+                    self.namespace,
+                    claim.job_id,
+                    claim.token,
+                )
+                with self._local_lock:
+                    current = self._held.get(claim.job_id)
+                    if current is not None and current.token == claim.token:
+                        self._lost.add(claim.job_id)
+
     def _on_message(self, data: bytes | str) -> None:
         try:
             payload = json.loads(data)
@@ -174,12 +247,29 @@ class RedisEvents(RedisSession):
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("redis board %r: ignoring a malformed event %r", self.namespace, data)
             return
+        if event.kind == "reset" and self._halted is not None:
+            self._recheck_board()  # an operator reset the board: work again
+        if event.kind == "halted" and self._halted is None:
+            try:
+                self._halt(str(event.data.get("reason") or "halted by another client"))
+            except errors.BoardRegressed:
+                pass  # logged and recorded by _halt
         if event.kind in _WAKE_KINDS:
             self._wake(event.data.get("flow"))
+        elif event.kind == "claimed":
+            try:
+                ends = float(event.data["ends"])
+            except (KeyError, TypeError, ValueError):
+                ends = None
+            self._idle.claimed(ends)
+            self._wake(None, changed=False)  # waiters only recompute when to look again
         self._emit(event)
 
-    def _wake(self, flow: str | None) -> None:
-        """Wake the waiters interested in ``flow`` (all of them for None)."""
+    def _wake(self, flow: str | None, *, changed: bool = True) -> None:
+        """Wake the waiters interested in ``flow`` (all of them for None);
+        ``changed``: a job may be waiting now (what the last check proved is void)."""
+        if changed:
+            self._idle.woken()
         with self._waiters_lock:
             for flows, event in self._waiters:
                 if flow is None or flows is None or flow in flows:

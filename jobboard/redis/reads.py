@@ -12,8 +12,16 @@ from typing import Any, ClassVar
 
 from jobboard import errors
 from jobboard.model import FINISHED_STATES, Job, JobRef, JobState
-from jobboard.redis.decoding import decode_job, json_object, server_time, stored_field, text
+from jobboard.redis.decoding import (
+    decode_job,
+    json_object,
+    readable_job,
+    server_time,
+    stored_field,
+    text,
+)
 from jobboard.redis.events import RedisEvents
+from jobboard.redis.session import log
 
 __all__ = ["RedisReads"]
 
@@ -52,18 +60,19 @@ class RedisReads(RedisEvents):
         pipe.smembers(f"{p}flows")
         now_reply, leased, finished, flow_names = pipe.execute()
         now = server_time(now_reply)
-        ids: dict[str, None] = {}
+        # Job id -> the state its index implies (None: finished, state unknown).
+        ids: dict[str, JobState | None] = {}
         if JobState.WAITING in wanted:
             names = [flow] if flow is not None else sorted(text(f) for f in flow_names)
             pipe = self._pipeline()
             for name in names:
                 pipe.zrange(f"{p}waiting:{name}", 0, -1)
             for members in pipe.execute():
-                ids.update(dict.fromkeys(text(m) for m in members))
+                ids.update(dict.fromkeys((text(m) for m in members), JobState.WAITING))
         if wanted & {JobState.WAITING, JobState.CLAIMED}:
-            ids.update(dict.fromkeys(text(m) for m in leased))
+            ids.update(dict.fromkeys((text(m) for m in leased), JobState.CLAIMED))
         if wanted & FINISHED_STATES:
-            ids.update(dict.fromkeys(text(m) for m in finished))
+            ids.update(dict.fromkeys((text(m) for m in finished), None))
         jobs = []
         order = list(ids)
         for start in range(0, len(order), self.READ_BATCH):
@@ -74,7 +83,14 @@ class RedisReads(RedisEvents):
             for job_id, raw in zip(batch, pipe.execute(), strict=True):
                 if not raw:
                     continue  # purged or expired meanwhile
-                job = decode_job(job_id, raw, now)
+                job = readable_job(job_id, raw, now, where=ids[job_id])
+                if "unreadable" in job.details and not job.store:
+                    log.warning(
+                        "redis board %r: job %s has an unreadable record: %s",
+                        self.namespace,
+                        job_id,
+                        job.details["unreadable"],
+                    )
                 if job.state in wanted and (flow is None or job.flow == flow):
                     jobs.append(job)
         jobs.sort(key=lambda j: (j.priority.rank, j.seq))

@@ -44,14 +44,42 @@ _SCRIPTS = (
     "cancel",
     "purge",
     "register_entity",
+    "hello",
+    "reset",
 )
+#: Scripts run without the guard (they are how a client checks the board).
+_UNGUARDED = frozenset({"hello", "reset"})
+
+#: Around every other script: take off the client's known run and epoch, check
+#: them (``guard``), run the script's body, reply ``{gen, reply}``.
+_GUARD_HEAD = """
+local KNOWN_EPOCH = tonumber(table.remove(ARGV))
+local KNOWN_RUN = table.remove(ARGV)
+local refusal = guard(ARGV[1], KNOWN_RUN, KNOWN_EPOCH)
+if refusal then
+  return refusal
+end
+local function body()
+"""
+_GUARD_TAIL = """
+end
+local reply = body()
+if type(reply) == 'table' and reply.err then
+  return reply
+end
+return {GEN, reply}
+"""
 
 
 @functools.cache
 def _script_source(name: str) -> str:
-    """One script's text with the shared helpers of ``_lib.lua`` in front."""
+    """One script's text with the shared helpers of ``_lib.lua`` in front and,
+    unless it is unguarded, the guard around it."""
     folder = resources.files("jobboard.redis") / "lua"
-    return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    lib, body = (folder / "_lib.lua").read_text(), (folder / f"{name}.lua").read_text()
+    if name in _UNGUARDED:
+        return lib + "\n" + body
+    return lib + _GUARD_HEAD + body + _GUARD_TAIL
 
 
 class RedisSession(JobBoard):
@@ -76,6 +104,10 @@ class RedisSession(JobBoard):
     _client: redis.Redis | None
     _scripts: dict[str, Any]
     _subscribed: threading.Event
+    # What this client knows of the board's marker (see ``durability``).
+    _run_id: str
+    _epoch: int
+    _gen: int
 
     def _open_client(self) -> redis.Redis:
         """The client (the given one, or a new one), with the scripts registered,
@@ -89,6 +121,11 @@ class RedisSession(JobBoard):
         self._scripts = {n: client.register_script(_script_source(n)) for n in _SCRIPTS}
         try:
             self._call("connect", None, client.ping, safe=True)
+            self._check_server(client)
+            try:
+                self._call("connect", None, self._hello, safe=True)
+            except errors.BoardRegressed:
+                pass  # recorded and logged: reads work, every change is refused
         except errors.BoardError:
             self._client = None
             if self._given is None:
@@ -96,9 +133,8 @@ class RedisSession(JobBoard):
             raise
         return client
 
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
+    def _check_server(self, client: redis.Redis) -> None:
+        """Check the server's persistence and eviction settings (see ``durability``)."""
 
     def _connection_uncertain(self) -> bool:
         return self._client is not None and not self._subscribed.is_set()
@@ -185,7 +221,37 @@ class RedisSession(JobBoard):
         return cls(template.format(job=repr(job_id), rest=rest, board=repr(self.name)))
 
     def _script(self, name: str, key: str, *args: Any) -> Any:
-        return self._scripts[name](keys=[key], args=[self._prefix, *args])
+        """Run a guarded script with this client's knowledge of the board; a
+        ``RECHECK`` answer (the server restarted, or the epoch moved) runs
+        :meth:`_hello` and the script again."""
+        script = self._scripts[name]
+        for _ in range(3):
+            try:
+                reply = script(keys=[key], args=[self._prefix, *args, self._run_id, self._epoch])
+            except redis.ResponseError as err:
+                message = str(err)
+                if message.startswith("JB RECHECK"):
+                    self._hello()
+                    continue
+                if message.startswith("JB HALTED"):
+                    self._halt(message.removeprefix("JB HALTED").strip())
+                raise
+            gen = int(reply[0])
+            if gen > self._gen:
+                self._gen = gen
+            return reply[1] if len(reply) > 1 else None
+        raise errors.BoardUnavailable(
+            f"redis board {self.namespace!r} at {self._where()}: the board kept changing "
+            f"while {name} checked it; try again"
+        )
+
+    def _hello(self) -> None:
+        """Check the board's marker (see :mod:`jobboard.redis.durability`)."""
+        raise NotImplementedError
+
+    def _halt(self, reason: str) -> None:
+        """Refuse to work (see :mod:`jobboard.redis.durability`)."""
+        raise NotImplementedError
 
     def _redis(self) -> redis.Redis:
         """The open client; ``BoardUnavailable`` once the board is closed."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from jobboard.changes import Ending, Release
 from jobboard.model import Job, JobRef
-from jobboard.redis.decoding import decode_job, pairs
+from jobboard.redis.decoding import pairs, readable_job
 from jobboard.redis.reads import RedisReads
 
 __all__ = ["RedisWrites"]
@@ -57,7 +57,7 @@ class RedisWrites(RedisReads):
             safe=False,
         )
         self._untrack(job_id)
-        return decode_job(job_id, pairs(raw))
+        return readable_job(job_id, pairs(raw))
 
     def _release_claim(self, release: Release) -> Job:
         job_id = release.job_id
@@ -78,7 +78,7 @@ class RedisWrites(RedisReads):
             safe=False,
         )
         self._untrack(job_id)
-        return decode_job(job_id, pairs(raw))
+        return readable_job(job_id, pairs(raw))
 
     def cancel(self, job: JobRef) -> Job:
         job_id = self._job_id(job)
@@ -88,4 +88,4 @@ class RedisWrites(RedisReads):
             lambda: self._script("cancel", self._job_key(job_id), job_id, repr(self.retention)),
             safe=False,
         )
-        return decode_job(job_id, pairs(raw))
+        return readable_job(job_id, pairs(raw))

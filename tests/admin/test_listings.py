@@ -152,7 +152,7 @@ def test_stats_counts_states_flows_and_losses(real_board):
     data = jb_json(url, "stats")
     text = jb(url, "stats")
 
-    assert set(data) == {
+    assert set(data) - {"server"} == {  # "server": backends that can tell (Redis)
         "states", "flows", "oldest_waiting_age", "counters", "claim_losses", "trashed", "poison",
     }  # fmt: skip
     assert data["states"] == {

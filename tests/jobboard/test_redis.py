@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -25,25 +23,22 @@ from jobboard import (
 )
 from jobboard.redis import RedisBoard
 from tests.helpers import wait_until
+from tests.jobboard.redis.helpers import (
+    acl_user_url,
+    counting_round_trips,
+    namespace,
+    prefix,
+    raw_client,
+)
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis
 
 
-def _namespace() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-def _prefix(board: jobboard.JobBoard) -> str:
-    return f"jb:{{{board.namespace}}}:"
-
-
 @pytest.fixture
 def raw(redis_url: str) -> Iterator[redis.Redis]:
     """A plain client on the session's server, to look at (and damage) keys."""
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
+    yield from raw_client(redis_url)
 
 
 @pytest.fixture
@@ -53,7 +48,7 @@ def private_board(redis_server_factory):
 
     def open_board(server: RedisServer | None = None, **options: Any):
         server = server or redis_server_factory()
-        options.setdefault("namespace", _namespace())
+        options.setdefault("namespace", namespace())
         board = jobboard.connect(server.url, **options)
         opened.append(board)
         return board, server
@@ -61,40 +56,6 @@ def private_board(redis_server_factory):
     yield open_board
     for board in opened:
         board.close()
-
-
-class RoundTrips:
-    """Counts the requests a board's client sends (commands and pipelines)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-@contextmanager
-def counting_round_trips(board: RedisBoard, monkeypatch: pytest.MonkeyPatch):
-    trips = RoundTrips()
-    client = board._client
-    execute, pipeline = client.execute_command, client.pipeline
-
-    def counted_execute(*args: Any, **kwargs: Any) -> Any:
-        trips.count += 1
-        return execute(*args, **kwargs)
-
-    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        run = pipe.execute
-
-        def counted_run(*a: Any, **k: Any) -> Any:
-            trips.count += 1
-            return run(*a, **k)
-
-        pipe.execute = counted_run
-        return pipe
-
-    with monkeypatch.context() as patch:
-        patch.setattr(client, "execute_command", counted_execute)
-        patch.setattr(client, "pipeline", counted_pipeline)
-        yield trips
 
 
 def _command_calls(client: redis.Redis) -> dict[str, int]:
@@ -139,7 +100,7 @@ def test_url_options_are_parsed_and_checked():
 
 def test_given_client_is_used_and_never_closed(redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    board = jobboard.connect(redis_url, client=client, namespace=_namespace())
+    board = jobboard.connect(redis_url, client=client, namespace=namespace())
     try:
         job = board.post("j", "f", {"a": 1})
         who = unique_owner("c")
@@ -158,7 +119,7 @@ def test_given_client_is_used_and_never_closed(redis_url):
 @pytest.mark.skipif(not RedisServer.tls_available(), reason="no openssl command")
 def test_tls_connection(redis_server_factory):
     server = redis_server_factory(tls=True)
-    board = jobboard.connect(server.url, namespace=_namespace())
+    board = jobboard.connect(server.url, namespace=namespace())
     try:
         job = board.post("j", "f")
         assert board.claim_next(unique_owner("c")).job_id == job.id
@@ -166,7 +127,7 @@ def test_tls_connection(redis_server_factory):
         board.close()
     untrusted = server.url.split("?")[0]  # no CA: the self-made certificate is refused
     with pytest.raises(BoardUnavailable, match="unreachable"):
-        jobboard.connect(untrusted, namespace=_namespace(), retry_deadline=0.2)
+        jobboard.connect(untrusted, namespace=namespace(), retry_deadline=0.2)
 
 
 # -- authentication -----------------------------------------------------------
@@ -174,7 +135,7 @@ def test_tls_connection(redis_server_factory):
 
 def test_password_auth_and_a_wrong_password(redis_server_factory):
     server = redis_server_factory(password="right-pw")
-    board = jobboard.connect(server.url, namespace=_namespace())
+    board = jobboard.connect(server.url, namespace=namespace())
     try:
         job = board.post("j", "f")
         assert board.get(job).state is JobState.WAITING
@@ -183,25 +144,15 @@ def test_password_auth_and_a_wrong_password(redis_server_factory):
     for url in (server.url.replace("right-pw", "wrong-pw"), f"redis://127.0.0.1:{server.port}/0"):
         started = time.monotonic()
         with pytest.raises(BoardUnavailable, match="authentication failed") as info:
-            jobboard.connect(url, namespace=_namespace())
+            jobboard.connect(url, namespace=namespace())
         assert "wrong-pw" not in str(info.value)
         assert time.monotonic() - started < 2  # not retried: a bad password stays bad
 
 
 def test_acl_user(redis_server_factory):
     server = redis_server_factory(password="admin-pw")
-    admin = redis.Redis(port=server.port, password="admin-pw")
-    admin.acl_setuser(
-        "conductor",
-        enabled=True,
-        passwords=["+worker-pw"],
-        keys=["jb:*"],
-        channels=["jb:*"],
-        commands=["+@all", "-@admin"],
-    )
-    admin.close()
-    url = f"redis://conductor:worker-pw@127.0.0.1:{server.port}/0"
-    ns = _namespace()
+    url = acl_user_url(server)
+    ns = namespace()
     worker, producer = jobboard.connect(url, namespace=ns), jobboard.connect(url, namespace=ns)
     try:
         woke = threading.Event()
@@ -305,7 +256,8 @@ def test_a_post_whose_reply_was_lost_is_resent_and_adds_one_job(redis_board_fact
     job = board.post("j", "f", {"a": 1})
 
     assert len(replies) == 2
-    assert [int(replies[0][0]), replies[0][1]] == [int(replies[1][0]), replies[1][1]]
+    first, again = (reply[1] for reply in replies)  # {gen, {seq, created}}
+    assert [int(first[0]), first[1]] == [int(again[0]), again[1]]
     assert [j.id for j in board.iterjobs()] == [job.id]
     assert board.counters()["posted"] == 1
 
@@ -319,12 +271,12 @@ def test_expired_lease_is_reclaimed_inside_claim_next(redis_board_factory, raw):
     job = board.post("j", "f")
     old = dead.claim_next(unique_owner("dead"))
     dead.close()  # the owner is gone: nobody renews and no reaper runs anywhere
-    key = f"{_prefix(board)}job:{job.id}"
+    key = f"{prefix(board)}job:{job.id}"
 
     wait_until(lambda: board.get(job).state is JobState.WAITING, timeout=5)
     # Reads report the job waiting, yet nothing has touched it in the server.
     assert raw.hget(key, "state") == b"claimed"
-    assert raw.zscore(f"{_prefix(board)}leases", job.id) is not None
+    assert raw.zscore(f"{prefix(board)}leases", job.id) is not None
 
     events: list[jobboard.BoardEvent] = []
     board.add_listener(events.append)
@@ -440,9 +392,9 @@ def test_a_claim_taken_by_another_is_seen_as_lost(redis_board_factory):
 def test_events_are_compact_json(redis_board_factory, raw):
     board = redis_board_factory()
     pubsub = raw.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(f"{_prefix(board)}events")
+    pubsub.subscribe(f"{prefix(board)}events")
     try:
-        wait_until(lambda: raw.pubsub_numsub(f"{_prefix(board)}events")[0][1] >= 2)
+        wait_until(lambda: raw.pubsub_numsub(f"{prefix(board)}events")[0][1] >= 2)
         job = board.post("j", "flow-x")
         who = unique_owner("c")
         claim = board.claim(job, who)
@@ -455,6 +407,8 @@ def test_events_are_compact_json(redis_board_factory, raw):
                 seen.append(json.loads(message["data"]))
     finally:
         pubsub.close()
+    ends = seen[1]["data"].pop("ends")  # the lease end, for idle waiters
+    assert float(ends) == pytest.approx(claim.expires_at, abs=1e-3)
     assert seen == [
         {"kind": "posted", "job": job.id, "data": {"flow": "flow-x", "name": "j"}},
         {"kind": "claimed", "job": job.id, "data": {"token": 1, "owner": who, "flow": "flow-x"}},
@@ -495,8 +449,8 @@ def test_purge_of_everything_leaves_no_keys_behind(redis_board_factory, raw):
 
     assert board.purge() == 6
 
-    keys = {k.decode() for k in raw.scan_iter(match=f"{_prefix(board)}*")}
-    assert keys == {f"{_prefix(board)}counters", f"{_prefix(board)}seq"}
+    keys = {k.decode() for k in raw.scan_iter(match=f"{prefix(board)}*")}
+    assert keys == {f"{prefix(board)}{k}" for k in ("counters", "seq", "board", "runs")}
     assert list(board.iterjobs(states=list(JobState))) == []
 
 
@@ -507,41 +461,41 @@ def test_finished_jobs_expire_after_retention(redis_board_factory, raw):
     claim = board.claim(job, who)
     board.save_progress(claim, who, claim.token, "t", {"state": "SUCCESS"})
     done = board.consume(claim, who, claim.token)
-    prefix = _prefix(board)
-    for key in (f"{prefix}job:{job.id}", f"{prefix}progress:{job.id}"):
+    keys = prefix(board)
+    for key in (f"{keys}job:{job.id}", f"{keys}progress:{job.id}"):
         assert 0 < raw.pttl(key) <= 60_000
-    assert raw.zscore(f"{prefix}finished", job.id) == pytest.approx(done.finished_at + 60, abs=1)
-    assert raw.zscore(f"{prefix}leases", job.id) is None
+    assert raw.zscore(f"{keys}finished", job.id) == pytest.approx(done.finished_at + 60, abs=1)
+    assert raw.zscore(f"{keys}leases", job.id) is None
 
 
 def test_corrupt_job_data_gives_a_clear_invalid_job(redis_board_factory, raw):
     board = redis_board_factory()
-    prefix = _prefix(board)
+    keys = prefix(board)
     bad, bad_store, good = board.post("bad", "f"), board.post("bad2", "f"), board.post("ok", "f")
-    raw.hset(f"{prefix}job:{bad.id}", "store", "{not json")
+    raw.hset(f"{keys}job:{bad.id}", "store", "{not json")
 
     with pytest.raises(InvalidJob) as info:
         board.get(bad)
     assert (info.value.job, info.value.field) == (bad.id, "store")
     assert bad.id in str(info.value) and "'store'" in str(info.value)
-    with pytest.raises(InvalidJob, match=bad.id):
-        list(board.iterjobs())
+    listed = {job.id: job for job in board.iterjobs()}  # listed, marked unreadable
+    assert "'store'" in listed[bad.id].details["unreadable"]
 
     # A job whose numbers are corrupt is trashed by claim_next, which goes on.
-    raw.hset(f"{prefix}job:{bad.id}", mapping={"store": "{}", "attempts": "many"})
-    raw.hset(f"{prefix}job:{bad_store.id}", "store", "[1, 2]")
+    raw.hset(f"{keys}job:{bad.id}", mapping={"store": "{}", "attempts": "many"})
+    raw.hset(f"{keys}job:{bad_store.id}", "store", "[1, 2]")
     who = unique_owner("c")
     claim = board.claim_next(who)  # bad_store: claimed, unreadable, trashed; then good
     assert claim is not None and claim.job_id == good.id
     for job_id, field in ((bad.id, "attempts"), (bad_store.id, "store")):
-        assert raw.hget(f"{prefix}job:{job_id}", "state") == b"trashed"
-        assert field in raw.hget(f"{prefix}job:{job_id}", "last_error").decode()
+        assert raw.hget(f"{keys}job:{job_id}", "state") == b"trashed"
+        assert field in raw.hget(f"{keys}job:{job_id}", "last_error").decode()
     with pytest.raises(InvalidJob, match="attempts"):
         board.get(bad)
 
-    raw.hset(f"{prefix}job:{good.id}", "name", b"\xff\xfe")
+    raw.hset(f"{keys}job:{good.id}", "name", b"\xff\xfe")
     with pytest.raises(InvalidJob, match="UTF-8"):
         board.get(good)
-    raw.hset(f"{prefix}progress:{good.id}", "t", "[oops")
+    raw.hset(f"{keys}progress:{good.id}", "t", "[oops")
     with pytest.raises(InvalidJob, match="'t'"):
         board.load_progress(good)

@@ -11,6 +11,13 @@
 --   P.."finished"        zset    finished jobs, score = end of their retention
 --   P.."seq"             string  post sequence (FIFO order within a priority)
 --   P.."counters"        hash    event name -> count
+--   P.."board"           hash    the board's marker: run_id (the server run its data
+--                                set was last checked on), epoch, gen (one more per
+--                                change), halted (why it refuses to work, or absent),
+--                                settle_until (no claims before: a restart), epoch_floor,
+--                                created_at
+--   P.."runs"            list    "<run_id> <gen>": each server run the board met, and
+--                                the gen its data set held when first seen
 --   P.."entities:"..kind hash    entity name -> JSON metadata
 --   P.."seen:"..kind     zset    entity name -> last refresh (board seconds)
 --   channel P.."events"          one JSON message {"kind", "job", "data"} per change
@@ -20,10 +27,31 @@
 --   lease_expires_at cancel_requested finished_at result last_error
 -- Empty strings stand for "none". Board time is the server's TIME in seconds.
 --
+-- Every script but hello and reset is wrapped by jobboard/redis/session.py: the
+-- client's known run id and epoch are appended to ARGV (and taken off again
+-- here), guard() runs first, and the reply becomes {gen, reply}.
+--
+-- Tokens are epoch * 2^32 + a per-job count: when an operator resets a board
+-- that lost data, the epoch grows and every later token beats every earlier one.
+--
 -- Errors are replies "JB <CODE> <details>" that jobboard/redis/session.py translates:
 --   NOTFOUND | FINISHED <state> | NOTCLAIMED <token> | STALE <token> |
 --   MISMATCH <token> | NOTOWNER <owner> | UNCLAIMABLE <state> [by <owner>] |
---   POISON <reason> | CORRUPT <field> | IDLE (nothing to abandon)
+--   POISON <reason> | CORRUPT <field> | IDLE (nothing to abandon) |
+--   RECHECK (check the board first: hello) | HALTED <reason> |
+--   SETTLING <seconds> (no claims yet: the server restarted just now)
+
+-- The states a job hash may hold.
+local KNOWN_STATES = {waiting = true, claimed = true, complete = true, failed = true,
+  trashed = true, cancelled = true}
+
+-- 2^32: tokens are EPOCH * EPOCH_UNIT + a per-job count.
+local EPOCH_UNIT = 4294967296
+-- Set by guard(): the board's epoch and its change count (gen).
+local EPOCH, GEN = 0, 0
+-- Set by guard() while the board settles after a server restart (board time):
+-- no claims until then, so that every client that saw the lost data can check in.
+local SETTLING = nil
 
 local function now()
   local t = redis.call('TIME')
@@ -38,12 +66,49 @@ local function emit(P, kind, id, data)
   redis.call('PUBLISH', P .. 'events', cjson.encode({kind = kind, job = id, data = data}))
 end
 
-local function count(P, name, n)
-  redis.call('HINCRBY', P .. 'counters', name, n or 1)
-end
-
 local function fail(code)
   return redis.error_reply('JB ' .. code)
+end
+
+-- The id of the server process running this script (it changes at every restart).
+local function server_run()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
+
+-- One more change on the board: clients remember the highest gen they saw, and a
+-- data set that comes back from a restart with a lower one went backwards.
+local function bump(P)
+  GEN = redis.call('HINCRBY', P .. 'board', 'gen', 1)
+end
+
+local function count(P, name, n)
+  redis.call('HINCRBY', P .. 'counters', name, n or 1)
+  bump(P)
+end
+
+-- Run before every wrapped script: refuse while the board is halted, and send
+-- the client to hello when the server restarted or the epoch moved since it
+-- (or anyone) last checked the data set. Returns an error reply or nil.
+local function guard(P, known_run, known_epoch)
+  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until')
+  if b[4] then
+    return fail('HALTED ' .. b[4])
+  end
+  if not b[1] or b[1] ~= known_run or tonumber(b[2]) ~= known_epoch
+      or server_run() ~= known_run then
+    return fail('RECHECK')
+  end
+  EPOCH, GEN = known_epoch, tonumber(b[3]) or 0
+  local settle = tonumber(b[5])
+  if settle and settle > now() then
+    SETTLING = settle
+  end
+  return nil
+end
+
+-- The epoch a token was issued in.
+local function epoch_of(token)
+  return math.floor(token / EPOCH_UNIT)
 end
 
 -- Put a job into its flow's waiting set.
@@ -54,6 +119,9 @@ end
 
 -- Take a job out of its flow's waiting set (forgetting the flow once empty).
 local function dequeue(P, id, flow)
+  if not flow then
+    return  -- a corrupt record without its flow: a later claim drops the index entry
+  end
   local key = P .. 'waiting:' .. flow
   redis.call('ZREM', key, id)
   if redis.call('EXISTS', key) == 0 then
@@ -113,6 +181,12 @@ local function fenced(P, id, who, token, force, t)
   if not f then
     return nil, err
   end
+  if not KNOWN_STATES[f[1]] then
+    if not force then
+      return nil, 'CORRUPT state'
+    end
+    f[1] = 'waiting'  -- an operator ends it: taken out of every index it may be in
+  end
   if f[1] ~= 'waiting' and f[1] ~= 'claimed' then
     -- A stale owner of a finished job is told its token is stale.
     if not force and f[2] and token < f[2] then
@@ -132,8 +206,9 @@ local function fenced(P, id, who, token, force, t)
     end
     return nil, 'NOTCLAIMED ' .. f[2]
   end
-  if token ~= f[2] then
-    return nil, (token < f[2] and 'STALE ' or 'MISMATCH ') .. f[2]
+  if token ~= f[2] or epoch_of(token) ~= EPOCH then
+    -- A claim from before an operator reset of the board is void.
+    return nil, ((token < f[2] or token == f[2]) and 'STALE ' or 'MISMATCH ') .. f[2]
   end
   if f[3] ~= who then
     return nil, 'NOTOWNER ' .. f[3]
@@ -165,18 +240,20 @@ local function finish(P, id, state, t, retention, extra)
 end
 
 -- Claim a job just taken out of its waiting set, or trash it when it is
--- poison (attempts used up) or its record is corrupt. Returns the job's hash
--- as a flat list, or nil and the reason it was trashed (nil and nil when the
+-- poison (attempts used up) or its record is corrupt. Returns the job's id
+-- then its hash as a flat list, or nil and the reason it was trashed (nil and nil when the
 -- index entry was stale: the job was not waiting).
 local function take(P, id, who, lease, retention, t)
   local key = P .. 'job:' .. id
   local f = redis.call('HMGET', key, 'attempts', 'max_attempts', 'token', 'flow', 'state')
-  if f[5] ~= 'waiting' then
-    return nil, nil
+  if not f[5] or KNOWN_STATES[f[5]] and f[5] ~= 'waiting' then
+    return nil, nil  -- gone, or a stale index entry: the job is not waiting
   end
   local attempts, most, token = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
   local reason
-  if not (attempts and most and token) then
+  if f[5] ~= 'waiting' then
+    reason = 'corrupt job record: field state is not a known state'
+  elseif not (attempts and most and token) then
     local bad = (not attempts and 'attempts') or (not most and 'max_attempts') or 'token'
     reason = 'corrupt job record: field ' .. bad .. ' is not a number'
   elseif attempts >= most then
@@ -190,12 +267,14 @@ local function take(P, id, who, lease, retention, t)
     emit(P, 'trashed', id, {token = token, reason = reason, forced = true, flow = f[4]})
     return nil, reason
   end
-  token = token + 1
+  token = math.max(token, EPOCH * EPOCH_UNIT) + 1
   local ends = fmt(t + lease)
   redis.call('HSET', key, 'state', 'claimed', 'owner', who, 'token', token,
     'attempts', attempts + 1, 'claimed_at', fmt(t), 'lease_expires_at', ends, 'updated_at', fmt(t))
   redis.call('ZADD', P .. 'leases', ends, id)
   count(P, 'claimed')
-  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4]})
-  return redis.call('HGETALL', key)
+  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends})
+  local job = redis.call('HGETALL', key)
+  table.insert(job, 1, id)
+  return job
 end

@@ -20,6 +20,7 @@ if f[1] == 'waiting' then
   emit(P, 'cancelled', id, {token = f[2], flow = f[4]})
 elseif f[1] == 'claimed' then
   redis.call('HSET', key, 'cancel_requested', 1, 'updated_at', fmt(t))
+  bump(P)
   emit(P, 'cancel_requested', id, {token = f[2], owner = f[3], flow = f[4]})
 else
   return fail('FINISHED ' .. f[1])

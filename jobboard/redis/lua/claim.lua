@@ -4,10 +4,13 @@
 -- ARGV     P, id, who, lease seconds, retention seconds, reap batch
 -- Keys     job:<id>, leases, waiting:<flow>, flows, finished, counters;
 --          publishes "expired", "trashed", "claimed".
--- Returns  the claimed job's hash as a flat list, or an error
---          NOTFOUND | UNCLAIMABLE <state> [by <owner>] | POISON <reason>.
+-- Returns  the claimed job's id then its hash as a flat list, or an error
+--          NOTFOUND | UNCLAIMABLE <state> [by <owner>] | POISON <reason> | SETTLING <s>.
 local P, id, who = ARGV[1], ARGV[2], ARGV[3]
 local t = now()
+if SETTLING then
+  return fail('SETTLING ' .. string.format('%.1f', SETTLING - t))
+end
 reap(P, t, tonumber(ARGV[6]))
 local f, err = current(P, id, t)
 if not f then

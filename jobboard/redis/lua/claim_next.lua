@@ -6,11 +6,15 @@
 -- Keys     leases, flows, waiting:<flow>, job:<id>, finished, counters;
 --          publishes "expired", "trashed", "claimed".
 -- Cost     O(batch log n) reaping + O(F log n) for F flows.
--- Returns  the claimed job's hash as a flat list; nil when no job waits;
+-- Returns  the claimed job's id then its hash as a flat list; "idle <now> [<first
+--          lease end, or the end of a restart's settling>]" when no job can be claimed;
 --          "again" when `skip limit` poison jobs were trashed (call again).
 local P, who = ARGV[1], ARGV[2]
 local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = now()
+if SETTLING then
+  return 'idle ' .. fmt(t) .. ' ' .. fmt(SETTLING)  -- a restart settles: look again then
+end
 reap(P, t, tonumber(ARGV[5]))
 local flows
 if ARGV[7] == '*' then
@@ -27,7 +31,9 @@ for _ = 1, tonumber(ARGV[6]) do
     end
   end
   if not best then
-    return nil
+    -- Nothing waits: say when the first lease ends, so an idle client sleeps until then.
+    local head = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
+    return 'idle ' .. fmt(t) .. (head[2] and (' ' .. head[2]) or '')
   end
   dequeue(P, best, best_flow)
   local job = take(P, best, who, lease, retention, t)

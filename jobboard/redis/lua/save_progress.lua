@@ -9,4 +9,5 @@ if not f then
   return fail(err)
 end
 redis.call('HSET', P .. 'progress:' .. id, ARGV[6], ARGV[7])
+bump(P)
 return 1

@@ -1,0 +1,99 @@
+"""What an idle Redis board knows without asking: nothing waits, and when the
+first lease runs out.
+
+A check of the server (``wait``'s or a ``claim_next`` that found nothing)
+proves that no job of some flows was waiting at that moment and tells when the
+earliest lease ends. Until an event says otherwise (a post, an abandon, an
+expiry, a reconnect of the event link) or that lease end comes, asking again
+would only repeat the answer: ``wait()`` blocks instead, and wakes at the lease
+end so that a dead owner's job is taken over at once. A ``claimed`` event
+carries its lease end, so a lease taken meanwhile is known too.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Collection
+
+__all__ = ["FlowKey", "IdleKnowledge", "flow_key"]
+
+#: Which flows a check was about (None: every flow).
+FlowKey = frozenset[str] | None
+
+
+def flow_key(flows: Collection[str] | str | None) -> FlowKey:
+    """The key of a flows argument: None or a frozenset."""
+    if flows is None:
+        return None
+    return frozenset([flows] if isinstance(flows, str) else flows)
+
+
+class IdleKnowledge:
+    """Checks proving that nothing was waiting, and the earliest lease end, on the
+    local monotonic clock. Thread-safe."""
+
+    def __init__(self, longest: float) -> None:
+        #: Longest a check is trusted, events or not (a safety net).
+        self.longest = longest
+        self._lock = threading.Lock()
+        self._wakes = 0  # one more per event that may make a job waiting
+        self._claims = 0  # one more per claimed event
+        self._quiet: dict[FlowKey, tuple[int, float]] = {}  # flows -> (wakes, checked at)
+        self._lease_end = math.inf  # earliest known lease end (local monotonic)
+        self._offset: float | None = None  # server time - local monotonic time
+
+    def mark(self) -> tuple[int, int]:
+        """Taken before a check is sent: what :meth:`quiet` needs to trust it."""
+        with self._lock:
+            return self._wakes, self._claims
+
+    def woken(self) -> None:
+        """An event says a job may be waiting (or events may have been missed)."""
+        with self._lock:
+            self._wakes += 1
+            self._quiet.clear()
+
+    def claimed(self, ends: float | None) -> None:
+        """Someone claimed a job whose lease ends at server time ``ends``."""
+        with self._lock:
+            self._claims += 1
+            if ends is None or self._offset is None:
+                self._lease_end = -math.inf  # unknown: check again
+            else:
+                self._lease_end = min(self._lease_end, ends - self._offset)
+
+    def quiet(
+        self,
+        flows: FlowKey,
+        mark: tuple[int, int],
+        answered: float,
+        server_now: float,
+        lease_end: float | None,
+    ) -> None:
+        """A check answered at local time ``answered`` (server time ``server_now``,
+        read before) found no job of ``flows`` waiting; the earliest lease ends at
+        server time ``lease_end``. Lease ends are placed on the local clock as seen
+        from the answer, so a waiter wakes after them (by the reply's travel), never
+        before."""
+        wakes, claims = mark
+        with self._lock:
+            self._offset = server_now - answered
+            local_end = math.inf if lease_end is None else lease_end - self._offset
+            if self._claims == claims:
+                self._lease_end = local_end
+            else:  # a claim came in meanwhile: keep its lease end too
+                self._lease_end = min(self._lease_end, local_end)
+            if self._wakes == wakes:
+                self._quiet[flows] = (wakes, answered)
+
+    def until(self, flows: FlowKey) -> float | None:
+        """Local monotonic time until which no job of ``flows`` can be waiting, or
+        None when the server must be asked."""
+        with self._lock:
+            known = self._quiet.get(flows)
+            if known is None or known[0] != self._wakes:
+                return None
+            until = min(self._lease_end, known[1] + self.longest)
+        return until if time.monotonic() < until else None

@@ -1,0 +1,1 @@
+"""Redis board tests on real redis-servers."""

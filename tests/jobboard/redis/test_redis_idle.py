@@ -1,0 +1,95 @@
+"""An idle Redis board sends nothing while nothing happens, and wakes when the
+first lease runs out (issue 15 items 2 and 5). Counts, never durations: the
+speed figures are printed by bench/redis_failover_idle.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conductor.conductor import Conductor
+from jobboard import JobState, unique_owner
+from jobboard.redis.idle import IdleKnowledge
+from tests.flows_for_tests import FLOWS
+from tests.helpers import wait_until
+from tests.jobboard.redis.helpers import counting_round_trips
+
+pytestmark = pytest.mark.redis
+
+
+def test_idle_wait_after_an_empty_claim_next_sends_nothing(redis_board_factory, monkeypatch):
+    board = redis_board_factory(lease=30)
+    who = unique_owner("idle")
+    assert board.claim_next(who, ["f"]) is None  # proves nothing waits
+    with counting_round_trips(board, monkeypatch) as trips:
+        for _ in range(5):
+            assert board.wait(timeout=0.05, flows=["f"]) is False
+        assert trips.count == 0
+
+        poster = redis_board_factory()
+        poster.post("j", "f")  # the posted event is the wake-up
+        assert board.wait(timeout=10, flows=["f"]) is True
+    assert trips.count == 1  # one check, after the event
+
+
+def test_wait_wakes_when_a_dead_owners_lease_runs_out(redis_board_factory, monkeypatch):
+    waiter = redis_board_factory(lease=30)  # its own lease is no clock for waking up
+    owner = redis_board_factory(lease=0.5)
+    seen = threading.Event()
+    waiter.add_listener(lambda event: event.kind == "claimed" and seen.set())
+    job = owner.post("j", "f")
+    dead = owner.claim(job, unique_owner("dead"))  # never renewed: its owner is gone
+    assert seen.wait(10)  # the waiter has heard of the post and the claim
+    who = unique_owner("waiter")
+    assert waiter.claim_next(who) is None  # learns when the first lease ends
+    with counting_round_trips(waiter, monkeypatch) as trips:
+        assert waiter.wait(timeout=20) is True  # at that lease end, not after 30 s
+    assert trips.count == 1  # it looked once, when the lease had ended
+    taken = waiter.claim_next(who)
+    assert taken is not None and taken.job_id == job.id and taken.token == dead.token + 1
+
+
+def test_idle_knowledge_is_voided_by_wakes_and_shortened_by_claims():
+    idle = IdleKnowledge(longest=30.0)
+    sent = time.monotonic()
+    mark = idle.mark()
+    idle.quiet(frozenset({"f"}), mark, sent, server_now=1000.0, lease_end=1020.0)
+    until = idle.until(frozenset({"f"}))
+    assert until == pytest.approx(sent + 20.0)
+    assert idle.until(None) is None  # a check of other flows proves nothing here
+    idle.claimed(1005.0)  # a claim by event: its lease ends first
+    assert idle.until(frozenset({"f"})) == pytest.approx(sent + 5.0)
+    idle.woken()  # a post: ask the server again
+    assert idle.until(frozenset({"f"})) is None
+    late = idle.mark()
+    idle.woken()  # an event while a check was on its way: that check proves nothing
+    idle.quiet(frozenset({"f"}), late, sent, server_now=1000.0, lease_end=None)
+    assert idle.until(frozenset({"f"})) is None
+
+
+def test_an_idle_conductor_does_not_claim_after_every_wait(redis_board_factory, monkeypatch):
+    board = redis_board_factory(lease=5)
+    calls = {"claim_next": 0, "wait": 0}
+    for name in calls:
+        original = getattr(board, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(board, name, counted)
+    conductor = Conductor("idle", board, FLOWS)
+    conductor.IDLE_WAIT = 0.02  # many wait timeouts in little time
+    runner = threading.Thread(target=conductor.run)
+    runner.start()
+    try:
+        wait_until(lambda: calls["wait"] >= 20, timeout=20)
+        assert calls["claim_next"] == 1  # no event said work arrived
+        job = board.post("j", "steps", {"spec": {}})  # the event wakes it
+        wait_until(lambda: board.get(job).state is JobState.COMPLETE, timeout=20)
+        assert calls["claim_next"] >= 2
+    finally:
+        conductor.stop()
+        runner.join(30)
