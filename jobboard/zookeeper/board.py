@@ -210,6 +210,9 @@ class ZookeeperBoard(ZkClaims):
         # Queues of idle boards (waiters).
         self._places = {}
         self._quiet_kinds = set()
+        self._jobs_dirty = False
+        self._jobs_sent = 0
+        self._deferred = {}
         # Retention (here).
         self._last_sweep = 0.0
         self._sweeping = False

@@ -213,6 +213,12 @@ class ZkView(ZkSession):
     _listed_at: dict[str, float]
     _dir_watchers: dict[str, Callable[[Any], None]]
     _quiet_kinds: set[str]
+    #: A change of ``jobs/`` was seen and not listed yet; listings of it sent so far.
+    _jobs_dirty: bool
+    _jobs_sent: int
+    #: Jobs whose claim ended, left to the next listing of ``jobs/`` (value: the
+    #: listings sent when the claim's end was seen).
+    _deferred: dict[str, int]
 
     # -- watches and listings -------------------------------------------------
 
@@ -236,10 +242,14 @@ class ZkView(ZkSession):
     def _watch_dir(self, kind: str) -> tuple[Any, int]:
         with self._lock:
             sent_gen = self._view.gen[kind]
+            if kind == "jobs":
+                self._jobs_sent += 1
+                self._jobs_dirty = False
+            sent_no = self._jobs_sent
         result = self.client.get_children_async(
             self._path(kind), watch=self._dir_watchers[kind], include_data=True
         )
-        result.rawlink(functools.partial(self._on_listing, kind, sent_gen))
+        result.rawlink(functools.partial(self._on_listing, kind, sent_gen, sent_no))
         return result, sent_gen
 
     def _on_dir_event(self, kind: str, event: Any) -> None:
@@ -251,6 +261,8 @@ class ZkView(ZkSession):
                 return
         with self._lock:
             size = len(self._view.members[kind])
+            if kind == "jobs":
+                self._jobs_dirty = True  # a listing of jobs/ will follow
         pace = min(
             self.LISTING_INTERVAL_MAX, max(self.LISTING_INTERVAL_MIN, size * self.LISTING_COST)
         )
@@ -267,7 +279,7 @@ class ZkView(ZkSession):
         except (KazooException, errors.BoardError) as err:
             log.debug("%s: could not re-arm the %s watch: %s", self, kind, err)
 
-    def _on_listing(self, kind: str, sent_gen: int, result: Any) -> None:
+    def _on_listing(self, kind: str, sent_gen: int, sent_no: int, result: Any) -> None:
         try:
             children, stat = result.get_nowait()
         except (KazooException, KazooTimeoutError) as err:
@@ -275,6 +287,26 @@ class ZkView(ZkSession):
             return
         if not self._closed:
             self._apply_listing(kind, children, stat.pzxid, sent_gen)
+            if kind == "jobs" and self._deferred:
+                self._settle_deferred(sent_no)
+
+    def _settle_deferred(self, sent_no: int) -> None:
+        """A listing of ``jobs/`` sent after a claim ended tells whether its job is
+        waiting again (still listed) or finished (gone): no read of its node."""
+        with self._lock:
+            settled = [j for j, mark in self._deferred.items() if mark < sent_no]
+            waiting = False
+            for job_id in settled:
+                del self._deferred[job_id]
+                if job_id in self._view.unconfirmed:
+                    self._view.unconfirmed.discard(job_id)
+                    if job_id in self._view.members["jobs"]:
+                        self._view.push(job_id)
+                        waiting = True
+            if waiting:
+                self._changed.notify_all()
+        if waiting:
+            self._view_changed()
 
     def _refresh_views(self) -> None:
         """Fresh listings of jobs, claims and cancel flags (``ensure_fresh``)."""
@@ -318,6 +350,8 @@ class ZkView(ZkSession):
                     if job_id in self._view.members["jobs"]:
                         self._view.unconfirmed.add(job_id)
                         released.append(job_id)
+                        if self._jobs_dirty:  # settled by the listing of jobs/ to come
+                            self._deferred[job_id] = self._jobs_sent
                 reads += [("state", job_id) for job_id in released]
                 reads += [("claims", job_id) for job_id in added]
             else:
@@ -328,7 +362,8 @@ class ZkView(ZkSession):
                         events.append(BoardEvent("cancel_requested", job_id, {}))
             self._changed.notify_all()
         for job_id in released:
-            self._confirm_waiting(job_id)
+            if job_id not in self._deferred:
+                self._confirm_waiting(job_id)
         if kind != "cancel":
             self._view_changed()
         if self._listeners and self._view.loaded:
