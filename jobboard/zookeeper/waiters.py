@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ from jobboard.zookeeper.nodes import VIEW_KINDS
 from jobboard.zookeeper.session import log
 from jobboard.zookeeper.writes import ZkWrites
 
+#: The name of a waiter node (``w-`` and ZooKeeper's 10-digit sequence).
+WAITER_RE = re.compile(r"^w-\d{10}$")
 #: The folders only the head of a queue keeps watching.
 QUIET_KINDS = frozenset({"jobs", "claims"})
 
@@ -156,7 +159,8 @@ class ZkWaiters(ZkWrites):
                         del self._places[place.key]
                     self._changed.notify_all()
                 return
-            earlier = sorted(c for c in children if c < mine)
+            # Only waiter nodes count: a stray node must not block the queue.
+            earlier = sorted(c for c in children if c < mine and WAITER_RE.match(c))
             if not earlier:
                 self._become_head(place)
                 return
