@@ -33,6 +33,7 @@ from contextvars import ContextVar, Token
 from typing import Any
 
 from conductor.exceptions import TaskCancelled
+from conductor.types.notifier import callable_name
 
 __all__ = [
     "EMPTY",
@@ -165,7 +166,7 @@ def _call(callback: Callable[[str], Any], reason: str) -> None:
     try:
         callback(reason)
     except Exception:  # a task's callback must not break whoever signals the stop
-        LOG.exception("on_cancel callback %r failed", callback)
+        LOG.exception("on_cancel callback %s failed", callable_name(callback))
 
 
 def _validate_progress(

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import jobboard
 from jobboard import envopts, errors
-from jobboard.admin import listings, operations, watch
+from jobboard.admin import listings, operations, render, watch
 from jobboard.admin.console import (
     ALL_STATES,
     EXIT_INTERRUPTED,
@@ -65,6 +65,13 @@ ENV_BOARD = "CONDUCTOR_BOARD"
 ENV_PREFIXES = ("JOBBOARD", "CONDUCTOR")
 #: Rows ``list`` prints unless ``--limit`` says otherwise.
 DEFAULT_LIMIT = 100
+#: Longest error line printed (a message that echoes huge input is cut).
+ERROR_LINE_LIMIT = 400
+
+#: How long ``cancel --force`` waits for the conductor before it ends the job itself.
+DEFAULT_GRACE = 10.0
+
+_JOB_HELP = "job id, a unique prefix of one, or a job name only one job has"
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -138,7 +145,7 @@ _EPILOG = f"""\
 examples:
   export {ENV_BOARD}=redis://127.0.0.1:6379/0?namespace=prod
   jobboard list --state failed --flow billing
-  jobboard show 3fa4c2d1            (any unique prefix of a job id)
+  jobboard show 3fa4c2d1            (any unique prefix of a job id, or a unique job name)
   jobboard claims --json | jq '.claims[] | select(.suspicious)'
   jobboard post nightly-report --flow reports --store '{{"day": "2024-05-01"}}'
   jobboard trash 3fa4c2d1 --reason "bad input" --yes
@@ -209,18 +216,32 @@ _COMMANDS: dict[str, _Command] = {
     "cancel": _Command(
         operations.cmd_cancel,
         "cancel a job (a running one is stopped by its conductor)",
-        "jobboard cancel 3fa4c2d1 --yes",
+        "jobboard cancel 3fa4c2d1 --yes\n"
+        "  jobboard cancel nightly-report --force --grace 30s --reason 'stuck on I/O' --yes",
     ),
     "retry": _Command(
         operations.cmd_retry,
         "post a failed, trashed or cancelled job again; prints the new id",
-        "jobboard retry 3fa4c2d1 --yes",
+        "jobboard retry 3fa4c2d1 --yes\n"
+        "  jobboard retry 3fa4c2d1 --again --yes   (it was retried before)\n"
+        "  jobboard retry --all --flow billing --since 2h --yes",
     ),
     "purge": _Command(
         operations.cmd_purge,
-        "delete finished jobs older than a duration",
+        "delete finished jobs older than a duration, or cancel a waiting backlog",
         "jobboard purge --state complete --older-than 1d\n"
-        "  jobboard purge --older-than 2w --yes   (every finished state)",
+        "  jobboard purge --older-than 2w --yes   (every finished state)\n"
+        "  jobboard purge --state waiting --flow images --force --yes   (cancel the backlog)",
+    ),
+    "pause": _Command(
+        operations.cmd_pause,
+        "stop conductors claiming jobs of a flow (no FLOW: list paused flows)",
+        "jobboard pause billing --reason 'payment provider down'\n  jobboard pause --json",
+    ),
+    "resume": _Command(
+        operations.cmd_resume,
+        "let conductors claim jobs of a paused flow again",
+        "jobboard resume billing",
     ),
     "export": _Command(
         listings.cmd_export,
@@ -291,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("show", as_json)
-    p.add_argument("job", metavar="JOB", help="job id or a unique prefix of one")
+    p.add_argument("job", metavar="JOB", help=_JOB_HELP)
 
     long_after = argparse.ArgumentParser(add_help=False)
     long_after.add_argument(
@@ -346,26 +367,70 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in ("abandon", "trash"):
         p = add(name, confirm)
-        p.add_argument("job", metavar="JOB", help="job id or a unique prefix of one")
+        p.add_argument("job", metavar="JOB", help=_JOB_HELP)
         p.add_argument("--reason", help="why (recorded as the job's last error)")
-    for name in ("cancel", "retry"):
-        p = add(name, confirm)
-        p.add_argument("job", metavar="JOB", help="job id or a unique prefix of one")
+    p = add("cancel", confirm)
+    p.add_argument("job", metavar="JOB", help=_JOB_HELP)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="if its conductor has not stopped a running job within --grace, end it as "
+        "cancelled anyway (it never runs again; the conductor's writes are refused)",
+    )
+    p.add_argument(
+        "--grace",
+        type=parse_duration,
+        default=DEFAULT_GRACE,
+        metavar="DURATION",
+        help=f"how long --force waits for the conductor (default {DEFAULT_GRACE:g}s)",
+    )
+    p.add_argument("--reason", help="why (recorded when --force ends the job)")
+
+    p = add("retry", confirm)
+    p.add_argument("job", metavar="JOB", nargs="?", help=_JOB_HELP)
+    p.add_argument("--again", action="store_true", help="retry even if it was retried before")
+    p.add_argument("--all", action="store_true", help="every matching job of --flow")
+    p.add_argument("--flow", help="with --all: the flow whose jobs are retried")
+    p.add_argument(
+        "--since",
+        type=_parse_since,
+        default=None,
+        metavar="WHEN",
+        help="with --all: jobs that ended since: a duration ago (2h), ISO time or epoch",
+    )
+    p.add_argument(
+        "--state",
+        action="append",
+        choices=["failed", "trashed", "cancelled"],
+        help="with --all: state to retry (repeatable; default: failed)",
+    )
 
     p = add("purge", confirm)
     p.add_argument(
         "--state",
         action="append",
         choices=ALL_STATES,
-        help="finished state to purge (repeatable; default: every finished state)",
+        help="finished state to purge (repeatable; default: every finished state), "
+        "or waiting (with --force) to cancel a waiting backlog",
     )
     p.add_argument(
         "--older-than",
         type=parse_duration,
-        required=True,
+        default=None,
         metavar="DURATION",
-        help="only jobs finished longer ago than this, e.g. 30s, 15m, 2h, 1d",
+        help="only jobs finished (waiting: posted) longer ago than this, e.g. 30s, 15m, 2h, 1d "
+        "(required for finished states)",
     )
+    p.add_argument("--flow", help="with --state waiting: only jobs of this flow")
+    p.add_argument(
+        "--force", action="store_true", help="with --state waiting: really cancel waiting jobs"
+    )
+
+    p = add("pause", as_json)
+    p.add_argument("flow", metavar="FLOW", nargs="?", help="flow to pause (none: list paused)")
+    p.add_argument("--reason", help="why (shown by stats, watch and pause)")
+    p = add("resume")
+    p.add_argument("flow", metavar="FLOW", help="paused flow to resume")
 
     p = add("export")
     p.add_argument(
@@ -454,5 +519,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = _classify(err)
         message = envopts.scrub(message, getattr(args, "board_url", None))
         log.debug("command failed", exc_info=True)
-        sys.stderr.write(f"jobboard: {' '.join(message.split())}\n")
+        line = render.printable(" ".join(message.split()))
+        sys.stderr.write(f"jobboard: {errors.capped(line, ERROR_LINE_LIMIT)}\n")
         return code

@@ -70,7 +70,8 @@ class ZkLeases(ZkWaiters):
         """Block until a waiting job of ``flows`` may be available. Woken by the
         watches (a post, a claim node deleted: a released job or an expired
         session), and when the first lease of another owner's claim runs out,
-        so that a dead owner's leased job is taken over at its lease's end.
+        so that a dead owner's leased job is taken over at its lease's end, and when
+        a job posted for later falls due.
 
         A board that finds no work queues behind the other idle boards of the
         same flows (:mod:`jobboard.zookeeper.waiters`): only the first in line
@@ -96,6 +97,10 @@ class ZkLeases(ZkWaiters):
                         self._last_lease_check = 0.0  # claim_next looks at once
                         return True
                     remaining = until if remaining is None else min(remaining, until)
+                due = self._view.next_due() if active else None
+                if due is not None:  # a job posted for later: wake when it is due
+                    until_due = max(0.0, due - time.time()) + 0.001
+                    remaining = until_due if remaining is None else min(remaining, until_due)
                 if not join:
                     self._changed.wait(remaining)
             if join:

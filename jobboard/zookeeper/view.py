@@ -12,14 +12,10 @@ claim data are dropped when the job's claim changes).
 
 from __future__ import annotations
 
-import bisect
 import functools
-import heapq
-import random
-import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from kazoo.exceptions import KazooException, NoNodeError
@@ -28,6 +24,7 @@ from kazoo.protocol.states import EventType, ZnodeStat
 
 from jobboard import errors
 from jobboard.model import BoardEvent, Job, JobRef
+from jobboard.zookeeper.localview import View
 from jobboard.zookeeper.nodes import (
     VIEW_KINDS,
     Snapshot,
@@ -41,164 +38,11 @@ from jobboard.zookeeper.nodes import (
     read_state,
     read_static,
 )
-from jobboard.zookeeper.session import ZkSession, log
-
-#: A job id's prefix: ``p<rank>+<flow>+``.
-PREFIX_RE = re.compile(r"^p[0-4]\+[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}\+$")
+from jobboard.zookeeper.pauses import ZkPauses
+from jobboard.zookeeper.session import log
 
 
-class View:
-    """The local picture of active jobs, claims and cancel flags (caller holds the lock).
-
-    Listings come from children watches; our own writes are applied at once as
-    overrides, which a listing drops only when it was requested after the
-    write (ZooKeeper answers one session's requests in order), so a listing
-    already in flight never undoes a change we know about.
-    """
-
-    def __init__(self) -> None:
-        self.members: dict[str, set[str]] = {kind: set() for kind in VIEW_KINDS}
-        self.gen = dict.fromkeys(VIEW_KINDS, 0)
-        self.pzxid = dict.fromkeys(VIEW_KINDS, -1)
-        self.overrides: dict[str, dict[str, tuple[int, bool]]] = {k: {} for k in VIEW_KINDS}
-        #: Per flow, a heap of job ids: within one flow an id's text orders as
-        #: (rank, seq) does (``p<rank>+<flow>+<10-digit seq>``), so no id is parsed.
-        self.heaps: dict[str, list[str]] = {}
-        # Jobs whose claim ended, not yet known to be waiting rather than finished
-        # (the jobs/ listing is paced; one read of the job node settles it).
-        self.unconfirmed: set[str] = set()
-        self.loaded = False
-
-    #: A listing with at least this many new names is taken in one batch.
-    BATCH = 64
-
-    def listing(
-        self, kind: str, children: Iterable[str], pzxid: int, sent_gen: int
-    ) -> tuple[set[str], set[str]] | None:
-        """Apply a children listing; returns (added, removed) or None if it was older
-        (or the same: an unchanged ``pzxid`` means unchanged children)."""
-        if pzxid <= self.pzxid[kind]:
-            return None
-        self.pzxid[kind] = pzxid
-        old = self.members[kind]
-        members = set(children)
-        fresh = members - old  # only names not seen before are looked at
-        if len(fresh) >= self.BATCH:
-            members.difference_update(self._push_batch(sorted(fresh), kind == "jobs"))
-        else:
-            members.difference_update([c for c in fresh if parse_id(c) is None])
-            if kind == "jobs":
-                for job_id in fresh:
-                    self.push(job_id)
-        overrides = self.overrides[kind]
-        for job_id, (gen, present) in list(overrides.items()):
-            if gen <= sent_gen:
-                del overrides[job_id]
-            elif present:
-                members.add(job_id)
-            else:
-                members.discard(job_id)
-        self.members[kind] = members
-        return members - old, old - members
-
-    def local(self, kind: str, job_id: str, present: bool) -> bool:
-        """Apply one of our own writes; True when it changed the view."""
-        self.gen[kind] += 1
-        self.overrides[kind][job_id] = (self.gen[kind], present)
-        members = self.members[kind]
-        if (job_id in members) == present:
-            return False
-        if present:
-            members.add(job_id)
-        else:
-            members.discard(job_id)
-        return True
-
-    def push(self, job_id: str) -> None:
-        parsed = parse_id(job_id)
-        if parsed is not None:
-            heapq.heappush(self.heaps.setdefault(parsed[1], []), job_id)
-
-    def _push_batch(self, names: list[str], push: bool) -> list[str]:
-        """Take many sorted names at once without parsing each: names sharing a
-        ``p<rank>+<flow>+`` prefix lie together, and each such run is in claim
-        order. Returns the names that are not job ids (to drop)."""
-        bad: list[str] = []
-        runs: dict[str, list[str]] = {}
-        i = 0
-        while i < len(names):
-            first = names[i]
-            prefix = first[: first.rfind("+") + 1]
-            end = bisect.bisect_left(names, prefix + "~", i) if prefix else i + 1
-            run = names[i:end]
-            if prefix and PREFIX_RE.match(prefix) and parse_id(run[-1]) and parse_id(run[0]):
-                runs.setdefault(prefix[3:-1], []).extend(run)  # ranks come in order
-            else:
-                bad.extend(n for n in run if parse_id(n) is None)
-                runs.setdefault("", []).extend(n for n in run if parse_id(n) is not None)
-            i = end
-        odd = runs.pop("", [])
-        if push:
-            for flow, run in runs.items():
-                heap = self.heaps.get(flow)
-                if heap:
-                    heap.extend(run)
-                    heapq.heapify(heap)
-                else:
-                    self.heaps[flow] = run  # a sorted list is a heap
-            for job_id in odd:
-                self.push(job_id)
-        return bad
-
-    def waiting(self, job_id: str) -> bool:
-        return (
-            job_id in self.members["jobs"]
-            and job_id not in self.members["claims"]
-            and job_id not in self.unconfirmed
-        )
-
-    def best(self, flows: Collection[str] | None, pop: bool) -> str | None:
-        """The best waiting job of ``flows`` (dropping stale heap entries); pop it if asked."""
-        best: tuple[tuple[int, int], list[str]] | None = None
-        for flow in list(self.heaps if flows is None else flows):
-            heap = self.heaps.get(flow)
-            while heap and not self.waiting(heap[0]):
-                heapq.heappop(heap)
-            if heap:
-                head = heap[0]
-                key = (int(head[1]), int(head[head.rfind("+") + 1 :]))
-                if best is None or key < best[0]:
-                    best = (key, heap)
-        if best is None:
-            return None
-        return heapq.heappop(best[1]) if pop else best[1][0]
-
-    def spread(self, flows: Collection[str] | None, k: int) -> str | None:
-        """Pop one of the ``k`` best waiting jobs of the best priority at random (to
-        keep racing conductors off each other's heads); push the others back."""
-        picked: list[str] = []
-        while len(picked) < k and (job_id := self.best(flows, pop=True)) is not None:
-            picked.append(job_id)
-        if not picked:
-            return None
-        rank = id_parts(picked[0])[0]
-        choice = random.choice([j for j in picked if id_parts(j)[0] == rank])
-        for job_id in picked:
-            if job_id != choice:
-                self.push(job_id)
-        return choice
-
-    def active(self, flow: str | None) -> list[str]:
-        """Active job ids in claim order."""
-        ids = []
-        for job_id in self.members["jobs"]:
-            parsed = parse_id(job_id)
-            if parsed is not None and (flow is None or parsed[1] == flow):
-                ids.append((parsed[0], parsed[2], job_id))
-        return [job_id for _, _, job_id in sorted(ids)]
-
-
-class ZkView(ZkSession):
+class ZkView(ZkPauses):
     """The local view, kept by watches, and the reads of jobs it serves."""
 
     LISTING_COST: ClassVar[float]
@@ -413,10 +257,19 @@ class ZkView(ZkSession):
             self._emit(node_event(where, job_id, data))
 
     def _local(self, kind: str, job_id: str, present: bool) -> None:
+        """Apply one of our own writes to the view at once (read-your-writes).
+
+        The claims watch may answer before our own write's answer is applied
+        (the server sends the event first): its listing has then already dropped
+        the claim and left the job unconfirmed, its heap entry gone. Our write
+        settles it, so the job goes back on the heap here, not on confirmation."""
         with self._lock:
+            unconfirmed = job_id in self._view.unconfirmed
             self._view.unconfirmed.discard(job_id)
             changed = self._view.local(kind, job_id, present)
-            if changed and (kind == "jobs" and present or kind == "claims" and not present):
+            if (changed or unconfirmed) and (
+                kind == "jobs" and present or kind == "claims" and not present
+            ):
                 self._view.push(job_id)
             self._changed.notify_all()
 

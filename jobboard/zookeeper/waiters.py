@@ -74,6 +74,14 @@ class ZkWaiters(ZkWrites):
     _places: dict[str, Place]
     _quiet_kinds: set[str]
 
+    def _init_waiters(self) -> None:
+        """The state of the queues, and of the view's deferred confirmations."""
+        self._places = {}
+        self._quiet_kinds = set()
+        self._jobs_dirty = False
+        self._jobs_sent = 0
+        self._deferred = {}
+
     def _place(self, flows: frozenset[str] | None) -> Place | None:
         if not self._places:
             return None

@@ -119,7 +119,7 @@ class EngineCore:
             self._progress.save(rt.name, record)
         except Exception as err:
             LOG.warning(
-                "Saving progress of %s in flow %s failed; stopping without reverting: %r",
+                "Saving progress of %s in flow %s failed; stopping without reverting: %s",
                 rt.name,
                 self._flow.name,
                 err,

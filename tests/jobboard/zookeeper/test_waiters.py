@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from jobboard import unique_owner
-from jobboard.zookeeper.view import View
+from jobboard.zookeeper.localview import View
 from tests.helpers import wait_until
 from tests.jobboard.zookeeper.conftest import node
 
