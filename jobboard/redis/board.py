@@ -90,7 +90,8 @@ class RedisBoard(RedisClaims):
         self.persistence, self.eviction = persistence, eviction
         self._run_id, self._epoch, self._gen = "", 0, 0
         self._halted = None
-        self._hello_lock = threading.Lock()
+        self._hello_lock = threading.RLock()
+        self._check_run = "1"
         self._server = {}
         if (
             not isinstance(self.namespace, str)

@@ -23,11 +23,11 @@ else
   flows = {unpack(ARGV, 8)}
 end
 for _ = 1, tonumber(ARGV[6]) do
-  local best, best_score, best_flow
+  local best, best_score, best_flow, last
   for _, flow in ipairs(flows) do
-    local head = redis.call('ZRANGE', P .. 'waiting:' .. flow, 0, 0, 'WITHSCORES')
+    local head = redis.call('ZRANGE', P .. 'waiting:' .. flow, 0, 1, 'WITHSCORES')
     if head[1] and (not best or tonumber(head[2]) < best_score) then
-      best, best_score, best_flow = head[1], tonumber(head[2]), flow
+      best, best_score, best_flow, last = head[1], tonumber(head[2]), flow, head[3] == nil
     end
   end
   if not best then
@@ -35,7 +35,7 @@ for _ = 1, tonumber(ARGV[6]) do
     local head = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
     return 'idle ' .. fmt(t) .. (head[2] and (' ' .. head[2]) or '')
   end
-  dequeue(P, best, best_flow)
+  dequeue(P, best, best_flow, last)
   local job = take(P, best, who, lease, retention, t)
   if job then
     return job
