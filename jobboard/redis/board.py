@@ -119,6 +119,7 @@ class RedisBoard(RedisClaims):
         self._waiters_lock = threading.Lock()
         self._waiters = []
         self._idle = IdleKnowledge(self.QUIET_MAX)
+        self._pass_on = False
 
     # -- life cycle ---------------------------------------------------------
 

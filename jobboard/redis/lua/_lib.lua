@@ -18,6 +18,8 @@
 --                                created_at
 --   P.."runs"            list    "<run_id> <gen>": each server run the board met, and
 --                                the gen its data set held when first seen
+--   P.."wake:"..flow     list    wake-up tokens: one per job made waiting (at most
+--                                WAKE_CAP); an idle client blocks on it (BLPOP)
 --   P.."entities:"..kind hash    entity name -> JSON metadata
 --   P.."seen:"..kind     zset    entity name -> last refresh (board seconds)
 --   channel P.."events"          one JSON message {"kind", "job", "data"} per change
@@ -115,10 +117,24 @@ local function epoch_of(token)
   return math.floor(token / EPOCH_UNIT)
 end
 
--- Put a job into its flow's waiting set.
+-- Most wake-up tokens a flow's list keeps: enough for every idle waiter of a
+-- burst; the rest are handed on by the claims they lead to (claim_next).
+local WAKE_CAP = 16
+
+-- Wake one idle waiter of a flow: push a token into the flow's wake-up list,
+-- which idle clients block on (BLPOP), so that a post wakes one of them, not all.
+local function wake(P, flow)
+  local key = P .. 'wake:' .. flow
+  if redis.call('RPUSH', key, '1') > WAKE_CAP then
+    redis.call('LTRIM', key, -WAKE_CAP, -1)
+  end
+end
+
+-- Put a job into its flow's waiting set, and wake one idle waiter of the flow.
 local function enqueue(P, id, flow, score)
   redis.call('ZADD', P .. 'waiting:' .. flow, score, id)
   redis.call('SADD', P .. 'flows', flow)
+  wake(P, flow)
 end
 
 -- Take a job out of its flow's waiting set (forgetting the flow once empty);
@@ -134,6 +150,7 @@ local function dequeue(P, id, flow, emptied)
   end
   if emptied then
     redis.call('SREM', P .. 'flows', flow)
+    redis.call('DEL', P .. 'wake:' .. flow)  -- nothing waits: its wake-ups are void
   end
 end
 

@@ -2,7 +2,8 @@
 -- requested flows (priority, then post order), trashing poison jobs met on the way.
 -- KEYS[1]  P.."leases" (routes the call; layout in _lib.lua)
 -- ARGV     P, who, lease seconds, retention seconds, reap batch, skip limit,
---          "*" (every flow with waiting jobs) or "=", then the flow names
+--          "*" (every flow with waiting jobs) or "=" / "=+" (pass a wake-up on: see
+--          below), then the flow names
 -- Keys     leases, flows, waiting:<flow>, job:<id>, finished, counters;
 --          publishes "expired", "trashed", "claimed".
 -- Cost     O(batch log n) reaping + O(F log n) for F flows.
@@ -16,6 +17,9 @@ if SETTLING then
   return 'idle ' .. fmt(t) .. ' ' .. fmt(SETTLING)  -- a restart settles: look again then
 end
 reap(P, t, tonumber(ARGV[5]))
+-- "=+": this client was woken by a token; when more jobs of the flow wait, hand
+-- a wake-up on to the next idle client (unless one is pending already).
+local pass = string.sub(ARGV[7], 2, 2) == '+'
 local flows
 if ARGV[7] == '*' then
   flows = redis.call('SMEMBERS', P .. 'flows')
@@ -38,6 +42,9 @@ for _ = 1, tonumber(ARGV[6]) do
   dequeue(P, best, best_flow, last)
   local job = take(P, best, who, lease, retention, t)
   if job then
+    if pass and not last and redis.call('LLEN', P .. 'wake:' .. best_flow) == 0 then
+      wake(P, best_flow)
+    end
     return job
   end
 end
