@@ -66,6 +66,9 @@ class Conductor:
     ENTITY_REFRESH = 5.0
     #: Longest single block in ``board.wait`` so stop requests are seen promptly.
     IDLE_WAIT = 1.0
+    #: The same on a board whose wait ``stop()`` interrupts (``WAIT_INTERRUPTIBLE``):
+    #: an idle conductor then sends next to nothing.
+    LONG_IDLE_WAIT = 30.0
 
     def __init__(
         self,
@@ -157,8 +160,16 @@ class Conductor:
         elif timeout is not None:
             self.drain_timeout = timeout
         self._stopping.set()
+        self._wake_claim_loop()
+
+    def _wake_claim_loop(self) -> None:
+        """Wake the claim loop wherever it blocks: waiting for a slot or for work."""
         with self._slot_free:
             self._slot_free.notify_all()
+        try:
+            self.board.interrupt_wait()
+        except BoardError as err:  # the wait ends by its timeout anyway
+            LOG.info("could not interrupt the board's wait: %s", err)
 
     @property
     def stopping(self) -> bool:
@@ -228,9 +239,10 @@ class Conductor:
         again would only cost a round trip, so an idle conductor just waits
         again (waking every ``IDLE_WAIT`` to notice a stop request).
         """
+        idle = self.LONG_IDLE_WAIT if self.board.WAIT_INTERRUPTIBLE else self.IDLE_WAIT
         while not self._stopping.is_set():
             try:
-                if self.board.wait(timeout=self.IDLE_WAIT, flows=flows):
+                if self.board.wait(timeout=idle, flows=flows):
                     return
             except BoardError as err:
                 self._board_error("wait", err)
@@ -284,8 +296,7 @@ class Conductor:
             self.fatal_error = f"heartbeat thread died: {type(err).__name__}: {err}"
             self._stopping.set()
             self._abort.set()
-            with self._slot_free:
-                self._slot_free.notify_all()
+            self._wake_claim_loop()
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.lease * self.RENEW_FRACTION)

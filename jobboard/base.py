@@ -319,6 +319,14 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         """Block until a waiting job (of ``flows``) may be available; True if so,
         False on timeout. Woken by posts, not by busy polling."""
 
+    #: Whether :meth:`interrupt_wait` ends a blocked :meth:`wait` at once (so a
+    #: caller may block for long instead of waking now and then to look at a flag).
+    WAIT_INTERRUPTIBLE: ClassVar[bool] = False
+
+    def interrupt_wait(self) -> None:
+        """Make this process's threads blocked in :meth:`wait` return (False) soon;
+        a no-op on boards whose ``wait`` is not interruptible."""
+
     # -- entities -----------------------------------------------------------
 
     @abc.abstractmethod

@@ -131,6 +131,7 @@ class RedisEvents(RedisDurability):
         ends the block, as in ``wait``. Taking a token makes the next
         ``claim_next`` hand a wake-up on when more jobs wait."""
         keys = [f"{self._prefix}wake:{flow}" for flow in sorted(flows)]
+        keys.append(self._interrupt_key)
         while True:
             if not self._subscribed.is_set():
                 # Events and tokens may have been missed: poll as wait() does.
@@ -142,7 +143,7 @@ class RedisEvents(RedisDurability):
                     if self._available(flows):
                         return True
                     quiet = self._idle.proved_until(flows)
-                pause = self.TOKEN_BLOCK_MAX
+                pause = self._token_block_max()
             now = time.monotonic()
             if quiet is not None:
                 pause = min(pause, max(quiet - now + self.EXPIRY_MARGIN, self.EXPIRY_MARGIN))
@@ -165,8 +166,39 @@ class RedisEvents(RedisDurability):
                     return False  # closed meanwhile
                 raise
             if token is not None:
+                if text(token[0]) == self._interrupt_key:
+                    return False
                 self._pass_on = True
                 return True
+
+    WAIT_INTERRUPTIBLE: ClassVar[bool] = True
+
+    @property
+    def _interrupt_key(self) -> str:
+        """This client's private list that :meth:`interrupt_wait` pushes to."""
+        return f"{self._control}:wait"
+
+    def interrupt_wait(self) -> None:
+        """End this process's waits blocked on wake-up tokens (and wake the others)."""
+        self._wake(None, changed=False)
+
+        def push() -> None:
+            pipe = self._pipeline()
+            pipe.rpush(self._interrupt_key, "1")
+            pipe.pexpire(self._interrupt_key, int(self.TOKEN_BLOCK_MAX * 1000) + 1000)
+            pipe.execute()
+
+        try:
+            self._call("interrupt_wait", None, push, safe=True)
+        except errors.BoardUnavailable:
+            pass  # closed, or the server is away: the waits end on their own
+
+    def _token_block_max(self) -> float:
+        """Longest block on the wake-up lists: a second under the socket timeout."""
+        limit = self._where("socket_timeout")
+        if not limit:
+            return self.TOKEN_BLOCK_MAX
+        return max(self.TOKEN_BLOCK_MIN, min(self.TOKEN_BLOCK_MAX, float(limit) - 1.0))
 
     def _pop_token(self, keys: list[str], seconds: float) -> Any:
         """Block up to ``seconds`` for a wake-up token of one of ``keys``."""

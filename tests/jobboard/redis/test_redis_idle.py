@@ -131,7 +131,7 @@ def test_an_idle_conductor_does_not_claim_after_every_wait(redis_board_factory, 
 
         monkeypatch.setattr(board, name, counted)
     conductor = Conductor("idle", board, FLOWS)
-    conductor.IDLE_WAIT = 0.02  # many wait timeouts in little time
+    conductor.IDLE_WAIT = conductor.LONG_IDLE_WAIT = 0.02  # many wait timeouts in little time
     runner = threading.Thread(target=conductor.run)
     runner.start()
     try:
@@ -143,3 +143,17 @@ def test_an_idle_conductor_does_not_claim_after_every_wait(redis_board_factory, 
     finally:
         conductor.stop()
         runner.join(30)
+
+
+def test_stop_interrupts_an_idle_conductors_long_wait(redis_board_factory, monkeypatch):
+    board = redis_board_factory(lease=5)
+    assert board.WAIT_INTERRUPTIBLE
+    pops = _blocking_pops(board, monkeypatch)
+    conductor = Conductor("idle", board, FLOWS)
+    conductor.LONG_IDLE_WAIT = 300.0  # far beyond the bounded join below
+    runner = threading.Thread(target=conductor.run)
+    runner.start()
+    wait_until(lambda: pops[0] >= 1, timeout=20)  # blocked on the wake-up list
+    conductor.stop()  # (an interrupt sent just before the block ends it as well)
+    runner.join(20)
+    assert not runner.is_alive()  # returned on the interrupt, not after 300 s
