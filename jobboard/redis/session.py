@@ -122,7 +122,7 @@ class RedisSession(JobBoard):
             **self._connection,
             retry=Retry(NoBackoff(), 0),  # writes are never resent blindly
             health_check_interval=self.HEALTH_CHECK_INTERVAL,
-            redis_connect_func=self._on_connection,
+            redis_connect_func=self._on_connection,  # type: ignore[arg-type]  # called with the connection
         )
         # A given client's connections are not ours to check: its scripts ask
         # the server's run id themselves (one INFO per script).
