@@ -25,11 +25,12 @@ lint: venv
 	$(PY) -m ruff check conductor jobboard tests bench
 	$(PY) -m mypy conductor jobboard
 
-# Figures, not tests: engine overhead, board and conductor throughput on a private redis-server.
+# Figures, not tests, on private servers the bench starts (see docs/benchmarks.md):
+# throughput with the TaskFlow peer, failover, latency, idle cost, herd, backlog.
+# Bound a run with BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick --skip-peer".
+BENCH_ARGS ?=
 bench: system venv
-	$(PY) bench/engine_overhead.py
-	$(PY) bench/board_throughput.py --spawn-redis --jobs 5000 --workers 4 --processes
-	$(PY) bench/conductor_throughput.py --start-redis --jobs 3000
+	$(PY) -m bench $(BENCH_ARGS)
 
 # redis-server and ZooKeeper for the integration tests (skipped when present).
 system:

@@ -68,7 +68,8 @@ def run_waiter(url: str, namespace: str, count: int, ready: Any, results: Any) -
         if not board.wait(timeout=5):
             continue
         while (claim := board.claim_next(who)) is not None:
-            latencies.append(time.time() - claim.job.store["t"])
+            job = claim.job or board.get(claim.job_id)
+            latencies.append(time.time() - job.store["t"])
             board.consume(claim, who, claim.token)
     results.put(latencies)
     board.close()

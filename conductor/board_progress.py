@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from conductor import states
-from jobboard import BoardError, Claim, JobBoard
+from conductor.logfields import job_logger
+from jobboard import BoardError, Claim, InvalidState, JobBoard, NotOwner
 
 __all__ = ["BoardProgress"]
 
@@ -64,6 +65,7 @@ class BoardProgress:
         on_saved: Callable[[str, Mapping[str, Any]], None],
         *,
         clock: Callable[[], float] = time.monotonic,
+        log_fields: Mapping[str, str] | None = None,
     ) -> None:
         self.board = board
         self.job_id = claim.job_id
@@ -79,6 +81,9 @@ class BoardProgress:
         self._started: dict[str, tuple[float, float]] = {}  # task -> (monotonic, unix) start
         self._pending: dict[str, dict[str, Any] | None] = {}  # task -> latest report
         self._written: set[str] = set()  # tasks whose running record is on the board
+        #: True once a running-record write was refused for a lost claim: no more tries.
+        self.closed = False
+        self.log = job_logger(LOG, log_fields or {"job_id": self.job_id, "conductor": conductor})
 
     # -- the ProgressBackend protocol ----------------------------------------
 
@@ -122,7 +127,7 @@ class BoardProgress:
         """Write the reports that waited and announce long silent tasks (the heartbeat calls it)."""
         with self._lock:
             now = self._clock()
-            if now - self._last_write < self.MIN_INTERVAL:
+            if self.closed or now - self._last_write < self.MIN_INTERVAL:
                 return
             due = dict(self._pending)
             for task, (started, _) in self._started.items():
@@ -139,8 +144,12 @@ class BoardProgress:
                     self.board.save_progress(
                         self.job_id, self.owner, self.token, task, self._running(task, progress)
                     )
+                except (NotOwner, InvalidState) as err:  # the claim is gone: stop writing
+                    self.closed = True
+                    self.log.info("job %s: progress of %s not saved: %s", self.job_id, task, err)
+                    return
                 except BoardError as err:  # progress is best effort; the claim check acts on loss
-                    LOG.info("job %s: progress of %s not saved: %s", self.job_id, task, err)
+                    self.log.info("job %s: progress of %s not saved: %s", self.job_id, task, err)
                     continue
                 self._written.add(task)
 

@@ -12,9 +12,11 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from conductor import options
+from conductor.logfields import JobFieldsFilter
 from conductor.options import DEFAULT_METRICS_PORT
 from jobboard import envopts
 
@@ -190,12 +192,18 @@ def _seconds(limit: float, *, allow_zero: bool = False) -> Callable[[str], float
     return parse
 
 
+def _iso(created: float) -> str:
+    """A record's time as ISO 8601 UTC with milliseconds, e.g. ``2024-05-01T12:00:03.250Z``."""
+    moment = datetime.fromtimestamp(created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per log line, with the job fields when a record carries them."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": round(record.created, 6),
+            "ts": _iso(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -212,6 +220,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str) -> None:
     """Configure the root logger (only the daemon does this)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(JobFieldsFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

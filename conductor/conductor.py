@@ -40,14 +40,31 @@ from conductor.events import LOGGED_EVENTS, ConductorEvents
 from conductor.registry import FlowRegistry, RegistryError
 from conductor.running import CANCELLED, SHUTDOWN, RunningJob
 from conductor.types.notifier import Notifier
-from jobboard import BoardError, BoardEvent, BoardUnavailable, Job, JobBoard, unique_owner
+from jobboard import (
+    BoardError,
+    BoardEvent,
+    BoardUnavailable,
+    Job,
+    JobBoard,
+    schedules,
+    unique_owner,
+)
 
 __all__ = ["SHUTDOWN", "Conductor", "ConductorEvents", "RunningJob"]
 
 LOG = logging.getLogger(__name__)
 
 #: Board events after which a held claim may be gone.
-_CLAIM_EVENTS = frozenset({"claimed", "abandoned", "trashed", "consumed", "failed", "expired"})
+_CLAIM_EVENTS = frozenset(
+    {"claimed", "abandoned", "trashed", "consumed", "failed", "cancelled", "expired"}
+)
+
+
+#: Events logged above INFO (the others are INFO).
+_EVENT_LEVELS = {
+    ConductorEvents.FAILED: logging.WARNING,
+    ConductorEvents.CLAIM_LOST: logging.WARNING,
+}
 
 
 class Conductor:
@@ -119,6 +136,7 @@ class Conductor:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        self._paused: frozenset[str] = frozenset()
         self.last_heartbeat: float | None = None
         self.stats: dict[str, int] = {k: 0 for k in ConductorEvents.ALL}
 
@@ -130,6 +148,7 @@ class Conductor:
         # Daemon workers: a task that ignores every stop cannot keep the process alive.
         for n in range(self.max_simultaneous_jobs):
             threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
+        self._refresh_paused()
         self._register()
         self.board.add_listener(self._on_board_event)
         self._heartbeat = threading.Thread(
@@ -206,8 +225,23 @@ class Conductor:
 
     # -- the claim loop -----------------------------------------------------
 
+    def _refresh_paused(self) -> None:
+        """Read the board's paused flows (the heartbeat does it at each registration refresh,
+        so a pause costs no round trip of its own on the claim path)."""
+        try:
+            paused = frozenset(self.board.paused_flows())
+        except BoardError as err:  # keep the last known set; claims report the outage
+            LOG.debug("could not read paused flows: %s", err)
+            return
+        for flow in sorted((paused ^ self._paused) & set(self._flow_names)):
+            LOG.info("flow %s %s", flow, "paused: not claiming it" if flow in paused else "resumed")
+        self._paused = paused
+
+    def _claimable_flows(self) -> list[str]:
+        """The served flows that are not paused (as last read; no round trip)."""
+        return [f for f in self._flow_names if f not in self._paused]
+
     def _claim_loop(self) -> None:
-        flows = self._flow_names
         while not self._stopping.is_set():
             with self._slot_free:
                 while (
@@ -216,6 +250,10 @@ class Conductor:
                     self._slot_free.wait(self.IDLE_WAIT)
             if self._stopping.is_set():
                 break
+            flows = self._claimable_flows()
+            if not flows:  # every flow paused
+                self._stopping.wait(self.IDLE_WAIT)
+                continue
             try:
                 claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
             except BoardError as err:
@@ -248,6 +286,8 @@ class Conductor:
                 self._board_error("wait", err)
                 self._stopping.wait(min(1.0, self.lease / 4))
                 return
+            if self._claimable_flows() != flows:
+                return  # a flow was paused or resumed meanwhile
 
     # -- one job ------------------------------------------------------------
 
@@ -259,9 +299,7 @@ class Conductor:
         try:
             running.execute()
         except Exception:  # noqa: BLE001 - one job must never stop the conductor
-            LOG.exception(
-                "job %s (flow %s): unexpected error in conductor", running.job.id, running.job.flow
-            )
+            running.log.exception("job %s: unexpected error in conductor", running.job.id)
             running.release("conductor error")
         finally:
             with self._slot_free:
@@ -282,6 +320,14 @@ class Conductor:
             return
         if event.kind == "cancel_requested":
             running.stop(CANCELLED)
+        elif (
+            event.kind in ("trashed", "cancelled")
+            and event.data.get("forced")
+            and event.data.get("token") in (None, running.claim.token)
+        ):
+            # An operator ended the job: say so (no round trip on the event thread).
+            who = event.data.get("owner") or "an operator"
+            running.claim_lost(f"{event.kind} by {who}", ended=f"{event.kind} by {who}")
         elif event.kind in _CLAIM_EVENTS:
             running.notice()
 
@@ -303,18 +349,20 @@ class Conductor:
         next_entity = time.monotonic() + self.ENTITY_REFRESH
         while not self._stopped.wait(interval):
             self._renew()
+            self._promote_schedules()
             for running in self.running_jobs:
                 running.notice()
                 if running.progress is not None:
                     running.progress.flush()
             if time.monotonic() >= next_entity:
                 next_entity = time.monotonic() + self.ENTITY_REFRESH
+                self._refresh_paused()
                 self._register()
             else:
                 self.last_heartbeat = time.monotonic()
 
     def _renew(self) -> None:
-        claims = [r.claim for r in self.running_jobs if not r.abandoned]
+        claims = [r.claim for r in self.running_jobs if not (r.abandoned or r.loss_reported)]
         if not claims:
             return
         started = time.monotonic()
@@ -339,7 +387,21 @@ class Conductor:
                 and held.engine is not None
                 and self.board.held_claim(job_id) is not None
             ):
-                LOG.warning("job %s: lease renewal refused; claim lost", job_id)
+                held.claim_lost("lease renewal refused")
+
+    def _promote_schedules(self) -> None:
+        """Post the due ticks of the board's schedules for the flows served here.
+
+        Runs on the heartbeat; every conductor may race on a tick, the tick's
+        dedupe key and the compare-and-set on ``next_at`` make it one job.
+        """
+        try:
+            for job in schedules.promote_due(self.board, self._flow_names):
+                LOG.debug("schedule tick posted as job %s", job.id)
+        except BoardError as err:
+            self._board_error("promote schedules", err)
+        except Exception:  # noqa: BLE001 - a bad schedule must never stop the heartbeat
+            LOG.exception("promoting schedules failed; retried on the next heartbeat")
 
     def _register(self) -> None:
         metadata = {
@@ -351,6 +413,10 @@ class Conductor:
             "max_jobs": self.max_simultaneous_jobs,
             "engine": self.engine_kind,
             "lease": self.lease,
+            # The longest gap between two registrations: `jobboard conductors` flags a
+            # conductor stale after two of them.
+            "heartbeat_interval": self.ENTITY_REFRESH + self.lease * self.RENEW_FRACTION,
+            "paused": sorted(self._paused & set(self._flow_names)),
         }
         try:
             self.board.register_entity(self.owner, "conductor", metadata)
@@ -368,7 +434,7 @@ class Conductor:
             running.stop(SHUTDOWN)
         self._wait_for_jobs(self.stop_timeout)
         for running in self.running_jobs:
-            LOG.warning(
+            running.log.warning(
                 "job %s: task still running %.1fs after the stop; releasing the job without it",
                 running.job.id,
                 self.stop_timeout,
@@ -390,12 +456,15 @@ class Conductor:
         if job is not None:
             details.update(job_id=job.id, job_name=job.name, flow=job.flow)
             if event in LOGGED_EVENTS:
-                LOG.info(
-                    "job %s flow=%s conductor=%s: %s",
+                why = details.get("error") or details.get("reason")
+                LOG.log(
+                    _EVENT_LEVELS.get(event, logging.INFO),
+                    "job %s flow=%s conductor=%s: %s%s",
                     job.id,
                     job.flow,
                     self.name,
                     event.replace("_", " "),
+                    f": {why}" if why else "",
                     extra={
                         "job_id": job.id,
                         "flow": job.flow,

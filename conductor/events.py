@@ -16,6 +16,7 @@ class ConductorEvents:
     ABANDONED = "job_abandoned"
     TRASHED = "job_trashed"
     CLAIM_LOST = "claim_lost"
+    ENDED_BY_OPERATOR = "job_ended_by_operator"
     TASK_DONE = "task_done"
     BOARD_ERROR = "board_error"
     RENEWED = "leases_renewed"
@@ -29,6 +30,7 @@ class ConductorEvents:
         ABANDONED,
         TRASHED,
         CLAIM_LOST,
+        ENDED_BY_OPERATOR,
         TASK_DONE,
         BOARD_ERROR,
         RENEWED,

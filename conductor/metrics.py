@@ -361,6 +361,5 @@ def attach_metrics(conductor: Any, port: int, host: str = "127.0.0.1") -> _Attac
     attached = _Attached(conductor, metrics)
     metrics.running_jobs.set_function(lambda: len(conductor.running_jobs))
     conductor.notifier.register(ANY, attached)
-    bound = metrics.serve(port, host=host, health=conductor.healthy, live=loop_alive(conductor))
-    log.info("metrics on http://%s:%d/metrics", host, bound)
+    metrics.serve(port, host=host, health=conductor.healthy, live=loop_alive(conductor))
     return attached

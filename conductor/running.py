@@ -28,8 +28,20 @@ from conductor.board_progress import BoardProgress
 from conductor.context import JobContext
 from conductor.events import ConductorEvents
 from conductor.listeners.claims import CheckingClaimListener
+from conductor.logfields import bound_job, job_fields, job_logger
 from conductor.registry import FlowRegistry
-from jobboard import BoardError, Claim, InvalidJob, Job, JobBoard, NotOwner
+from conductor.types.notifier import callable_name
+from jobboard import (
+    BoardError,
+    Claim,
+    InvalidJob,
+    InvalidState,
+    Job,
+    JobBoard,
+    JobState,
+    NotOwner,
+    family,
+)
 
 __all__ = ["CANCELLED", "CLAIM_LOST", "SHUTDOWN", "RunningJob"]
 
@@ -82,6 +94,13 @@ class RunningJob:
         self.started = time.monotonic()
         #: Set once the worker is done with the job (its outcome recorded or given up).
         self.done = threading.Event()
+        #: The job's log fields, and a logger whose records carry them from any thread.
+        self.fields = job_fields(job, host.name)
+        self.log = job_logger(LOG, self.fields)
+        #: True once the loss of the claim was reported (it is reported once per job).
+        self.loss_reported = False
+        #: How an operator ended the job while we held it ("cancelled: why"), or None.
+        self.ended_by_operator: str | None = None
 
     # -- telling it to stop ----------------------------------------------------
 
@@ -91,12 +110,7 @@ class RunningJob:
             if self.cancel_seen:
                 return
             self.cancel_seen = True
-            LOG.info(
-                "job %s flow=%s conductor=%s: cancel requested",
-                self.job.id,
-                self.job.flow,
-                self.host.name,
-            )
+            self.log.info("job %s: cancel requested", self.job.id)
         elif self.stop_reason is None or why == CLAIM_LOST:
             self.stop_reason = why
         if self.context is not None:
@@ -130,17 +144,50 @@ class RunningJob:
         if self.listener is not None and self.stop_reason != CLAIM_LOST:
             gone = self.listener.claim_gone()
             if gone is not None:
-                LOG.warning("job %s: claim %s; stopping its task", self.job.id, gone)
-                self.stop(CLAIM_LOST)
+                self.claim_lost(f"claim {gone}")
 
     def on_job_loss(self, engine: Any, state: str, details: dict[str, Any]) -> None:
-        """The claim listener's default reaction: stop; the job is released afterwards."""
+        """The claim listener's default reaction: report once and stop; released afterwards."""
+        self.claim_lost(f"claim lost (noticed at {state})")
+
+    def claim_lost(self, reason: str, *, ended: str | None = None) -> None:
+        """The claim is gone: report it once per job and stop the job.
+
+        It is reported as an operator's ending (WARNING "job ended by
+        operator", never an error) when ``ended`` says so or the board shows the
+        job finished by someone else.
+        """
+        if not self.loss_reported:
+            self.loss_reported = True
+            ending = ended or self._ended_elsewhere()
+            if ending is not None:
+                self.ended_by_operator = ending
+                self.log.warning("job %s: job ended by operator (%s)", self.job.id, ending)
+                self.host._emit(ConductorEvents.ENDED_BY_OPERATOR, self.job, reason=ending)
+            else:
+                self.host._emit(ConductorEvents.CLAIM_LOST, self.job, reason=reason)
         self.stop(CLAIM_LOST)
+
+    def _ended_elsewhere(self) -> str | None:
+        """``"<state>: <reason>"`` when an operator ended the job under our claim (one read):
+        it is trashed or cancelled and nobody claimed it after us; else None."""
+        try:
+            job = self.host.board.get(self.job.id)
+        except BoardError:
+            return None
+        if job.state not in (JobState.TRASHED, JobState.CANCELLED) or job.token != self.claim.token:
+            return None
+        return f"{job.state.value}: {job.last_error}" if job.last_error else job.state.value
 
     # -- running ---------------------------------------------------------------
 
     def execute(self) -> None:
-        """Load and run the job, then record exactly one outcome on the board."""
+        """Load and run the job, then record exactly one outcome on the board; every record
+        logged meanwhile on this thread carries the job's fields."""
+        with bound_job(self.fields):
+            self._execute()
+
+    def _execute(self) -> None:
         claim, job, host = self.claim, self.job, self.host
         board = host.board
         try:
@@ -156,7 +203,7 @@ class RunningJob:
         try:
             engine = self._load(records)
         except Exception as err:  # noqa: BLE001 - bad job input or broken flow factory
-            LOG.warning("job %s (flow %s): cannot load: %s", job.id, job.flow, err)
+            self.log.warning("job %s: cannot load flow %s: %s", job.id, job.flow, err)
             self._finish_failed(f"cannot load flow {job.flow!r}: {err}")
             return
         if not self._run(engine):
@@ -171,7 +218,9 @@ class RunningJob:
 
     def _load(self, records: Mapping[str, dict[str, Any]]) -> Any:
         claim, job, host = self.claim, self.job, self.host
-        progress = BoardProgress(host.board, claim, records, host.name, self._task_saved)
+        progress = BoardProgress(
+            host.board, claim, records, host.name, self._task_saved, log_fields=self.fields
+        )
         context = JobContext(
             {
                 "job_id": job.id,
@@ -183,6 +232,7 @@ class RunningJob:
             },
             sink=progress.report,
             probe=self.stop_probe,
+            board=host.board,
         )
         engine = engines.load(
             host.flows.build(job.flow, job),
@@ -196,7 +246,12 @@ class RunningJob:
         engine.atom_notifier.register(engine.atom_notifier.ANY, progress.task_moved)
         self.progress, self.context, self.engine = progress, context, engine
         self.listener = CheckingClaimListener(
-            engine, job, host.board, claim.owner, on_job_loss=host.on_job_loss or self.on_job_loss
+            engine,
+            job,
+            host.board,
+            claim.owner,
+            on_job_loss=host.on_job_loss or self.on_job_loss,
+            report=False,
         )
         if self.cancel_seen:  # told to stop while loading
             engine.cancel(f"job {job.id} was cancelled")
@@ -220,7 +275,7 @@ class RunningJob:
                     self.in_engine = False
         except exceptions.Cancelled as err:
             self._finish_failed(str(err), cancelled=True)
-        except NotOwner as err:  # a fenced write was rejected: the claim is gone
+        except (NotOwner, InvalidState) as err:  # a fenced write was rejected: the claim is gone
             self._claim_lost(f"fenced write rejected: {err}")
         except InvalidJob as err:  # a task's record is not storable: retrying cannot help
             self._finish_failed(f"progress rejected: {err}")
@@ -236,7 +291,7 @@ class RunningJob:
                 try:
                     extra.__exit__(None, None, None)
                 except Exception:  # noqa: BLE001
-                    LOG.exception("listener %r failed to detach", extra)
+                    self.log.exception("listener %s failed to detach", callable_name(extra))
         return False
 
     def _task_saved(self, atom_name: str, record: Mapping[str, Any]) -> None:
@@ -252,7 +307,7 @@ class RunningJob:
         except InvalidJob as err:  # e.g. the result is too large or not JSON
             self._finish_failed(f"result rejected: {err}")
             return
-        except NotOwner as err:
+        except (NotOwner, InvalidState) as err:
             self._claim_lost(f"consume rejected: {err}")
             return
         except BoardError as err:
@@ -265,7 +320,7 @@ class RunningJob:
         claim, job, host = self.claim, self.job, self.host
         try:
             host.board.fail(job.id, claim.owner, claim.token, error=error, cancelled=cancelled)
-        except NotOwner as err:
+        except (NotOwner, InvalidState) as err:
             self._claim_lost(f"fail rejected: {err}")
             return
         except BoardError as err:
@@ -274,10 +329,14 @@ class RunningJob:
             return
         event = ConductorEvents.CANCELLED if cancelled else ConductorEvents.FAILED
         host._emit(event, job, error=error)
+        if cancelled:
+            try:  # a cancelled parent takes its unfinished children with it
+                family.cancel_children(host.board, job.id)
+            except BoardError as err:
+                host._board_error("cancel children", err)
 
     def _claim_lost(self, reason: str) -> None:
-        LOG.warning("job %s (flow %s): claim lost: %s", self.job.id, self.job.flow, reason)
-        self.host._emit(ConductorEvents.CLAIM_LOST, self.job, reason=reason)
+        self.claim_lost(reason)
         self.release(reason, quiet=True)
 
     def release(self, reason: str, *, quiet: bool = False) -> None:
@@ -287,19 +346,19 @@ class RunningJob:
         attempt is refunded so restarts never make a job look like poison.
         """
         claim, job, host = self.claim, self.job, self.host
-        if self.abandoned:
-            return  # the conductor already released it and stopped waiting for us
+        if self.abandoned or self.ended_by_operator is not None:
+            return  # released already, or finished by an operator: nothing to give back
         refund = self.stop_reason == SHUTDOWN
         try:
             host.board.abandon(job.id, claim.owner, claim.token, reason=reason[:500], refund=refund)
-        except NotOwner:
+        except (NotOwner, InvalidState) as err:
             if not quiet:
-                LOG.info("job %s: already released (%s)", job.id, reason)
+                self.log.info("job %s: not released (%s): %s", job.id, reason, err)
             return
         except BoardError as err:
             # The lease will run out by itself: the job is not lost.
             host._board_error("abandon", err)
-            LOG.error("job %s: abandon failed (%s); its lease will expire", job.id, err)
+            self.log.error("job %s: abandon failed (%s); its lease will expire", job.id, err)
             return
         host._emit(ConductorEvents.ABANDONED, job, reason=reason)
 

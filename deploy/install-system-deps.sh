@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install what the tests run for real: redis-server, ZooKeeper, systemd-analyze and Chromium
+# Install what the tests run for real: redis-server and redis-cli, ZooKeeper, systemd-analyze and Chromium
 # (the headless browser the dashboard tests drive; Playwright uses it, never a browser download).
 # Non-interactive, idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 want=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || want+=(redis-server)
+# redis-cli joins the test cluster's nodes (tests/ha); the same binary serves as a sentinel.
+command -v redis-cli >/dev/null 2>&1 || want+=(redis-tools)
 [ -f /usr/share/java/zookeeper.jar ] || want+=(zookeeper)
 command -v java >/dev/null 2>&1 || want+=(default-jre-headless)
 # systemd-analyze checks deploy/systemd/conductor@.service (it runs without systemd as PID 1).

@@ -3,6 +3,8 @@
 Open any backend with :func:`connect`::
 
     board = jobboard.connect("redis://127.0.0.1:6379/0?namespace=prod")
+    board = jobboard.connect("redis+sentinel://s1:26379,s2:26379/mymaster?namespace=prod")
+    board = jobboard.connect("redis+cluster://n1:7000,n2:7001/?namespace=prod")
     board = jobboard.connect("zookeeper://zk1:2181,zk2:2181/conductor")
     board = jobboard.connect("sqlite:///var/lib/conductor/board.db")
     board = jobboard.connect("memory://tests")
@@ -27,12 +29,15 @@ from jobboard.errors import (
     BoardRegressed,
     BoardUnavailable,
     ClaimError,
+    CorruptJob,
     InvalidJob,
     InvalidState,
     JobNotFound,
     NotOwner,
     StaleToken,
     UnclaimableJob,
+    VersionConflict,
+    WaitTimeout,
 )
 from jobboard.model import (
     ACTIVE_STATES,
@@ -45,6 +50,7 @@ from jobboard.model import (
     JobPriority,
     JobRef,
     JobState,
+    Versioned,
     unique_owner,
 )
 from jobboard.urls import parse_options, redact_url
@@ -69,18 +75,22 @@ __all__ = [
     "ClaimStatus",
     "Entity",
     "BoardEvent",
+    "Versioned",
     "unique_owner",
     # errors
     "BoardError",
     "BoardUnavailable",
     "BoardRegressed",
     "InvalidJob",
+    "CorruptJob",
     "JobNotFound",
     "ClaimError",
     "UnclaimableJob",
     "NotOwner",
     "StaleToken",
     "InvalidState",
+    "WaitTimeout",
+    "VersionConflict",
     "BadURL",
 ]
 
@@ -92,6 +102,10 @@ _BUILTIN = {
     "memory": "jobboard.memory:MemoryBoard",
     "redis": "jobboard.redis:RedisBoard",
     "rediss": "jobboard.redis:RedisBoard",
+    "redis+sentinel": "jobboard.redis:RedisBoard",
+    "rediss+sentinel": "jobboard.redis:RedisBoard",
+    "redis+cluster": "jobboard.redis:RedisBoard",
+    "rediss+cluster": "jobboard.redis:RedisBoard",
     "zookeeper": "jobboard.zookeeper:ZookeeperBoard",
     "sqlite": "jobboard.sqlite:SqliteBoard",
 }

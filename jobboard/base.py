@@ -23,15 +23,40 @@ the same guarantees:
    records are JSON, size-limited, validated at the door with errors naming
    the field and the job.
 
+Producers (see :mod:`jobboard.producers` for the parts written once):
+
+6. **Posting once.** ``post(..., key=K)``: a dedupe key is unique per namespace
+   while its job exists (unfinished, or finished and kept by retention;
+   purging the job frees it). A post naming a key in use returns the existing
+   job and changes nothing, atomically: racing producers get one job, and a
+   producer may resend a post whose outcome it does not know.
+7. **Posting for later.** ``post(..., delay=S)`` or ``not_before=T`` (board
+   time): the job is ``scheduled`` (unfinished, listed with its
+   ``not_before``) and becomes claimable at its due time, then in priority
+   order among waiting jobs. A due scheduled job reads as waiting, exactly as
+   a lapsed lease reads as waiting; backends promote due jobs in bounded
+   batches inside claims, so a claim's cost stays logarithmic in the backlog.
+   ``wait`` sleeps no longer than until the next due time it knows of.
+8. **Results.** ``wait_for(job, timeout)`` returns the finished job, woken by
+   a push, or raises ``WaitTimeout``.
+9. **Children.** ``post(..., parent=P)`` records ``Job.parent``;
+   ``children(P)`` / ``iterjobs(parent=P)`` list them.
+10. **Records.** ``put_schedule`` / ``get_schedules`` / ``remove_schedule``
+    keep named JSON records with compare-and-set versions, atomically.
+
 Who may do what:
 
-* anyone may ``post``, ``get``, ``iterjobs``, ``find_owner``, ``cancel`` and
-  ``load_progress``;
+* anyone may ``post``, ``get``, ``iterjobs``, ``find_owner``, ``cancel``,
+  ``wait_for``, ``children`` and ``load_progress``; a scheduled job is
+  cancelled at once, like a waiting one;
+* anyone may read and compare-and-set the records of ``put_schedule``;
 * the owner (``who`` and the current ``token``) may ``renew``,
   ``save_progress``, ``consume``, ``fail``, ``abandon`` and ``trash``;
 * an operator may ``abandon`` or ``trash`` any unfinished job with
-  ``force=True`` (the old owner's token stays stale forever after), and
-  ``purge`` finished jobs.
+  ``force=True`` (the old owner's token stays stale forever after), end one
+  as cancelled at once with ``force_cancel``, and
+  ``purge`` finished jobs, and ``pause_flow`` / ``resume_flow`` (conductors
+  claim no job of a paused flow; ``paused_flows`` is for anyone).
 
 Owners are opaque strings; use :func:`unique_owner` so that two processes
 never share one (the token check protects even if they do).
@@ -46,8 +71,6 @@ from typing import Any, ClassVar, Self
 
 from jobboard import errors
 from jobboard.changes import Ending, NewJob, Release
-from jobboard.checks import BoardChecks
-from jobboard.claimview import LocalClaims
 from jobboard.model import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -59,8 +82,11 @@ from jobboard.model import (
     JobPriority,
     JobRef,
     JobState,
+    Versioned,
     unique_owner,
 )
+from jobboard.pauses import FlowPauses
+from jobboard.producers import Producing
 from jobboard.urls import coerce_options, redact_url
 
 # The model's names stay importable from here, where they were first defined.
@@ -76,20 +102,23 @@ __all__ = [
     "JobPriority",
     "JobRef",
     "JobState",
+    "Versioned",
     "coerce_options",
     "redact_url",
     "unique_owner",
 ]
 
 
-class JobBoard(LocalClaims, BoardChecks, abc.ABC):
+class JobBoard(Producing, FlowPauses, abc.ABC):
     """Abstract job board. Subclasses implement one backend.
 
     Tunables are class constants, overridable per instance through the
     constructor (and through the URL's query string in :func:`jobboard.connect`).
     The local view of claims and the listeners come from
     :class:`~jobboard.claimview.LocalClaims`, the argument checks and the
-    fencing rule from :class:`~jobboard.checks.BoardChecks`.
+    fencing rule from :class:`~jobboard.checks.BoardChecks`, waiting for
+    results, children and the record store from
+    :class:`~jobboard.producers.Producing`.
     """
 
     scheme: ClassVar[str] = ""
@@ -125,7 +154,7 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         )
         if self.lease <= 0:
             raise errors.BadURL(f"board {name!r}: option 'lease' must be > 0, got {lease!r}")
-        LocalClaims.__init__(self, local_clock)
+        Producing.__init__(self, local_clock)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -167,13 +196,25 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         priority: JobPriority | str = JobPriority.NORMAL,
         max_attempts: int | None = None,
         details: Mapping[str, Any] | None = None,
+        key: str | None = None,
+        delay: float | None = None,
+        not_before: float | None = None,
+        parent: JobRef | None = None,
     ) -> Job:
         """Add a waiting job and wake waiting conductors. Atomic.
 
+        ``key`` makes the post idempotent: while a job posted with that key
+        exists, posting it again returns that job and changes nothing.
+        ``delay`` (seconds from now, board time) or ``not_before`` (board time,
+        epoch seconds) post it for later: it is ``scheduled`` until then.
+        ``parent`` records the job (or id) that posts it as ``Job.parent``.
         Raises ``InvalidJob`` naming the field when anything is malformed;
         nothing is written then.
         """
-        return self._post(self._validate_post(name, flow, store, priority, max_attempts, details))
+        new = self._validate_post(name, flow, store, priority, max_attempts, details)
+        if key is not None or delay is not None or not_before is not None or parent is not None:
+            new = self._validate_producing(new, key, delay, not_before, parent)
+        return self._post(new)
 
     @abc.abstractmethod
     def get(self, job: JobRef) -> Job:
@@ -186,25 +227,31 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         *,
         states: Collection[JobState | str] | None = None,
         flow: str | None = None,
+        parent: JobRef | None = None,
     ) -> Iterator[Job]:
         """Jobs in claim order (priority, then post order).
 
-        By default only unfinished jobs (waiting and claimed); ``states``
-        selects others. ``only_unclaimed`` restricts to waiting jobs. A claim
-        whose lease ran out is reported as waiting. ``ensure_fresh`` asks a
-        backend that lists from a local cache to read the server instead.
+        By default only unfinished jobs (waiting, scheduled and claimed);
+        ``states`` selects others. ``only_unclaimed`` restricts to waiting
+        jobs. A claim whose lease ran out, and a scheduled job whose due time
+        passed, are reported as waiting. ``ensure_fresh`` asks a backend that
+        lists from a local cache to read the server instead. ``parent`` lists
+        only that job's children (from an index per parent where the backend
+        keeps one).
         """
         wanted = self._normalise_states(states, only_unclaimed)
+        if parent is not None:
+            return iter(self._children(self._job_id(parent), wanted, flow))
         return iter(self._list_jobs(wanted, flow, ensure_fresh))
 
     @property
     def job_count(self) -> int:
-        """Number of unfinished (waiting or claimed) jobs."""
+        """Number of unfinished (waiting, scheduled or claimed) jobs."""
         return sum(1 for _ in self.iterjobs())
 
     @abc.abstractmethod
     def cancel(self, job: JobRef) -> Job:
-        """Cancel a job: a waiting job ends cancelled at once; a claimed job is
+        """Cancel a job: a waiting (or scheduled) job ends cancelled at once; a claimed job is
         flagged (and the flag published) so its owner stops it and ends it
         cancelled. Raises ``InvalidState`` for a finished job."""
 
@@ -257,7 +304,7 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         job_id = self._job_id(job)
         result_json = None if result is None else self._encode(result, "result", job_id)
         self._check_owner_args(job_id, who, token, False)
-        return self._finish(
+        return self._fenced_end(
             Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
         )
 
@@ -269,7 +316,7 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         message = self._validate_error(job_id, error)
         self._check_owner_args(job_id, who, token, False)
         state, event = (JobState.CANCELLED, "cancelled") if cancelled else (JobState.FAILED, "failed")
-        return self._finish(Ending(job_id, who, token, state, False, None, message, event))
+        return self._fenced_end(Ending(job_id, who, token, state, False, None, message, event))
 
     def abandon(
         self,
@@ -290,7 +337,13 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         job_id = self._job_id(job)
         message = None if reason is None else self._validate_error(job_id, reason, "reason")
         self._check_owner_args(job_id, who, token, force)
-        return self._release_claim(Release(job_id, who, token, message, force, bool(refund)))
+        release = Release(job_id, who, token, message, force, bool(refund))
+        try:
+            return self._release_claim(release)
+        except (errors.NotOwner, errors.InvalidState):
+            if not force:
+                self._forget_refused(job_id, who, token)
+            raise
 
     def trash(
         self,
@@ -306,8 +359,33 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
         job_id = self._job_id(job)
         message = self._validate_error(job_id, reason or "trashed", "reason")
         self._check_owner_args(job_id, who, token, force)
-        return self._finish(
+        return self._fenced_end(
             Ending(job_id, who, token, JobState.TRASHED, force, None, message, "trashed")
+        )
+
+    def _fenced_end(self, end: Ending) -> Job:
+        """:meth:`_finish`; a refusal (``NotOwner``, ``StaleToken``, or
+        ``InvalidState`` for a job that already ended) also forgets the local
+        claim it names, which the board just said is not ours."""
+        try:
+            return self._finish(end)
+        except (errors.NotOwner, errors.InvalidState):
+            if not end.force:
+                self._forget_refused(end.job_id, end.who, end.token)
+            raise
+
+    def force_cancel(self, job: JobRef, who: str, *, reason: str | None = None) -> Job:
+        """Operator: end any unfinished job as cancelled at once, with ``reason``.
+
+        Unfenced like ``trash(force=True)``: a claimed job's owner loses it (its
+        token is stale from now on, so its next fenced write fails and its
+        claim check stops the job), and the job never runs again.
+        """
+        job_id = self._job_id(job)
+        message = self._validate_error(job_id, reason or "cancelled", "reason")
+        self._check_owner_args(job_id, who, None, True)
+        return self._finish(
+            Ending(job_id, who, None, JobState.CANCELLED, True, None, message, "cancelled")
         )
 
     def find_owner(self, job: JobRef) -> str | None:
@@ -317,7 +395,8 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
     @abc.abstractmethod
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         """Block until a waiting job (of ``flows``) may be available; True if so,
-        False on timeout. Woken by posts, not by busy polling."""
+        False on timeout. Woken by posts, not by busy polling; never sleeps past
+        the next due time of a scheduled job it knows of."""
 
     #: Whether :meth:`interrupt_wait` ends a blocked :meth:`wait` at once (so a
     #: caller may block for long instead of waking now and then to look at a flag).
@@ -395,7 +474,9 @@ class JobBoard(LocalClaims, BoardChecks, abc.ABC):
 
     @abc.abstractmethod
     def _post(self, new: NewJob) -> Job:
-        """Add the validated job as waiting, count and publish ``posted``; return it."""
+        """Add the validated job as waiting (or scheduled), count and publish
+        ``posted``; return it. When ``new.key`` names an existing job, return
+        that job instead and change nothing (atomically with the check)."""
 
     @abc.abstractmethod
     def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:

@@ -20,7 +20,12 @@ __all__ = ["Ending", "NewJob", "Release"]
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job to post, its payloads already encoded as JSON."""
+    """A job to post, its payloads already encoded as JSON.
+
+    ``key`` is its dedupe key; ``delay`` (seconds from board time at the post)
+    or ``not_before`` (board time) say when it becomes claimable; ``parent``
+    is the id of the job that posts it.
+    """
 
     name: str
     flow: str
@@ -28,9 +33,24 @@ class NewJob:
     max_attempts: int
     store_json: str
     details_json: str
+    key: str | None = None
+    delay: float | None = None
+    not_before: float | None = None
+    parent: str | None = None
+
+    def due(self, now: float) -> float | None:
+        """The board time from which the job may be claimed (None: at once)."""
+        if self.not_before is not None:
+            return self.not_before
+        return None if self.delay is None else now + self.delay
+
+    def state(self, now: float) -> JobState:
+        """``scheduled`` when the job is due after ``now``, else ``waiting``."""
+        due = self.due(now)
+        return JobState.SCHEDULED if due is not None and due > now else JobState.WAITING
 
     def job(self, job_id: str, created_at: float, seq: int = 0) -> Job:
-        """The waiting job this post creates."""
+        """The job (waiting, or scheduled) this post creates at board time ``created_at``."""
         return Job(
             id=job_id,
             name=self.name,
@@ -42,11 +62,18 @@ class NewJob:
             seq=seq,
             max_attempts=self.max_attempts,
             details=json.loads(self.details_json),
+            state=self.state(created_at),
+            key=self.key,
+            not_before=self.due(created_at),
+            parent=self.parent,
         )
 
-    def event(self, job_id: str) -> BoardEvent:
-        """The ``posted`` event of this job."""
-        return BoardEvent("posted", job_id, {"flow": self.flow, "name": self.name})
+    def event(self, job_id: str, not_before: float | None = None) -> BoardEvent:
+        """The ``posted`` event of this job (with its due time when posted for later)."""
+        data: dict[str, Any] = {"flow": self.flow, "name": self.name}
+        if not_before is not None:
+            data["not_before"] = not_before
+        return BoardEvent("posted", job_id, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +105,16 @@ class Ending:
             updated_at=now,
             finished_at=now,
             result=self.result,
-            last_error=self.error if self.error is not None else job.last_error,
+            last_error=self.last_error(job.last_error),
         )
+
+    def last_error(self, previous: str | None) -> str | None:
+        """The job's ``last_error`` after this ending: none for a complete job (an
+        earlier attempt's error, such as an expired lease, no longer applies),
+        else the ending's error, else the one it had."""
+        if self.state is JobState.COMPLETE:
+            return None
+        return self.error if self.error is not None else previous
 
     def published(self, token: int, flow: str | None) -> BoardEvent:
         """The event telling of this ending of the claim with ``token``."""

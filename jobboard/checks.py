@@ -8,18 +8,23 @@ JSON and stay under the board's ``max_payload``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any
 
 from jobboard import errors
 from jobboard.changes import NewJob
-from jobboard.model import ACTIVE_STATES, JobPriority, JobState, job_id_of
+from jobboard.errors import shown
+from jobboard.model import ACTIVE_STATES, JobPriority, JobRef, JobState, job_id_of
 from jobboard.urls import MAX_LEASE
 
 __all__ = ["BoardChecks"]
 
 _FLOW_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+#: What a flow name must match.
+FLOW_RE = _FLOW_RE
 _ATOM_RE = re.compile(r"^[^\x00-\x1f]{1,200}$")
 
 
@@ -42,7 +47,7 @@ class BoardChecks:
         if not 0 < value <= MAX_LEASE:
             raise errors.InvalidJob(
                 f"field 'lease' must be a number of seconds above 0 and at most {MAX_LEASE:g}, "
-                f"got {lease!r}",
+                f"got {shown(lease)}",
                 field="lease",
             )
         return value
@@ -56,11 +61,11 @@ class BoardChecks:
     def _check_owner_args(self, job_id: str, who: str, token: int | None, force: bool) -> None:
         if not isinstance(who, str) or not who:
             raise errors.InvalidJob(
-                f"job {job_id!r}: field 'who' must be a non-empty string", field="who", job=job_id
+                f"job {shown(job_id)}: field 'who' must be a non-empty string", field="who", job=job_id
             )
         if not force and (token is None or isinstance(token, bool) or not isinstance(token, int)):
             raise errors.NotOwner(
-                f"job {job_id!r}: a fenced operation needs the claim's integer token (got {token!r})"
+                f"job {shown(job_id)}: a fenced operation needs the claim's integer token (got {shown(token)})"
             )
 
     @staticmethod
@@ -82,23 +87,23 @@ class BoardChecks:
         if state.finished:
             if not force and token is not None and token < current:
                 raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale; the job is {state.value}"
+                    f"job {shown(job_id)}: token {token} is stale; the job is {state.value}"
                 )
-            raise errors.InvalidState(f"job {job_id!r} is already {state.value}")
+            raise errors.InvalidState(f"job {shown(job_id)} is already {state.value}")
         if force:
             return
         assert token is not None
         if state is not JobState.CLAIMED:
             if token < current:
                 raise errors.StaleToken(
-                    f"job {job_id!r}: token {token} is stale (current {current}); not claimed now"
+                    f"job {shown(job_id)}: token {token} is stale (current {current}); not claimed now"
                 )
-            raise errors.NotOwner(f"job {job_id!r} is not claimed (its claim has ended)")
+            raise errors.NotOwner(f"job {shown(job_id)} is not claimed (its claim has ended)")
         if token != current:
             cls = errors.StaleToken if token < current else errors.NotOwner
-            raise cls(f"job {job_id!r}: token {token} does not match the current claim ({current})")
+            raise cls(f"job {shown(job_id)}: token {token} does not match the current claim ({current})")
         if owner != who:
-            raise errors.NotOwner(f"job {job_id!r} is owned by {owner!r}, not {who!r}")
+            raise errors.NotOwner(f"job {shown(job_id)} is owned by {shown(owner)}, not {shown(who)}")
 
     def _encode(self, value: Any, field_name: str, job: str | None) -> str:
         """JSON-encode a payload, enforcing JSON-only content and the size limit."""
@@ -106,13 +111,13 @@ class BoardChecks:
             text = _json_dumps(value)
         except (TypeError, ValueError) as err:
             raise errors.InvalidJob(
-                f"job {job!r}: field {field_name!r} is not JSON-serialisable: {err}",
+                f"job {shown(job)}: field {shown(field_name)} is not JSON-serialisable: {err}",
                 field=field_name,
                 job=job,
             ) from err
         if len(text.encode()) > self.max_payload:
             raise errors.InvalidJob(
-                f"job {job!r}: field {field_name!r} is {len(text.encode())} bytes encoded, "
+                f"job {shown(job)}: field {shown(field_name)} is {len(text.encode())} bytes encoded, "
                 f"over the limit of {self.max_payload}",
                 field=field_name,
                 job=job,
@@ -131,13 +136,13 @@ class BoardChecks:
         """Check ``post``'s arguments; returns the job to post with its payloads encoded."""
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise errors.InvalidJob(
-                f"field 'name' must be a non-empty string of at most 200 characters, got {name!r}",
+                f"field 'name' must be a non-empty string of at most 200 characters, got {shown(name)}",
                 field="name",
                 job=name if isinstance(name, str) else None,
             )
         if not isinstance(flow, str) or not _FLOW_RE.match(flow):
             raise errors.InvalidJob(
-                f"job {name!r}: field 'flow' must match {_FLOW_RE.pattern}, got {flow!r}",
+                f"job {shown(name)}: field 'flow' must match {_FLOW_RE.pattern}, got {shown(flow)}",
                 field="flow",
                 job=name,
             )
@@ -145,15 +150,15 @@ class BoardChecks:
         attempts = self.max_attempts if max_attempts is None else max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 1000:
             raise errors.InvalidJob(
-                f"job {name!r}: field 'max_attempts' must be an integer from 1 to 1000, "
-                f"got {max_attempts!r}",
+                f"job {shown(name)}: field 'max_attempts' must be an integer from 1 to 1000, "
+                f"got {shown(max_attempts)}",
                 field="max_attempts",
                 job=name,
             )
         for field_name, value in (("store", store), ("details", details)):
             if value is not None and not isinstance(value, Mapping):
                 raise errors.InvalidJob(
-                    f"job {name!r}: field {field_name!r} must be a JSON object, "
+                    f"job {shown(name)}: field {shown(field_name)} must be a JSON object, "
                     f"got {type(value).__name__}",
                     field=field_name,
                     job=name,
@@ -161,7 +166,7 @@ class BoardChecks:
             for key in value or ():
                 if not isinstance(key, str):
                     raise errors.InvalidJob(
-                        f"job {name!r}: field {field_name!r} has a non-string key {key!r}",
+                        f"job {shown(name)}: field {shown(field_name)} has a non-string key {shown(key)}",
                         field=field_name,
                         job=name,
                     )
@@ -169,24 +174,122 @@ class BoardChecks:
         details_json = self._encode(dict(details or {}), "details", name)
         return NewJob(name, flow, prio, attempts, store_json, details_json)
 
+    def _validate_producing(
+        self,
+        new: NewJob,
+        key: str | None,
+        delay: float | None,
+        not_before: float | None,
+        parent: JobRef | None,
+    ) -> NewJob:
+        """Check ``post``'s producer options (dedupe key, due time, parent); add them to ``new``."""
+        name = new.name
+        if key is not None:
+            self._check_text(key, "key", name)
+        if delay is not None and not_before is not None:
+            raise errors.InvalidJob(
+                f"job {name!r}: give field 'delay' or field 'not_before', not both",
+                field="delay",
+                job=name,
+            )
+        for field_name, value in (("delay", delay), ("not_before", not_before)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise errors.InvalidJob(
+                    f"job {name!r}: field {field_name!r} must be a number of seconds, "
+                    f"got {value!r}",
+                    field=field_name,
+                    job=name,
+                )
+            if not math.isfinite(value) or value < 0:
+                raise errors.InvalidJob(
+                    f"job {name!r}: field {field_name!r} must be a finite number >= 0, "
+                    f"got {value!r}",
+                    field=field_name,
+                    job=name,
+                )
+        parent_id = None
+        if parent is not None:
+            try:
+                parent_id = job_id_of(parent)
+            except errors.InvalidJob:
+                parent_id = None
+            if parent_id is None or not _ATOM_RE.match(parent_id):
+                raise errors.InvalidJob(
+                    f"job {name!r}: field 'parent' must be a job or a job id, got {parent!r}",
+                    field="parent",
+                    job=name,
+                )
+        return replace(
+            new,
+            key=key,
+            delay=None if delay is None else float(delay),
+            not_before=None if not_before is None else float(not_before),
+            parent=parent_id,
+        )
+
+    @staticmethod
+    def _check_text(value: Any, field_name: str, job: str | None) -> str:
+        """A short printable string (1-200 characters, no control characters)."""
+        if not isinstance(value, str) or not _ATOM_RE.match(value):
+            raise errors.InvalidJob(
+                f"job {job!r}: field {field_name!r} must be a string of 1-200 characters "
+                f"without control characters, got {value!r}",
+                field=field_name,
+                job=job,
+            )
+        return value
+
+    @staticmethod
+    def _wait_limit(timeout: float | None, job_id: str) -> float | None:
+        """A ``wait_for`` timeout checked: None, or a finite number of seconds (>= 0)."""
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise errors.InvalidJob(
+                f"job {job_id!r}: field 'timeout' must be a number of seconds, got {timeout!r}",
+                field="timeout",
+                job=job_id,
+            )
+        if math.isnan(timeout):
+            raise errors.InvalidJob(
+                f"job {job_id!r}: field 'timeout' must not be nan", field="timeout", job=job_id
+            )
+        return max(0.0, float(timeout))
+
+    @staticmethod
+    def _check_version(expect_version: int | None, name: str) -> None:
+        if expect_version is not None and (
+            isinstance(expect_version, bool)
+            or not isinstance(expect_version, int)
+            or expect_version < 1
+        ):
+            raise errors.InvalidJob(
+                f"schedule {name!r}: field 'expect_version' must be None or an integer >= 1, "
+                f"got {expect_version!r}",
+                field="expect_version",
+                job=name,
+            )
+
     def _validate_atom(self, job_id: str, atom_name: str, record: Mapping[str, Any]) -> str:
         if not isinstance(atom_name, str) or not _ATOM_RE.match(atom_name):
             raise errors.InvalidJob(
-                f"job {job_id!r}: field 'atom_name' must be a printable string of 1-200 "
-                f"characters, got {atom_name!r}",
+                f"job {shown(job_id)}: field 'atom_name' must be a printable string of 1-200 "
+                f"characters, got {shown(atom_name)}",
                 field="atom_name",
                 job=job_id,
             )
         if not isinstance(record, Mapping):
             raise errors.InvalidJob(
-                f"job {job_id!r}: field 'record' must be a JSON object", field="record", job=job_id
+                f"job {shown(job_id)}: field 'record' must be a JSON object", field="record", job=job_id
             )
         return self._encode(dict(record), "record", job_id)
 
     def _validate_error(self, job_id: str, error: Any, field_name: str = "error") -> str:
         if not isinstance(error, str):
             raise errors.InvalidJob(
-                f"job {job_id!r}: field {field_name!r} must be a string",
+                f"job {shown(job_id)}: field {shown(field_name)} must be a string",
                 field=field_name,
                 job=job_id,
             )
@@ -207,7 +310,7 @@ class BoardChecks:
                 out.add(JobState(state))
             except ValueError as err:
                 raise errors.InvalidJob(
-                    f"field 'states' has an unknown state {state!r}", field="states"
+                    f"field 'states' has an unknown state {shown(state)}", field="states"
                 ) from err
         return frozenset(out)
 

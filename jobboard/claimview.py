@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from jobboard.model import BoardEvent, Claim, ClaimStatus, JobRef, job_id_of
 
@@ -77,9 +78,24 @@ class LocalClaims:
             if event.kind == "expired":
                 # Only the claim whose lease ran out is lost (not a newer claim of ours).
                 if data.get("token") in (None, held.token):
-                    self._lost.add(job_id)
+                    self._lose(job_id)
             elif data.get("forced") or not ours:
-                self._lost.add(job_id)
+                self._lose(job_id)
+
+    def _lose(self, job_id: str) -> None:
+        """Record a held claim as lost (caller holds the lock).
+
+        Only a slim copy stays, without the job (and its store, up to the
+        payload limit): enough for :meth:`claim_status` to answer ``LOST`` and
+        for :meth:`held_claim` to say the claim was ours, until the owner's
+        refused abandon or finish forgets it (:meth:`_forget_refused`).
+        """
+        held = self._held.get(job_id)
+        if held is None:
+            return
+        self._lost.add(job_id)
+        if held.job is not None:
+            self._held[job_id] = replace(held, job=None)
 
     def _track(self, claim: Claim) -> Claim:
         with self._local_lock:
@@ -92,7 +108,8 @@ class LocalClaims:
         """Store a renewed copy of a claim we still hold (keeps its flags)."""
         with self._local_lock:
             held = self._held.get(claim.job_id)
-            if held is not None and held.token == claim.token:
+            lost = claim.job_id in self._lost
+            if held is not None and held.token == claim.token and not lost:
                 self._held[claim.job_id] = claim
 
     def _apply_renewals(self, renewed: Mapping[str, Claim | None]) -> None:
@@ -111,8 +128,22 @@ class LocalClaims:
 
     def _mark_lost(self, job_id: str) -> None:
         with self._local_lock:
-            if job_id in self._held:
-                self._lost.add(job_id)
+            self._lose(job_id)
+
+    def _forget_refused(self, job_id: str, who: str, token: int | None) -> None:
+        """The board refused our fenced write (``NotOwner``/``StaleToken``): the claim
+        ``who``/``token`` is not ours any more, so forget it (a newer claim stays)."""
+        with self._local_lock:
+            held = self._held.get(job_id)
+            if held is None or held.token != token or held.owner != who:
+                return
+            self._held.pop(job_id, None)
+            self._lost.discard(job_id)
+            self._cancel_flags.discard(job_id)
+
+    def _holds_live_claims(self) -> bool:
+        """Whether any held claim is not yet known lost (backends watch only for those)."""
+        return len(self._held) > len(self._lost)
 
     def _mark_cancel(self, job_id: str) -> None:
         with self._local_lock:

@@ -44,8 +44,13 @@ class _Store:
         self.finished: deque[tuple[float, str]] = deque()
         self.entities: dict[tuple[str, str], Entity] = {}
         self.counters: dict[str, int] = {}
+        self.pauses: dict[str, str] = {}
         self.seq = itertools.count(1)
         self.subscribers: list[Callable[[BoardEvent], None]] = []
+        self.keys: dict[str, str] = {}  # dedupe key -> job id
+        self.scheduled: list[tuple[float, int, str]] = []  # heap of (due, seq, job id)
+        self.children: dict[str, set[str]] = {}  # parent id -> child ids
+        self.schedules: dict[str, tuple[str, int]] = {}  # name -> (record JSON, version)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -53,13 +58,68 @@ class _Store:
     def push_waiting(self, job: Job) -> None:
         heapq.heappush(self.waiting.setdefault(job.flow, []), (job.priority.rank, job.seq, job.id))
 
+    def add(self, job: Job) -> None:
+        """Store a new job and index it: waiting or scheduled, key, parent."""
+        self.jobs[job.id] = job
+        if job.state is JobState.SCHEDULED:
+            assert job.not_before is not None
+            heapq.heappush(self.scheduled, (job.not_before, job.seq, job.id))
+        else:
+            self.push_waiting(job)
+        if job.key is not None:
+            self.keys[job.key] = job.id
+        if job.parent is not None:
+            self.children.setdefault(job.parent, set()).add(job.id)
+
+    def keyed(self, key: str | None) -> Job | None:
+        """The job holding a dedupe key, if any."""
+        job_id = None if key is None else self.keys.get(key)
+        return None if job_id is None else self.jobs.get(job_id)
+
+    def forget(self, job_id: str) -> None:
+        """Delete a job with its progress, freeing its key and leaving its parent's index."""
+        job = self.jobs.pop(job_id, None)
+        self.progress.pop(job_id, None)
+        if job is None:
+            return
+        if job.key is not None and self.keys.get(job.key) == job_id:
+            del self.keys[job.key]
+        siblings = self.children.get(job.parent or "")
+        if siblings is not None:
+            siblings.discard(job_id)
+            if not siblings:
+                del self.children[job.parent or ""]
+
+    def promote(self, now: float) -> None:
+        """Make scheduled jobs whose due time came waiting (heap order: cheapest first)."""
+        while self.scheduled and self.scheduled[0][0] <= now:
+            _, seq, job_id = heapq.heappop(self.scheduled)
+            job = self.jobs.get(job_id)
+            if job is None or job.state is not JobState.SCHEDULED or job.seq != seq:
+                continue
+            self.jobs[job_id] = replace(job, state=JobState.WAITING, updated_at=now)
+            self.push_waiting(job)
+            self.changed.notify_all()
+
+    def next_due(self) -> float | None:
+        """The due time of the earliest scheduled job (stale heap entries dropped)."""
+        while self.scheduled:
+            _, seq, job_id = self.scheduled[0]
+            job = self.jobs.get(job_id)
+            if job is not None and job.state is JobState.SCHEDULED and job.seq == seq:
+                return self.scheduled[0][0]
+            heapq.heappop(self.scheduled)
+        return None
+
     def finish(self, job: Job, now: float) -> None:
         """Store a job that finished at ``now`` (retention starts counting)."""
         self.jobs[job.id] = job
         self.finished.append((now, job.id))
 
     def reap(self, now: float, retention: float, events: list[BoardEvent]) -> None:
-        """Turn claims whose lease ran out back into waiting jobs; purge old finished jobs."""
+        """Turn claims whose lease ran out back into waiting jobs, promote due
+        scheduled jobs; purge old finished jobs."""
+        self.promote(now)
         while self.leases and self.leases[0][0] <= now:
             _, job_id, token = heapq.heappop(self.leases)
             job = self.jobs.get(job_id)
@@ -89,8 +149,7 @@ class _Store:
                 and job.state in FINISHED_STATES
                 and (job.finished_at or 0) + retention <= now
             ):
-                del self.jobs[job_id]
-                self.progress.pop(job_id, None)
+                self.forget(job_id)
 
     def best_waiting(self, flows: Collection[str] | None) -> Job | None:
         """Pop stale heap entries and return the best waiting job."""
@@ -195,7 +254,7 @@ class MemoryBoard(JobBoard):
     def _require(self, job_id: str) -> Job:
         job = self._s.jobs.get(job_id)
         if job is None:
-            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
         return job
 
     def _fenced(self, job_id: str, who: str, token: int | None, force: bool) -> Job:
@@ -218,13 +277,23 @@ class MemoryBoard(JobBoard):
 
     def _post(self, new: NewJob) -> Job:
         with self._changing() as (now, events):
+            existing = self._s.keyed(new.key)
+            if existing is not None:
+                return existing
             job = new.job(uuid.uuid4().hex, now, next(self._s.seq))
-            self._s.jobs[job.id] = job
-            self._s.push_waiting(job)
+            self._s.add(job)
             self._s.count("posted")
             self._s.changed.notify_all()
-            events.append(new.event(job.id))
+            events.append(new.event(job.id, job.not_before))
         return job
+
+    def _children(
+        self, parent_id: str, wanted: frozenset[JobState], flow: str | None
+    ) -> list[Job]:
+        with self._changing():
+            found = [self._s.jobs[i] for i in self._s.children.get(parent_id, ())]
+        jobs = [j for j in found if j.state in wanted and (flow is None or j.flow == flow)]
+        return sorted(jobs, key=lambda j: (j.priority.rank, j.seq))
 
     def get(self, job: JobRef) -> Job:
         job_id = self._job_id(job)
@@ -247,9 +316,9 @@ class MemoryBoard(JobBoard):
             current = self._require(job_id)
             if current.state.finished:
                 raise errors.InvalidState(
-                    f"job {job_id!r} is already {current.state.value}; nothing to cancel"
+                    f"job {errors.shown(job_id)} is already {current.state.value}; nothing to cancel"
                 )
-            if current.state is JobState.WAITING:
+            if current.state in (JobState.WAITING, JobState.SCHEDULED):
                 updated = replace(
                     current,
                     state=JobState.CANCELLED,
@@ -319,12 +388,12 @@ class MemoryBoard(JobBoard):
             if current.state is not JobState.WAITING:
                 owner = f" by {current.owner!r}" if current.owner else ""
                 raise errors.UnclaimableJob(
-                    f"job {job_id!r} is {current.state.value}{owner}; it cannot be claimed"
+                    f"job {errors.shown(job_id)} is {current.state.value}{owner}; it cannot be claimed"
                 )
             claim = self._claim_locked(current, who, length, now, started, events)
             if claim is None:
                 raise errors.UnclaimableJob(
-                    f"job {job_id!r} was trashed: {self._s.jobs[job_id].last_error}"
+                    f"job {errors.shown(job_id)} was trashed: {self._s.jobs[job_id].last_error}"
                 )
             return claim
 
@@ -388,7 +457,7 @@ class MemoryBoard(JobBoard):
         with self._changing() as (now, events):
             current = self._fenced(job_id, release.who, release.token, release.force)
             if current.state is not JobState.CLAIMED:
-                raise errors.InvalidState(f"job {job_id!r} is not claimed; nothing to abandon")
+                raise errors.InvalidState(f"job {errors.shown(job_id)} is not claimed; nothing to abandon")
             released = release.apply(current, now)
             self._s.jobs[job_id] = released
             self._s.push_waiting(released)
@@ -410,10 +479,29 @@ class MemoryBoard(JobBoard):
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
-                    # Bounded so that leases expiring on the injected clock are noticed.
-                    self._s.changed.wait(0.5 if remaining is None else min(remaining, 0.5))
+                    # Bounded so that leases expiring on the injected clock are noticed,
+                    # and never past the next due time of a scheduled job.
+                    pause = 0.5 if remaining is None else min(remaining, 0.5)
+                    due = self._s.next_due()
+                    if due is not None:
+                        pause = max(0.0, min(pause, due - self._clock()))
+                    self._s.changed.wait(pause)
         finally:
             self._publish(events)
+
+    # -- flow pauses --------------------------------------------------------
+
+    def _read_pauses(self) -> dict[str, str]:
+        with self._s.lock:
+            return dict(self._s.pauses)
+
+    def _write_pause(self, flow: str, encoded: str | None) -> bool:
+        with self._s.lock:
+            if encoded is None:
+                return self._s.pauses.pop(flow, None) is not None
+            was = flow in self._s.pauses
+            self._s.pauses[flow] = encoded
+            return was
 
     # -- entities -----------------------------------------------------------
 
@@ -451,8 +539,7 @@ class MemoryBoard(JobBoard):
                 if j.state in wanted and (j.finished_at or 0) <= horizon
             ]
             for job_id in doomed:
-                del self._s.jobs[job_id]
-                self._s.progress.pop(job_id, None)
+                self._s.forget(job_id)
             self._s.count("purged", len(doomed))
         if doomed:
             self._publish([BoardEvent("purged", None, {"count": len(doomed)})])
@@ -461,3 +548,26 @@ class MemoryBoard(JobBoard):
     def counters(self) -> dict[str, int]:
         with self._s.lock:
             return dict(self._s.counters)
+
+    # -- the record store ----------------------------------------------------
+
+    def _put_schedule(self, name: str, encoded: str, expect_version: int | None) -> int:
+        with self._s.lock:
+            current = self._s.schedules.get(name)
+            version = None if current is None else current[1]
+            if version != expect_version:
+                raise self._conflict(name, expect_version, version)
+            new_version = (version or 0) + 1
+            self._s.schedules[name] = (encoded, new_version)
+        return new_version
+
+    def _get_schedules(self) -> dict[str, tuple[str, int]]:
+        with self._s.lock:
+            return dict(self._s.schedules)
+
+    def _remove_schedule(self, name: str, expect_version: int | None) -> bool:
+        with self._s.lock:
+            current = self._s.schedules.get(name)
+            if expect_version is not None and (current is None or current[1] != expect_version):
+                raise self._conflict(name, expect_version, None if current is None else current[1])
+            return self._s.schedules.pop(name, None) is not None

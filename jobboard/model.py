@@ -13,7 +13,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobboard import errors
 
@@ -28,6 +28,7 @@ __all__ = [
     "JobPriority",
     "JobRef",
     "JobState",
+    "Versioned",
     "unique_owner",
 ]
 
@@ -57,8 +58,8 @@ class JobPriority(enum.StrEnum):
             except ValueError:
                 pass
         raise errors.InvalidJob(
-            f"job {job!r}: field 'priority' must be one of "
-            f"{', '.join(p.value for p in cls)}, got {value!r}",
+            f"job {errors.shown(job)}: field 'priority' must be one of "
+            f"{', '.join(p.value for p in cls)}, got {errors.shown(value)}",
             field="priority",
             job=job,
         )
@@ -71,6 +72,7 @@ class JobState(enum.StrEnum):
     """Where a job is in its life."""
 
     WAITING = "waiting"
+    SCHEDULED = "scheduled"  # posted for later: claimable from its ``not_before``
     CLAIMED = "claimed"
     COMPLETE = "complete"
     FAILED = "failed"
@@ -84,7 +86,7 @@ class JobState(enum.StrEnum):
 
 
 #: The states of an unfinished job, the ones listings show by default.
-ACTIVE_STATES = frozenset({JobState.WAITING, JobState.CLAIMED})
+ACTIVE_STATES = frozenset({JobState.WAITING, JobState.SCHEDULED, JobState.CLAIMED})
 #: The states a job never leaves (until retention purges it).
 FINISHED_STATES = frozenset(
     {JobState.COMPLETE, JobState.FAILED, JobState.TRASHED, JobState.CANCELLED}
@@ -123,11 +125,26 @@ class Job:
     result: Any = None
     last_error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: The dedupe key it was posted with (unique per namespace while the job is kept).
+    key: str | None = None
+    #: Board time (epoch seconds) from which it may be claimed, when posted for later.
+    not_before: float | None = None
+    #: The id of the job that posted it, when it is a child job.
+    parent: str | None = None
 
     @property
     def uuid(self) -> str:
         """Alias of ``id`` in the reference vocabulary."""
         return self.id
+
+    def __repr__(self) -> str:
+        """Who and where the job is, never what it carries: the store, result,
+        details and error may be large or secret, and reprs end up in logs."""
+        owner = f", owner={errors.shown(self.owner)}, token={self.token}" if self.owner else ""
+        return (
+            f"Job(id={errors.shown(self.id)}, name={errors.shown(self.name)}, "
+            f"flow={errors.shown(self.flow)}, state={self.state.value!r}{owner})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -194,6 +211,12 @@ class BoardEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+class Versioned(NamedTuple):
+    """A stored record with its version, as compare-and-set stores return it."""
+
+    record: dict[str, Any]
+    version: int
+
 
 def unique_owner(name: str) -> str:
     """An owner id that no other process shares: ``name@host:pid:random``."""
@@ -212,4 +235,4 @@ def job_id_of(job: JobRef) -> str:
         return job.job_id
     if isinstance(job, str) and job:
         return job
-    raise errors.InvalidJob(f"not a job reference: {job!r}", field="job")
+    raise errors.InvalidJob(f"not a job reference: {errors.shown(job)}", field="job")

@@ -46,7 +46,7 @@ def parse_options(url: str) -> dict[str, str]:
 
 #: Query options whose values are secrets (masked by :func:`redact_url`).
 SECRET_OPTIONS = frozenset(
-    {"password", "passwd", "ssl_password", "digest", "auth", "secret", "token"}
+    {"password", "passwd", "ssl_password", "sentinel_password", "digest", "auth", "secret", "token"}
 )
 
 _SECRET_QUERY = re.compile(

@@ -7,11 +7,24 @@ is parametrised over every backend.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 BACKENDS = ["memory", "redis", "zookeeper", "sqlite"]
 
 pytest_plugins = ["tests.fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored():
+    """Undo what an in-process ``conductor run`` does to the root logger (its level and
+    handlers), so a later test's ``caplog`` still sees warnings."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 @pytest.fixture(params=BACKENDS)

@@ -58,6 +58,7 @@ class CheckingClaimListener(Listener):
         on_job_loss: JobLossHandler | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        report: bool = True,
     ):
         super().__init__(engine)
         self._job = job
@@ -66,6 +67,8 @@ class CheckingClaimListener(Listener):
         self._on_job_loss = on_job_loss or _suspend_engine
         self._job_id = getattr(job, "id", None) or getattr(job, "job_id", None) or str(job)
         self._clock = clock
+        # A conductor reports cancels and losses itself, once per job: then these are DEBUG.
+        self._level = logging.INFO if report else logging.DEBUG
         self._cancel_sent = False
         self._loss_reported = False
 
@@ -117,18 +120,23 @@ class CheckingClaimListener(Listener):
         """Act on a cancel or a loss; true if the job may go on."""
         if self._cancel_requested() and not self._cancel_sent:
             self._cancel_sent = True
-            LOG.info("Job %s: cancel requested; stopping at transition to %s", self._job_id, state)
+            LOG.log(
+                self._level,
+                "job %s: cancel requested; stopping at transition to %s",
+                self._job_id,
+                state,
+            )
             self._engine.cancel(f"job {self._job_id} was cancelled")
         if not self._claim_lost(state, details):
             return True
         if not self._loss_reported:
             self._loss_reported = True
-            LOG.warning(
-                "Job %s is no longer claimed by %s (noticed at %s); calling %r",
+            LOG.log(
+                logging.WARNING if self._level == logging.INFO else logging.DEBUG,
+                "job %s is no longer claimed by %s (noticed at %s)",
                 self._job_id,
                 self._owner,
                 state,
-                self._on_job_loss,
             )
             self._on_job_loss(self._engine, state, details)
         return False

@@ -141,8 +141,17 @@ class Notifier:
                     entry.callback(event_type, details, *entry.args, **entry.kwargs)
             except Exception:
                 LOG.warning(
-                    "Listener %r failed on event %s; the engine carries on",
-                    entry.callback,
+                    "listener %s failed on event %s; the engine carries on",
+                    callable_name(entry.callback),
                     event_type,
                     exc_info=True,
                 )
+
+
+def callable_name(fn: Any) -> str:
+    """A callable's qualified name for log lines (never its repr, which may hold state)."""
+    owner = getattr(fn, "__self__", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    if owner is not None and "." not in name:
+        return f"{type(owner).__qualname__}.{name}"
+    return str(name)

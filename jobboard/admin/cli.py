@@ -28,12 +28,13 @@ from typing import NamedTuple
 
 import jobboard
 from jobboard import envopts, errors
-from jobboard.admin import listings, operations, watch
+from jobboard.admin import listings, operations, render, schedule_cmd, watch
 from jobboard.admin.console import (
     ALL_STATES,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
+    EXIT_TIMEOUT,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     LONG_CLAIM,
@@ -65,6 +66,13 @@ ENV_BOARD = "CONDUCTOR_BOARD"
 ENV_PREFIXES = ("JOBBOARD", "CONDUCTOR")
 #: Rows ``list`` prints unless ``--limit`` says otherwise.
 DEFAULT_LIMIT = 100
+#: Longest error line printed (a message that echoes huge input is cut).
+ERROR_LINE_LIMIT = 400
+
+#: How long ``cancel --force`` waits for the conductor before it ends the job itself.
+DEFAULT_GRACE = 10.0
+
+_JOB_HELP = "job id, a unique prefix of one, or a job name only one job has"
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -111,6 +119,16 @@ def _parse_since(text: str) -> float:
     return moment.timestamp()
 
 
+def _parse_at(text: str) -> float:
+    """A future board timestamp (``--not-before``): an ISO time (UTC if no zone) or epoch."""
+    if _DURATION_PART.fullmatch(text.strip().lower()):
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: give a moment (2024-05-01T12:00:00Z or epoch); "
+            "use --delay for a duration"
+        )
+    return _parse_since(text)
+
+
 def _count(text: str) -> int:
     """A whole number >= 0 (``--limit``, ``--iterations``)."""
     try:
@@ -138,7 +156,7 @@ _EPILOG = f"""\
 examples:
   export {ENV_BOARD}=redis://127.0.0.1:6379/0?namespace=prod
   jobboard list --state failed --flow billing
-  jobboard show 3fa4c2d1            (any unique prefix of a job id)
+  jobboard show 3fa4c2d1            (any unique prefix of a job id, or a unique job name)
   jobboard claims --json | jq '.claims[] | select(.suspicious)'
   jobboard post nightly-report --flow reports --store '{{"day": "2024-05-01"}}'
   jobboard trash 3fa4c2d1 --reason "bad input" --yes
@@ -149,7 +167,7 @@ every option also comes from JOBBOARD_<OPTION> (e.g. JOBBOARD_LIMIT=20, JOBBOARD
 the board from --board, --board-file, JOBBOARD_BOARD(_FILE) or CONDUCTOR_BOARD(_FILE).
 
 exit codes: {EXIT_OK} ok, {EXIT_REFUSED} refused operation, {EXIT_USAGE} bad usage, \
-{EXIT_UNAVAILABLE} board unreachable
+{EXIT_UNAVAILABLE} board unreachable, {EXIT_TIMEOUT} post --wait timed out
 """
 
 
@@ -209,24 +227,45 @@ _COMMANDS: dict[str, _Command] = {
     "cancel": _Command(
         operations.cmd_cancel,
         "cancel a job (a running one is stopped by its conductor)",
-        "jobboard cancel 3fa4c2d1 --yes",
+        "jobboard cancel 3fa4c2d1 --yes\n"
+        "  jobboard cancel nightly-report --force --grace 30s --reason 'stuck on I/O' --yes",
     ),
     "retry": _Command(
         operations.cmd_retry,
         "post a failed, trashed or cancelled job again; prints the new id",
-        "jobboard retry 3fa4c2d1 --yes",
+        "jobboard retry 3fa4c2d1 --yes\n"
+        "  jobboard retry 3fa4c2d1 --again --yes   (it was retried before)\n"
+        "  jobboard retry --all --flow billing --since 2h --yes",
     ),
     "purge": _Command(
         operations.cmd_purge,
-        "delete finished jobs older than a duration",
+        "delete finished jobs older than a duration, or cancel a waiting backlog",
         "jobboard purge --state complete --older-than 1d\n"
-        "  jobboard purge --older-than 2w --yes   (every finished state)",
+        "  jobboard purge --older-than 2w --yes   (every finished state)\n"
+        "  jobboard purge --state waiting --flow images --force --yes   (cancel the backlog)",
+    ),
+    "pause": _Command(
+        operations.cmd_pause,
+        "stop conductors claiming jobs of a flow (no FLOW: list paused flows)",
+        "jobboard pause billing --reason 'payment provider down'\n  jobboard pause --json",
+    ),
+    "resume": _Command(
+        operations.cmd_resume,
+        "let conductors claim jobs of a paused flow again",
+        "jobboard resume billing",
     ),
     "export": _Command(
         listings.cmd_export,
         "task executions as JSON lines, for offline analysis",
         "jobboard export --since 2h --format jsonl > runs.jsonl\n"
         "  jobboard export --since 2024-05-01T00:00:00Z --flow billing -o billing.jsonl",
+    ),
+    "schedule": _Command(
+        schedule_cmd.cmd_schedule,
+        "periodic schedules: add, list, remove, pause, resume",
+        "jobboard schedule add nightly --flow reports --cron '0 2 * * *'\n"
+        "  jobboard schedule add poll --flow feeds --every 300 --store '{\"feed\": 1}'\n"
+        "  jobboard schedule list\n  jobboard schedule pause nightly",
     ),
     "stats": _Command(
         listings.cmd_stats,
@@ -291,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("show", as_json)
-    p.add_argument("job", metavar="JOB", help="job id or a unique prefix of one")
+    p.add_argument("job", metavar="JOB", help=_JOB_HELP)
 
     long_after = argparse.ArgumentParser(add_help=False)
     long_after.add_argument(
@@ -343,29 +382,89 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="claims before the job is trashed as poison (default: board's)",
     )
+    p.add_argument("--key", default=None, help="dedupe key: a job holding it is returned instead")
+    later = p.add_mutually_exclusive_group()
+    later.add_argument(
+        "--delay", type=parse_duration, default=None, metavar="DURATION", help="due after this"
+    )
+    later.add_argument(
+        "--not-before", type=_parse_at, default=None, metavar="WHEN", help="due at this time"
+    )
+    p.add_argument("--wait", action="store_true", help="wait for the outcome; exit by it")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="with --wait: give up after this long (exit 4)",
+    )
 
     for name in ("abandon", "trash"):
         p = add(name, confirm)
-        p.add_argument("job", metavar="JOB", help="job id or a unique prefix of one")
+        p.add_argument("job", metavar="JOB", help=_JOB_HELP)
         p.add_argument("--reason", help="why (recorded as the job's last error)")
-    for name in ("cancel", "retry"):
-        p = add(name, confirm)
-        p.add_argument("job", metavar="JOB", help="job id or a unique prefix of one")
+    p = add("cancel", confirm)
+    p.add_argument("job", metavar="JOB", help=_JOB_HELP)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="if its conductor has not stopped a running job within --grace, end it as "
+        "cancelled anyway (it never runs again; the conductor's writes are refused)",
+    )
+    p.add_argument(
+        "--grace",
+        type=parse_duration,
+        default=DEFAULT_GRACE,
+        metavar="DURATION",
+        help=f"how long --force waits for the conductor (default {DEFAULT_GRACE:g}s)",
+    )
+    p.add_argument("--reason", help="why (recorded when --force ends the job)")
+
+    p = add("retry", confirm)
+    p.add_argument("job", metavar="JOB", nargs="?", help=_JOB_HELP)
+    p.add_argument("--again", action="store_true", help="retry even if it was retried before")
+    p.add_argument("--all", action="store_true", help="every matching job of --flow")
+    p.add_argument("--flow", help="with --all: the flow whose jobs are retried")
+    p.add_argument(
+        "--since",
+        type=_parse_since,
+        default=None,
+        metavar="WHEN",
+        help="with --all: jobs that ended since: a duration ago (2h), ISO time or epoch",
+    )
+    p.add_argument(
+        "--state",
+        action="append",
+        choices=["failed", "trashed", "cancelled"],
+        help="with --all: state to retry (repeatable; default: failed)",
+    )
 
     p = add("purge", confirm)
     p.add_argument(
         "--state",
         action="append",
         choices=ALL_STATES,
-        help="finished state to purge (repeatable; default: every finished state)",
+        help="finished state to purge (repeatable; default: every finished state), "
+        "or waiting (with --force) to cancel a waiting backlog",
     )
     p.add_argument(
         "--older-than",
         type=parse_duration,
-        required=True,
+        default=None,
         metavar="DURATION",
-        help="only jobs finished longer ago than this, e.g. 30s, 15m, 2h, 1d",
+        help="only jobs finished (waiting: posted) longer ago than this, e.g. 30s, 15m, 2h, 1d "
+        "(required for finished states)",
     )
+    p.add_argument("--flow", help="with --state waiting: only jobs of this flow")
+    p.add_argument(
+        "--force", action="store_true", help="with --state waiting: really cancel waiting jobs"
+    )
+
+    p = add("pause", as_json)
+    p.add_argument("flow", metavar="FLOW", nargs="?", help="flow to pause (none: list paused)")
+    p.add_argument("--reason", help="why (shown by stats, watch and pause)")
+    p = add("resume")
+    p.add_argument("flow", metavar="FLOW", help="paused flow to resume")
 
     p = add("export")
     p.add_argument(
@@ -380,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     add("stats", as_json)
+    schedule_cmd.add_arguments(add("schedule"))
     for name in web_commands.COMMANDS:
         web_commands.add_arguments(name, add(name))
     envopts.from_environment(parser, ENV_PREFIXES[0])
@@ -454,5 +554,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = _classify(err)
         message = envopts.scrub(message, getattr(args, "board_url", None))
         log.debug("command failed", exc_info=True)
-        sys.stderr.write(f"jobboard: {' '.join(message.split())}\n")
+        line = render.printable(" ".join(message.split()))
+        sys.stderr.write(f"jobboard: {errors.capped(line, ERROR_LINE_LIMIT)}\n")
         return code

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobboard import errors
-from jobboard.admin import render
+from jobboard.admin import lookup, render
 from jobboard.base import JobBoard
 from jobboard.model import Job, JobState
 
@@ -20,6 +20,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REFUSED",
+    "EXIT_TIMEOUT",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "LONG_CLAIM",
@@ -41,13 +42,15 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 #: The board could not be reached (after the backend's retries).
 EXIT_UNAVAILABLE = 3
+#: ``post --wait`` gave up: the job had not finished within ``--timeout``.
+EXIT_TIMEOUT = 4
 #: Interrupted by Ctrl-C (``watch`` exits 0 instead: quitting is how it ends).
 EXIT_INTERRUPTED = 130
 
 #: Claims held at least this long (seconds) are flagged ``long``.
 LONG_CLAIM = 3600.0
 #: Shortest job id prefix accepted in place of a full id.
-MIN_PREFIX = 4
+MIN_PREFIX = lookup.MIN_PREFIX
 #: Every job state, by value.
 ALL_STATES = [s.value for s in JobState]
 
@@ -74,8 +77,8 @@ def screen_width() -> int:
 
 
 def echo(text: str = "") -> None:
-    """Print one line (or block) to stdout."""
-    sys.stdout.write(text + "\n")
+    """Print one line (or block) to stdout, control characters escaped."""
+    sys.stdout.write(render.printable(text) + "\n")
 
 
 def echo_json(data: Any) -> None:
@@ -84,16 +87,21 @@ def echo_json(data: Any) -> None:
 
 
 def find_job(board: JobBoard, ref: str) -> Job:
-    """The job with id ``ref``, or the only job whose id starts with ``ref``."""
+    """The job named by ``ref``: its id, a unique prefix of its id, or its unique name.
+
+    A job whose record cannot be read is found too, as the listings show it
+    (marked unreadable), so that an operator can look at it, trash and purge it.
+    """
     try:
         return board.get(ref)
     except errors.JobNotFound:
-        if len(ref) < MIN_PREFIX:
+        pass
+    except errors.InvalidJob:  # a stored record that cannot be read
+        unreadable = [j for j in board.iterjobs(states=ALL_STATES) if j.id == ref]
+        if not unreadable:
             raise
-    matches = [j for j in board.iterjobs(states=ALL_STATES) if j.id.startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise errors.JobNotFound(f"no job {ref!r} on the board")
-    ids = ", ".join(j.id for j in matches[:5])
-    raise CliError(f"job id prefix {ref!r} is ambiguous: {ids}", EXIT_USAGE)
+        return unreadable[0]
+    try:
+        return lookup.resolve_job(ref, board.iterjobs(states=ALL_STATES))
+    except lookup.AmbiguousJob as err:
+        raise CliError(str(err), EXIT_USAGE) from None

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from jobboard import errors
-from jobboard.admin import render
+from jobboard.admin import fleet, lookup, render
 from jobboard.admin.console import (
     ALL_STATES,
     EXIT_OK,
@@ -29,10 +29,12 @@ from jobboard.admin.console import (
     find_job,
     screen_width,
 )
+from jobboard.admin.running import running_tasks, running_view
 from jobboard.base import JobBoard
 from jobboard.model import Entity, Job, JobState
 
 __all__ = [
+    "add_running",
     "claim_records",
     "claims_view",
     "cmd_claims",
@@ -41,6 +43,8 @@ __all__ = [
     "cmd_list",
     "cmd_show",
     "cmd_stats",
+    "paused_flows",
+    "retries_of",
     "show_view",
     "stats_view",
 ]
@@ -59,13 +63,20 @@ def cmd_list(board: JobBoard, args: argparse.Namespace) -> int:
     jobs.sort(key=lambda j: (_LIST_ORDER.get(j.state.value, 2), -(j.finished_at or 0)))
     total = len(jobs)
     shown = jobs[: args.limit] if args.limit else jobs
+    now = time.time()
+    ids = lookup.short_ids(j.id for j in jobs)
+    running = running_view(board, shown, now)
     if args.json:
-        echo_json({"jobs": [j.to_dict() for j in shown], "total": total})
+        docs = [
+            {**j.to_dict(), "short_id": ids[j.id], "running": running.get(j.id, [])}
+            for j in shown
+        ]
+        echo_json({"jobs": docs, "total": total})
         return EXIT_OK
     if not shown:
         echo("no jobs")
         return EXIT_OK
-    echo(render.render_jobs(shown, time.time(), screen_width()))
+    echo(render.render_jobs(shown, now, screen_width(), ids=ids, running=running))
     if total > len(shown):
         echo(f"(showing {len(shown)} of {total} jobs; --limit 0 shows all)")
     return EXIT_OK
@@ -76,11 +87,38 @@ def show_view(board: JobBoard, job: Job, now: float) -> dict[str, Any]:
     claim = None
     if job.state is JobState.CLAIMED:
         claim = render.claim_record(job, now, board.iter_entities(), LONG_CLAIM)
+    progress = board.load_progress(job)
+    parent = None
+    if job.parent:
+        try:
+            parent = _relative(board.get(job.parent))
+        except errors.JobNotFound:
+            parent = {"id": job.parent, "name": None, "state": "purged"}
     return {
         "job": job.to_dict(),
         "claim": claim,
-        "progress": render.progress_records(board.load_progress(job)),
+        "running": running_tasks(job, progress, now),
+        "progress": render.progress_records(progress),
+        "retries": [j.id for j in retries_of(board, job)] if job.state.finished else [],
+        "parent": parent,
+        "children": [_relative(child) for child in board.children(job)],
     }
+
+
+def _relative(job: Job) -> dict[str, Any]:
+    """A parent or child in ``show``: its id, name and state."""
+    return {"id": job.id, "name": job.name, "state": job.state.value}
+
+
+def retries_of(board: JobBoard, job: Job) -> list[Job]:
+    """The jobs posted as retries of ``job`` (their details say ``retry_of``), oldest first."""
+    found = [
+        j
+        for j in board.iterjobs(states=ALL_STATES, flow=job.flow)
+        if isinstance(j.details, dict) and j.details.get("retry_of") == job.id
+    ]
+    found.sort(key=lambda j: j.created_at)
+    return found
 
 
 def cmd_show(board: JobBoard, args: argparse.Namespace) -> int:
@@ -109,10 +147,21 @@ def claim_records(
 
 
 def claims_view(board: JobBoard, long_after: float) -> list[dict[str, Any]]:
-    """Every claimed job as a ``claims`` record (oldest claim first)."""
+    """Every claimed job as a ``claims`` record (oldest claim first) with its running tasks."""
     entities = board.iter_entities()
     now = time.time()
-    return claim_records(board.iterjobs(states=[JobState.CLAIMED]), entities, now, long_after)
+    jobs = list(board.iterjobs(states=[JobState.CLAIMED]))
+    records = claim_records(jobs, entities, now, long_after)
+    add_running(records, running_view(board, jobs, now))
+    return records
+
+
+def add_running(records: list[dict[str, Any]], running: dict[str, list[dict[str, Any]]]) -> None:
+    """Give each claim record its ``running`` tasks and ``short_id`` (unique in the listing)."""
+    ids = lookup.short_ids(r["job"] for r in records)
+    for record in records:
+        record["running"] = running.get(record["job"], [])
+        record["short_id"] = ids[record["job"]]
 
 
 def cmd_claims(board: JobBoard, args: argparse.Namespace) -> int:
@@ -138,13 +187,22 @@ def cmd_claims(board: JobBoard, args: argparse.Namespace) -> int:
 def cmd_conductors(board: JobBoard, args: argparse.Namespace) -> int:
     """``conductors``: registered entities of a kind and their heartbeats."""
     now = time.time()
-    conductors = [render.conductor_record(e, now) for e in board.iter_entities(args.kind)]
+    conductors = fleet.conductor_rows(board.iter_entities(args.kind), now)
     if args.json:
         echo_json({"conductors": conductors})
     elif not conductors:
         echo(f"no registered {args.kind}s")
     else:
         echo(render.render_conductors(conductors, screen_width()))
+        if any(c["stale"] for c in conductors):
+            echo(
+                "\n"
+                + textwrap.fill(
+                    "stale: no heartbeat for two refresh periods (the conductor is gone or "
+                    "stuck; the board forgets it after a while and its leases run out).",
+                    screen_width(),
+                )
+            )
     return EXIT_OK
 
 
@@ -161,10 +219,21 @@ def stats_view(board: JobBoard) -> dict[str, Any]:
         "claim_losses": counters.get("expired", 0),
         "trashed": counters.get("trashed", states["trashed"]),
         "poison": counters.get("poison", 0),
+        "paused_flows": paused_flows(board),
     }
     if stats.get("server"):  # what the backend says of its server (durability, eviction)
         view["server"] = stats["server"]
     return view
+
+
+def paused_flows(board: JobBoard) -> dict[str, dict[str, Any]]:
+    """The board's paused flows, or ``{}`` when the backend cannot pause flows."""
+    try:
+        return board.paused_flows()
+    except errors.BoardUnavailable:
+        raise
+    except errors.BoardError:
+        return {}
 
 
 def cmd_stats(board: JobBoard, args: argparse.Namespace) -> int:

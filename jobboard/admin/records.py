@@ -49,7 +49,7 @@ PHASES = (
     ("total", "execution_start_time", "execution_end_time"),
 )
 #: Job states in the order the tool lists them.
-STATE_ORDER = ("waiting", "claimed", "complete", "failed", "trashed", "cancelled")
+STATE_ORDER = ("waiting", "scheduled", "claimed", "complete", "failed", "trashed", "cancelled")
 
 
 def mapping(value: Any) -> Mapping[str, Any]:

@@ -8,7 +8,9 @@ output stays readable in a narrow terminal, a pager or a log file.
 from __future__ import annotations
 
 import json
+import textwrap
 import time
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +26,7 @@ __all__ = [
     "fmt_time",
     "key_values",
     "one_line",
+    "printable",
     "short_id",
     "table",
 ]
@@ -40,9 +43,31 @@ MIN_COLUMN = 5
 SHORT_ID = 12
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: every control or format character (escape
+    sequences, bell, carriage return, bidi overrides, zero-width marks) shown as
+    its ``\\x..``/``\\u....`` escape; line breaks and tabs kept. Names, flows and
+    errors come from anyone who can post: printed raw they could repaint the
+    screen or hide text."""
+    if text.isprintable():
+        return text
+    return "\n".join(
+        line if line.isprintable() else "".join(_escape(c) for c in line)
+        for line in text.split("\n")
+    )
+
+
+def _escape(char: str) -> str:
+    if char.isprintable() or char == "\t":
+        return char
+    if unicodedata.category(char) == "Zs":  # a no-break or other wide space
+        return " "
+    return repr(char)[1:-1] if char not in "'\"" else char
+
+
 def one_line(text: Any) -> str:
-    """``text`` as a string with line breaks and tabs turned into spaces."""
-    return str(text).translate(_FLATTEN)
+    """``text`` as a terminal-safe string with line breaks and tabs turned into spaces."""
+    return printable(str(text).translate(_FLATTEN))
 
 
 _FLATTEN = {ord(c): " " for c in "\n\r\t\v\f"}
@@ -165,7 +190,7 @@ def table(
 def key_values(
     pairs: Iterable[tuple[str, Any]], *, width: int = DEFAULT_WIDTH, indent: int = 2
 ) -> str:
-    """Aligned ``key  value`` lines; long values wrap under the value column."""
+    """Aligned ``key  value`` lines; long values wrap on words under the value column."""
     items = [(k, "-" if v is None else str(v)) for k, v in pairs]
     if not items:
         return ""
@@ -174,7 +199,10 @@ def key_values(
     lead = " " * (indent + key_width + COLUMN_GAP)
     out = []
     for key, value in items:
-        chunks = [value[i : i + room] for i in range(0, len(value), room)] or [""]
+        # Wrap on spaces; only a word longer than the whole line is broken.
+        chunks = textwrap.wrap(
+            value, room, break_on_hyphens=False, replace_whitespace=True, drop_whitespace=True
+        ) or [""]
         out.append(" " * indent + key.ljust(key_width) + " " * COLUMN_GAP + chunks[0])
         out.extend(lead + chunk for chunk in chunks[1:])
     return "\n".join(line.rstrip() for line in out)

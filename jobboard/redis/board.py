@@ -23,6 +23,7 @@ the ones below it:
 * ``reads``: jobs, listings, progress and counters;
 * ``writes``: fenced writes (progress, finish, abandon) and cancel;
 * ``claims``: claiming and renewing;
+* ``producers``: children and the schedules' record store;
 * this module: the tunables, state and life cycle, posting, entities and purge.
 """
 
@@ -33,17 +34,17 @@ import threading
 import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
-from urllib.parse import unquote, urlsplit
 
 import redis
 
 from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import Entity, Job, JobState
-from jobboard.redis.claims import RedisClaims
-from jobboard.redis.decoding import json_object, server_time, text
+from jobboard.redis import topology
+from jobboard.redis.decoding import decode_job, json_object, pairs, server_time, text
 from jobboard.redis.durability import POLICIES
 from jobboard.redis.idle import IdleKnowledge
+from jobboard.redis.producers import RedisProducers
 from jobboard.redis.session import log
 from jobboard.urls import coerce_options, number_option, parse_options, redact_url
 
@@ -58,7 +59,7 @@ _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 _CERT_REQS = ("none", "optional", "required")
 
 
-class RedisBoard(RedisClaims):
+class RedisBoard(RedisProducers):
     """A job board kept in one Redis database, shared by any number of processes.
 
     Open it with ``jobboard.connect("redis://[user:password@]host:port/db?namespace=...")``
@@ -126,28 +127,17 @@ class RedisBoard(RedisClaims):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """``redis://[user:password@]host:port/db?namespace=...&lease=...``; ``rediss://``
-        adds TLS with ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` and
-        ``ssl_cert_reqs`` (none / optional / required). ``client=`` overrides the
-        address with a ready ``redis.Redis``."""
-        parts = urlsplit(url)
-        tls = parts.scheme.lower() == "rediss"
+        (or ``ssl=true``) adds TLS with ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``
+        and ``ssl_cert_reqs`` (none / optional / required). ``redis+sentinel://`` and
+        ``redis+cluster://`` reach a Sentinel-watched master or a Cluster (see
+        :mod:`jobboard.redis.topology`). ``client=`` overrides the address with a ready
+        client."""
         merged = coerce_options({**parse_options(url), **options}, url)
-        try:
-            port = parts.port or 6379
-            db = int(parts.path.strip("/") or 0)
-        except ValueError as err:
-            raise errors.BadURL(
-                f"board URL {redact_url(url)!r}: bad port or database ({err})"
-            ) from err
-        connection: dict[str, Any] = {
-            "host": parts.hostname or "127.0.0.1",
-            "port": port,
-            "db": db,
-            "username": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password else None,
-            "socket_timeout": cls.SOCKET_TIMEOUT,
-            "socket_connect_timeout": cls.CONNECT_TIMEOUT,
-        }
+        connection = topology.address(url, merged)
+        tls = bool(connection.get("ssl"))
+        connection.update(
+            socket_timeout=cls.SOCKET_TIMEOUT, socket_connect_timeout=cls.CONNECT_TIMEOUT
+        )
         for key in ("username", "password"):
             if key in merged:
                 connection[key] = merged.pop(key)
@@ -160,7 +150,8 @@ class RedisBoard(RedisClaims):
         tls_options = {key: merged.pop(key) for key in _TLS_OPTIONS if key in merged}
         if tls_options and not tls:
             raise errors.BadURL(
-                f"board URL {redact_url(url)!r}: TLS options {sorted(tls_options)} need rediss://"
+                f"board URL {redact_url(url)!r}: TLS options {sorted(tls_options)} need "
+                "rediss:// (or ssl=true)"
             )
         if tls:
             reqs = str(tls_options.pop("ssl_cert_reqs", "required")).lower()
@@ -169,7 +160,7 @@ class RedisBoard(RedisClaims):
                     f"board URL {redact_url(url)!r}: option 'ssl_cert_reqs' must be one of "
                     f"{', '.join(_CERT_REQS)}, got {reqs!r}"
                 )
-            connection.update(ssl=True, ssl_cert_reqs=reqs, **tls_options)
+            connection.update(ssl_cert_reqs=reqs, **tls_options)
         if "retry_deadline" in merged:
             merged["retry_deadline"] = number_option(
                 merged["retry_deadline"], "retry_deadline", url
@@ -222,14 +213,38 @@ class RedisBoard(RedisClaims):
             new.priority.value,
             new.priority.rank,
             new.max_attempts,
+            new.key or "",
+            "" if new.delay is None else repr(new.delay),
+            "" if new.not_before is None else repr(new.not_before),
+            new.parent or "",
         )
-        seq, created = self._call(
+        raw = self._call(
             "post",
             job_id,
             lambda: self._script("post", self._job_key(job_id), *args),
-            safe=True,  # the id is made here: sending the same post twice adds one job
+            # The id is made here, and a key names one job: sending it twice adds one job.
+            safe=True,
         )
-        return new.job(job_id, float(created), int(seq))
+        fields = pairs(raw)
+        return decode_job(fields.get("id", job_id), fields)
+
+    # -- flow pauses (hash ``<prefix>pauses``: flow -> JSON note) -------------
+
+    def _read_pauses(self) -> dict[str, str]:
+        raw = self._call(
+            "paused_flows", None, lambda: self._redis().hgetall(f"{self._prefix}pauses"), safe=True
+        )
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def _write_pause(self, flow: str, encoded: str | None) -> bool:
+        key = f"{self._prefix}pauses"
+        if encoded is None:
+            removed = self._call("resume_flow", None, lambda: self._redis().hdel(key, flow), safe=True)
+            return bool(removed)
+        added = self._call(
+            "pause_flow", None, lambda: self._redis().hset(key, flow, encoded), safe=True
+        )
+        return not added
 
     # -- entities -----------------------------------------------------------
 

@@ -100,7 +100,8 @@ def stored_field(
 
 
 def decode_job(job_id: str, raw: Mapping[Any, Any], now: float | None = None) -> Job:
-    """Build a Job from its hash; a claim whose lease ended by ``now`` reads as waiting.
+    """Build a Job from its hash; a claim whose lease ended by ``now``, and a scheduled
+    job due by ``now``, read as waiting.
 
     Raises ``InvalidJob`` naming the job and the field when the record is corrupt.
     """
@@ -136,11 +137,16 @@ def decode_job(job_id: str, raw: Mapping[Any, Any], now: float | None = None) ->
         result=result,
         last_error=fields.get("last_error") or None,
         details=stored_field(fields, job_id, "details", json_object),
+        key=fields.get("key") or None,
+        not_before=optional("not_before"),
+        parent=fields.get("parent") or None,
     )
     if now is not None and job.state is JobState.CLAIMED and (job.lease_expires_at or 0.0) <= now:
         job = replace(
             job, state=JobState.WAITING, owner=None, claimed_at=None, lease_expires_at=None
         )
+    if now is not None and job.state is JobState.SCHEDULED and (job.not_before or 0.0) <= now:
+        job = replace(job, state=JobState.WAITING)
     return job
 
 

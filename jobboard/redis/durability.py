@@ -168,7 +168,8 @@ class RedisDurability(RedisSession):
     def _void_claims(self) -> None:
         """Mark every claim we hold lost: its token may have been issued again."""
         with self._local_lock:
-            self._lost.update(self._held)
+            for job_id in list(self._held):
+                self._lose(job_id)
 
     def reset_after_data_loss(self) -> int:
         """Let a halted board work again, in a new epoch; returns the epoch.

@@ -22,6 +22,7 @@ import redis
 
 from jobboard import errors
 from jobboard.model import BoardEvent
+from jobboard.redis import topology
 from jobboard.redis.decoding import server_time, text
 from jobboard.redis.durability import RedisDurability
 from jobboard.redis.idle import IdleKnowledge, flow_key
@@ -90,9 +91,11 @@ class RedisEvents(RedisDurability):
 
         Woken by posted / abandoned / expired events, and at the end of the
         earliest lease it knows of (a lease that runs out publishes nothing
-        until a claim reaps it). It asks the server only when something may
-        have changed since the last check (its own or a ``claim_next`` that
-        found nothing): an idle board sends nothing while nothing happens.
+        until a claim reaps it) or the due time of the first scheduled job (a
+        post for later publishes ``posted``, which makes it look again). It
+        asks the server only when something may have changed since the last
+        check (its own or a ``claim_next`` that found nothing): an idle board
+        sends nothing while nothing happens.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = flow_key(flows)
@@ -205,8 +208,9 @@ class RedisEvents(RedisDurability):
         return self._redis().blpop(keys, timeout=seconds)
 
     def _available(self, flows: frozenset[str] | None) -> bool:
-        """One round trip: a waiting job of ``flows``, or a lease already run out.
-        When neither, the board remembers it (see :mod:`jobboard.redis.idle`)."""
+        """One round trip: a waiting job of ``flows``, a lease already run out, or a
+        scheduled job already due. When none, the board remembers it, with the
+        first lease end or due time (see :mod:`jobboard.redis.idle`)."""
         p = self._prefix
         if flows is not None and not flows:
             return False
@@ -215,6 +219,7 @@ class RedisEvents(RedisDurability):
             pipe = self._pipeline()
             pipe.time()
             pipe.zrange(f"{p}leases", 0, 0, withscores=True)
+            pipe.zrange(f"{p}scheduled", 0, 0, withscores=True)
             if flows is None:
                 pipe.scard(f"{p}flows")
             else:
@@ -222,14 +227,15 @@ class RedisEvents(RedisDurability):
             return pipe.execute()
 
         mark = self._idle.mark()
-        now, head, *waiting = self._call("wait", None, read, safe=True)
+        now, head, due, *waiting = self._call("wait", None, read, safe=True)
         answered = time.monotonic()
         if waiting and waiting[0]:
             return True
         server_now = server_time(now)
-        if head and head[0][1] <= server_now:
-            return True
-        self._idle.quiet(flows, mark, answered, server_now, head[0][1] if head else None)
+        first = min([h[0][1] for h in (head, due) if h], default=None)
+        if first is not None and first <= server_now:
+            return True  # a due scheduled job of another flow: the next claim promotes it
+        self._idle.quiet(flows, mark, answered, server_now, first)
         return False
 
     # -- events -------------------------------------------------------------
@@ -239,7 +245,7 @@ class RedisEvents(RedisDurability):
         delay = self.LISTEN_BACKOFF
         first = True  # connect() has just checked the board
         while not self._stopping.is_set():
-            pubsub = client.pubsub()
+            pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
             try:
                 pubsub.subscribe(self._channel, self._control)
                 while not self._stopping.is_set():
@@ -300,7 +306,7 @@ class RedisEvents(RedisDurability):
             held = list(self._held.values())
         if not held:
             return
-        pipe = client.pipeline(transaction=False)
+        pipe = topology.pipeline(client, f"{self._prefix}seq")
         pipe.time()
         for claim in held:
             pipe.hmget(self._job_key(claim.job_id), "state", "token", "owner", "lease_expires_at")
@@ -327,7 +333,7 @@ class RedisEvents(RedisDurability):
                 with self._local_lock:
                     current = self._held.get(claim.job_id)
                     if current is not None and current.token == claim.token:
-                        self._lost.add(claim.job_id)
+                        self._lose(claim.job_id)
 
     def _on_message(self, data: bytes | str) -> None:
         try:

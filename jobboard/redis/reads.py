@@ -58,7 +58,8 @@ class RedisReads(RedisEvents):
         pipe.zrange(f"{p}leases", 0, -1)
         pipe.zrange(f"{p}finished", 0, -1)
         pipe.smembers(f"{p}flows")
-        now_reply, leased, finished, flow_names = pipe.execute()
+        pipe.zrange(f"{p}scheduled", 0, -1)
+        now_reply, leased, finished, flow_names, scheduled = pipe.execute()
         now = server_time(now_reply)
         # Job id -> the state its index implies (None: finished, state unknown).
         ids: dict[str, JobState | None] = {}
@@ -71,6 +72,8 @@ class RedisReads(RedisEvents):
                 ids.update(dict.fromkeys((text(m) for m in members), JobState.WAITING))
         if wanted & {JobState.WAITING, JobState.CLAIMED}:
             ids.update(dict.fromkeys((text(m) for m in leased), JobState.CLAIMED))
+        if wanted & {JobState.WAITING, JobState.SCHEDULED}:
+            ids.update(dict.fromkeys((text(m) for m in scheduled), JobState.SCHEDULED))
         if wanted & FINISHED_STATES:
             ids.update(dict.fromkeys((text(m) for m in finished), None))
         jobs = []
@@ -104,11 +107,12 @@ class RedisReads(RedisEvents):
             pipe = self._pipeline()
             pipe.smembers(f"{p}flows")
             pipe.zcard(f"{p}leases")
-            flows, leased = pipe.execute()
+            pipe.zcard(f"{p}scheduled")
+            flows, leased, scheduled = pipe.execute()
             pipe = self._pipeline()
             for name in flows:
                 pipe.zcard(f"{p}waiting:{text(name)}")
-            return int(leased) + sum(int(n) for n in pipe.execute())
+            return int(leased) + int(scheduled) + sum(int(n) for n in pipe.execute())
 
         return self._call("job_count", None, read, safe=True)
 

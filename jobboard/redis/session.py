@@ -21,11 +21,10 @@ from typing import Any, ClassVar, TypeVar
 
 import redis
 import tenacity
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from jobboard import errors
 from jobboard.base import JobBoard
+from jobboard.redis import topology
 from jobboard.redis.decoding import REFUSALS
 
 __all__ = ["RedisSession"]
@@ -45,6 +44,8 @@ _SCRIPTS = (
     "cancel",
     "purge",
     "register_entity",
+    "put_schedule",
+    "remove_schedule",
     "hello",
     "reset",
 )
@@ -118,15 +119,17 @@ class RedisSession(JobBoard):
     def _open_client(self) -> redis.Redis:
         """The client (the given one, or a new one), with the scripts registered,
         once it answers a PING; ``BoardUnavailable`` when it does not."""
-        client = self._given or redis.Redis(
-            **self._connection,
-            retry=Retry(NoBackoff(), 0),  # writes are never resent blindly
+        # Except on a Cluster (whose client installs its own connect hook), the
+        # board checks the server's run id once per connection (_on_connection).
+        on_connect = None if "startup_nodes" in self._connection else self._on_connection
+        client = self._given or topology.make_client(
+            self._connection,
             health_check_interval=self.HEALTH_CHECK_INTERVAL,
-            redis_connect_func=self._on_connection,  # type: ignore[arg-type]  # called with the connection
+            on_connect=on_connect,
         )
-        # A given client's connections are not ours to check: its scripts ask
-        # the server's run id themselves (one INFO per script).
-        self._check_run = "1" if self._given is not None else "0"
+        # A given client's connections (or a Cluster's) are not ours to check: its
+        # scripts ask the server's run id themselves (one INFO per script).
+        self._check_run = "1" if self._given is not None or on_connect is None else "0"
         self._client = client
         self._scripts = {n: client.register_script(_script_source(n)) for n in _SCRIPTS}
         try:
@@ -174,10 +177,11 @@ class RedisSession(JobBoard):
 
     def _where(self, key: str | None = None) -> Any:
         """Where the server is (host:port/db), or one connection setting."""
-        kwargs = self._given.get_connection_kwargs() if self._given else self._connection
+        given = self._given
         if key is not None:
+            kwargs = given.get_connection_kwargs() if given else self._connection
             return kwargs.get(key)
-        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+        return topology.where(self._client or given, self._connection, self._prefix)
 
     # -- calling the server -------------------------------------------------
 
@@ -218,6 +222,11 @@ class RedisSession(JobBoard):
                 f"redis board {self.namespace!r} at {self._where()}: {what} failed, the server "
                 f"is unreachable ({err}){outcome}"
             ) from err
+        except topology.REFUSED_NOT_RUN as err:
+            raise errors.BoardUnavailable(
+                f"redis board {self.namespace!r} at {self._where()}: {what} refused, the "
+                f"server is not serving the board's keys yet ({err}); try again"
+            ) from err
         except redis.ResponseError as err:
             raise self._refused(what, job_id, err) from err
         except redis.RedisError as err:
@@ -227,7 +236,7 @@ class RedisSession(JobBoard):
 
     @staticmethod
     def _retryable(err: BaseException, safe: bool) -> bool:
-        if isinstance(err, redis.BusyLoadingError):
+        if isinstance(err, topology.REFUSED_NOT_RUN):
             return True  # refused, not run: safe to send again
         return (
             safe
@@ -296,7 +305,8 @@ class RedisSession(JobBoard):
         return client
 
     def _pipeline(self) -> redis.client.Pipeline:
-        return self._redis().pipeline(transaction=False)
+        pipe: redis.client.Pipeline = topology.pipeline(self._redis(), f"{self._prefix}seq")
+        return pipe
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._prefix}job:{job_id}"

@@ -8,7 +8,7 @@ a connection error says the outcome is unknown.
 from __future__ import annotations
 
 from jobboard.changes import Ending, Release
-from jobboard.model import Job, JobRef
+from jobboard.model import Job, JobRef, JobState
 from jobboard.redis.decoding import pairs, readable_job
 from jobboard.redis.reads import RedisReads
 
@@ -51,8 +51,9 @@ class RedisWrites(RedisReads):
                 repr(self.retention),
                 int(end.result_json is not None),
                 end.result_json or "",
-                int(end.error is not None),
-                end.error or "",
+                # A complete job keeps no earlier error: an empty one clears it.
+                int(end.error is not None or end.state is JobState.COMPLETE),
+                end.last_error("") or "",
             ),
             safe=False,
         )

@@ -17,6 +17,8 @@ each, every layer using the ones below it:
 * ``reads``: jobs, listings, progress, counters, statistics;
 * ``writes``: fenced writes (progress, finish, abandon) and cancel;
 * ``claims``: claiming and renewing;
+* ``producers``: promotion of scheduled jobs, dedupe keys, children, waking
+  ``wait_for``, and the record store;
 * this module: the tunables, state and life cycle, posting, entities and retention.
 
 Leases: a claim holds until ``lease_expires_at`` (board time: ``time.time()``
@@ -24,15 +26,18 @@ of the host). A row ``state='claimed' AND lease_expires_at <= now`` is a
 waiting job everywhere: reads report it waiting, and every write transaction
 first turns such rows back into waiting rows (counting ``expired``).
 
-Wake-up: SQLite pushes nothing, so a per-board watcher thread polls ``PRAGMA
+Wake-up: SQLite pushes nothing, so a per-board watcher thread reads ``PRAGMA
 data_version`` (a few microseconds; it changes when any other connection
-commits) with a sleep growing from :attr:`~SqliteBoard.POLL_MIN` to
-:attr:`~SqliteBoard.POLL_MAX` while nothing changes and reset on a change. It
-runs only while a thread waits in :meth:`~SqliteBoard.wait` or the board
-holds claims. On a change it wakes waiters and re-reads the rows of held
-claims, so a cancel request or a claim taken away by another process (a
-forced abandon, a trash) reaches :meth:`claim_status` and
-:meth:`cancel_requested` as local calls, with the poll's latency (at most
+commits). While a thread waits in :meth:`~SqliteBoard.wait`, inotify on the
+database's directory (Linux; :mod:`jobboard.sqlite.wakeup`) wakes it when any
+process of the host writes the file, so a post reaches an idle conductor in
+about a millisecond; otherwise (only claims to watch, or no inotify) it polls
+with a sleep growing from :attr:`~SqliteBoard.POLL_MIN` to
+:attr:`~SqliteBoard.POLL_MAX` while nothing changes. It runs only while a thread
+waits or the board holds claims not known lost. On a change it wakes waiters
+and re-reads the rows of held claims, so a cancel request or a claim taken away
+by another process (a forced abandon, a trash) reaches :meth:`claim_status`
+and :meth:`cancel_requested` as local calls, with the poll's latency (at most
 ``POLL_MAX`` after the other commit). Writes of this board wake its own
 waiters at once.
 """
@@ -53,8 +58,14 @@ from urllib.parse import unquote, urlsplit
 from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import BoardEvent, Entity, Job, JobState
-from jobboard.sqlite.claims import SqliteClaims
-from jobboard.sqlite.schema import SCHEMA_VERSION, SQL_RETENTION_IDS, row_job
+from jobboard.sqlite.producers import SqliteProducers
+from jobboard.sqlite.schema import (
+    SCHEMA_VERSION,
+    SQL_CREATE_PAUSES,
+    SQL_HAS_PAUSES,
+    SQL_RETENTION_IDS,
+    row_job,
+)
 from jobboard.sqlite.store import log
 from jobboard.urls import coerce_options, parse_options
 
@@ -65,7 +76,7 @@ _URL_OPTIONS = frozenset(
 )
 
 
-class SqliteBoard(SqliteClaims):
+class SqliteBoard(SqliteProducers):
     """A job board in one SQLite file shared by the processes of one host.
 
     ``path`` is the database file (created with its schema on first connect)
@@ -115,6 +126,7 @@ class SqliteBoard(SqliteClaims):
         self._watcher = None
         self._kick = threading.Event()
         self._ending = set()  # jobs this board is finishing right now
+        self._job_watchers = []  # wake-ups of wait_for calls (see producers)
         #: Number of ``data_version`` polls the watcher made (tests bound it by the schedule).
         self.polls = 0
 
@@ -126,7 +138,7 @@ class SqliteBoard(SqliteClaims):
         working directory) or ``sqlite:///:memory:``; options in the query string."""
         parts = urlsplit(url)
         if parts.scheme.lower() != cls.scheme or "://" not in url:
-            raise errors.BadURL(f"not a sqlite board URL: {url!r}")
+            raise errors.BadURL(f"not a sqlite board URL: {errors.shown(url)}")
         raw = unquote(url.split("://", 1)[1].split("?", 1)[0].split("#", 1)[0])
         if raw.lstrip("/") == ":memory:":
             raw = ":memory:"
@@ -134,13 +146,13 @@ class SqliteBoard(SqliteClaims):
             raw = "/" + raw.lstrip("/")
         if not raw or raw == "/":
             raise errors.BadURL(
-                f"board URL {url!r}: name the database file, e.g. sqlite:///var/lib/board.db"
+                f"board URL {errors.shown(url)}: name the database file, e.g. sqlite:///var/lib/board.db"
             )
         opts = {**parse_options(url), **options}
         unknown = sorted(set(opts) - _URL_OPTIONS)
         if unknown:
             raise errors.BadURL(
-                f"board URL {url!r}: unknown option(s) {', '.join(unknown)}; "
+                f"board URL {errors.shown(url)}: unknown option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(_URL_OPTIONS))}"
             )
         opts = coerce_options(opts, url, floats=("busy_timeout",))
@@ -192,10 +204,15 @@ class SqliteBoard(SqliteClaims):
         job_id = uuid.uuid4().hex
 
         def insert(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> Job:
+            if new.key is not None:  # the write lock is held: nobody posts in between
+                existing = self._keyed(conn, new.key)
+                if existing is not None:
+                    return row_job(existing, now)
+            due = new.due(now)
             row = conn.execute(
                 "INSERT INTO jobs (id, namespace, name, flow, store, priority, state,"
-                " created_at, updated_at, max_attempts, details)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?) RETURNING *",
+                " created_at, updated_at, max_attempts, details, dedupe_key, not_before, parent)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (
                     job_id,
                     self.namespace,
@@ -203,14 +220,18 @@ class SqliteBoard(SqliteClaims):
                     new.flow,
                     new.store_json,
                     new.priority.rank,
+                    new.state(now).value,
                     now,
                     now,
                     new.max_attempts,
                     new.details_json,
+                    new.key,
+                    due,
+                    new.parent,
                 ),
             ).fetchone()
             self._count(conn, "posted")
-            events.append(new.event(job_id))
+            events.append(new.event(job_id, due))
             return row_job(row, now)
 
         job, events = self._write("post", insert)
@@ -253,6 +274,36 @@ class SqliteBoard(SqliteClaims):
             conn.execute(f"DELETE FROM jobs WHERE namespace = ? AND id IN ({marks})", args)
 
 
+    # -- flow pauses --------------------------------------------------------
+
+    def _read_pauses(self) -> dict[str, str]:
+        def select(conn: sqlite3.Connection, _now: float) -> dict[str, str]:
+            if not conn.execute(SQL_HAS_PAUSES).fetchone():
+                return {}  # a file no pause was ever written to
+            rows = conn.execute("SELECT flow, note FROM pauses WHERE namespace = ?", (self.namespace,))
+            return dict(rows.fetchall())
+
+        return self._read("paused_flows", select)
+
+    def _write_pause(self, flow: str, encoded: str | None) -> bool:
+        def write(conn: sqlite3.Connection, _now: float, _events: list[BoardEvent]) -> bool:
+            conn.execute(SQL_CREATE_PAUSES)  # files made before pauses existed lack the table
+            key = (self.namespace, flow)
+            was = conn.execute(
+                "SELECT 1 FROM pauses WHERE namespace = ? AND flow = ?", key
+            ).fetchone()
+            if encoded is None:
+                conn.execute("DELETE FROM pauses WHERE namespace = ? AND flow = ?", key)
+            else:
+                conn.execute(
+                    "INSERT INTO pauses (namespace, flow, note) VALUES (?, ?, ?)"
+                    " ON CONFLICT (namespace, flow) DO UPDATE SET note = excluded.note",
+                    (*key, encoded),
+                )
+            return was is not None
+
+        return self._write("pause_flow" if encoded else "resume_flow", write)[0]
+
     # -- entities -----------------------------------------------------------
 
     def register_entity(
@@ -268,6 +319,17 @@ class SqliteBoard(SqliteClaims):
                 (self.namespace, kind, name, encoded, now),
             ),
         )
+
+    def _metadata(self, name: str, meta: Any) -> dict[str, Any]:
+        """An entity's metadata; an unreadable record reads as none (with a warning)."""
+        try:
+            decoded = json.loads(meta)
+        except (TypeError, ValueError, RecursionError):
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+        log.warning("sqlite board %s: entity %s has unreadable metadata", self.path, errors.shown(name))
+        return {}
 
     def unregister_entity(self, name: str, kind: str = "conductor") -> None:
         self._write(
@@ -285,7 +347,7 @@ class SqliteBoard(SqliteClaims):
                 " WHERE namespace = ? AND kind = ? AND last_seen >= ? ORDER BY name",
                 (self.namespace, kind, now - self.DEFAULT_ENTITY_TTL),
             )
-            return [Entity(name, kind, json.loads(meta), seen) for name, meta, seen in rows]
+            return [Entity(name, kind, self._metadata(name, meta), seen) for name, meta, seen in rows]
 
         return self._read("iter_entities", select)
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from jobboard import errors
 from jobboard.model import BoardEvent, Claim, JobRef, JobState
 from jobboard.sqlite.schema import SQL_BEST_ANY, SQL_BEST_OF_FLOW, row_job
+from jobboard.sqlite.store import log
 from jobboard.sqlite.writes import SqliteWrites
 
 __all__ = ["SqliteClaims"]
@@ -31,22 +32,20 @@ class SqliteClaims(SqliteWrites):
         now: float,
         started: float,
         events: list[BoardEvent],
-    ) -> Claim | None:
-        """Claim a waiting row (inside the write); trash it instead if it is poison."""
+    ) -> Claim | str:
+        """Claim a waiting row (inside the write), or trash it and return why: a
+        poison job (attempts used up), or a record that cannot be read."""
+        try:
+            row_job(row, now)
+        except errors.CorruptJob as err:
+            reason = errors.capped(f"unreadable record: {err}", 500)
+            self._trash_row(conn, row, reason, "unreadable", now, events)
+            log.warning("sqlite board %s: trashed job %s: %s", self.path, row["id"], reason)
+            return reason
         if row["attempts"] >= row["max_attempts"]:
             reason = self._poison_reason(row["attempts"], row["max_attempts"])
-            self._update(
-                conn,
-                row["seq"],
-                state=JobState.TRASHED.value,
-                updated_at=now,
-                finished_at=now,
-                last_error=reason,
-            )
-            self._count(conn, "trashed")
-            self._count(conn, "poison")
-            events.append(BoardEvent("trashed", row["id"], {"reason": reason, "forced": True}))
-            return None
+            self._trash_row(conn, row, reason, "poison", now, events)
+            return reason
         claimed = self._update(
             conn,
             row["seq"],
@@ -71,6 +70,28 @@ class SqliteClaims(SqliteWrites):
             job=row_job(claimed, now),
         )
 
+    def _trash_row(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        reason: str,
+        why: str,
+        now: float,
+        events: list[BoardEvent],
+    ) -> None:
+        """Trash a job that must never run (inside the write), counted as ``why`` too."""
+        self._update(
+            conn,
+            row["seq"],
+            state=JobState.TRASHED.value,
+            updated_at=now,
+            finished_at=now,
+            last_error=reason,
+        )
+        self._count(conn, "trashed")
+        self._count(conn, why)
+        events.append(BoardEvent("trashed", row["id"], {"reason": reason, "forced": True}))
+
     def _start_claim(self, claim: Claim, events: list[BoardEvent]) -> Claim:
         """Publish a claim's events in an order that leaves the new claim owned locally."""
         self._publish(e for e in events if e.kind != "claimed")
@@ -90,16 +111,14 @@ class SqliteClaims(SqliteWrites):
         ) -> Claim | errors.UnclaimableJob:
             row = self._fetch(conn, job_id)
             if row["state"] != JobState.WAITING.value:
-                owner = f" by {row['owner']!r}" if row["owner"] else ""
+                owner = f" by {errors.shown(row['owner'])}" if row["owner"] else ""
+                state = errors.capped(str(row["state"]))
                 raise errors.UnclaimableJob(
-                    f"job {job_id!r} is {row['state']}{owner}; it cannot be claimed"
+                    f"job {errors.shown(job_id)} is {state}{owner}; it cannot be claimed"
                 )
             claim = self._claim_row(conn, row, who, length, now, started, events)
-            if claim is None:  # trashed as poison: commit that, then refuse
-                return errors.UnclaimableJob(
-                    f"job {job_id!r} was trashed: "
-                    f"{self._poison_reason(row['attempts'], row['max_attempts'])}"
-                )
+            if isinstance(claim, str):  # trashed: commit that, then refuse
+                return errors.UnclaimableJob(f"job {errors.shown(job_id)} was trashed: {claim}")
             return claim
 
         outcome, events = self._write("claim", take)
@@ -122,7 +141,7 @@ class SqliteClaims(SqliteWrites):
                     return None
                 row = conn.execute("SELECT * FROM jobs WHERE seq = ?", (seq,)).fetchone()
                 claim = self._claim_row(conn, row, who, length, now, started, events)
-                if claim is not None:
+                if not isinstance(claim, str):
                     return claim
 
         if wanted == []:

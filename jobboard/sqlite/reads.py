@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
+from jobboard import errors
 from jobboard.model import FINISHED_STATES, Job, JobRef, JobState
-from jobboard.sqlite.schema import row_job
+from jobboard.sqlite.schema import readable_job, row_job
+from jobboard.sqlite.store import log
 from jobboard.sqlite.watcher import SqliteWatcher
+
+#: Every state a row may hold, as an SQL list.
+_KNOWN_STATES = ", ".join(f"'{s.value}'" for s in JobState)
 
 __all__ = ["SqliteReads"]
 
@@ -26,7 +32,14 @@ class SqliteReads(SqliteWatcher):
     def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:
         conds: list[str] = []
         if JobState.WAITING in wanted:
-            conds.append("state = 'waiting' OR (state = 'claimed' AND lease_expires_at <= :now)")
+            conds.append(
+                "state = 'waiting' OR (state = 'claimed' AND lease_expires_at <= :now)"
+                " OR (state = 'scheduled' AND not_before <= :now)"
+            )
+        if JobState.SCHEDULED in wanted:
+            conds.append("state = 'scheduled' AND not_before > :now")
+            # A state that is none of ours: an unreadable job, listed waiting for an operator.
+            conds.append(f"state NOT IN ({_KNOWN_STATES})")
         if JobState.CLAIMED in wanted:
             conds.append("state = 'claimed' AND lease_expires_at > :now")
         finished = sorted(s.value for s in wanted & FINISHED_STATES)
@@ -40,14 +53,26 @@ class SqliteReads(SqliteWatcher):
 
         def select(conn: sqlite3.Connection, now: float) -> list[Job]:
             params = {"ns": self.namespace, "now": now, "flow": flow}
-            return [row_job(row, now) for row in conn.execute(sql, params)]
+            jobs = [readable_job(row, now) for row in conn.execute(sql, params)]
+            for job in jobs:
+                if "unreadable" in job.details and not job.store:
+                    log.warning(
+                        "sqlite board %s: job %s is unreadable: %s",
+                        self.path,
+                        job.id,
+                        job.details["unreadable"],
+                    )
+            return jobs
 
         return self._read("iterjobs", select)
 
     @property
     def job_count(self) -> int:
         def count(conn: sqlite3.Connection, _now: float) -> int:
-            sql = "SELECT COUNT(*) FROM jobs WHERE namespace = ? AND state IN ('waiting', 'claimed')"
+            sql = (
+                "SELECT COUNT(*) FROM jobs WHERE namespace = ?"
+                " AND state IN ('waiting', 'scheduled', 'claimed')"
+            )
             found: int = conn.execute(sql, (self.namespace,)).fetchone()[0]
             return found
 
@@ -63,9 +88,31 @@ class SqliteReads(SqliteWatcher):
                 "SELECT atom, record FROM progress WHERE namespace = ? AND job_id = ?",
                 (self.namespace, job_id),
             )
-            return {atom: json.loads(record) for atom, record in rows}
+            return self._progress_records(job_id, rows)
 
         return self._read("load_progress", select)
+
+    def _progress_records(
+        self, job_id: str, rows: Iterable[tuple[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Decoded progress records; an unreadable one is left out (its task runs
+        again) with a warning, never an error that would stop a conductor."""
+        records: dict[str, dict[str, Any]] = {}
+        for atom, record in rows:
+            try:
+                decoded = json.loads(record)
+            except (TypeError, ValueError, RecursionError):
+                decoded = None
+            if isinstance(decoded, dict):
+                records[atom] = decoded
+            else:
+                log.warning(
+                    "sqlite board %s: job %s: progress record of %s is unreadable; ignored",
+                    self.path,
+                    job_id,
+                    errors.shown(atom),
+                )
+        return records
 
     def counters(self) -> dict[str, int]:
         return self._read(
@@ -84,7 +131,9 @@ class SqliteReads(SqliteWatcher):
         def select(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
             rows = conn.execute(
                 "SELECT flow, CASE WHEN state = 'claimed' AND lease_expires_at <= :now"
-                " THEN 'waiting' ELSE state END AS s, COUNT(*), MIN(created_at)"
+                " THEN 'waiting' WHEN state = 'scheduled' AND not_before <= :now"
+                f" THEN 'waiting' WHEN state IN ({_KNOWN_STATES}) THEN state"
+                " ELSE 'waiting' END AS s, COUNT(*), MIN(created_at)"
                 " FROM jobs WHERE namespace = :ns GROUP BY flow, s",
                 {"ns": self.namespace, "now": now},
             ).fetchall()
@@ -99,6 +148,7 @@ class SqliteReads(SqliteWatcher):
             oldest_created: float | None = None
             for flow, state, count, created in rows:
                 per_state[state] += count
+                flow = flow if isinstance(flow, str) else str(flow)
                 per_flow.setdefault(flow, {})[state] = count
                 if state == JobState.WAITING.value:
                     oldest_created = (

@@ -12,13 +12,22 @@ table keyed by ``namespace`` so that many boards share one file:
     ``(namespace, state, flow, priority, seq)`` serves claims of given flows,
     ``(namespace, state, priority, seq)`` claims of any flow,
     ``(namespace, state, lease_expires_at)`` finds expired leases,
-    ``(namespace, finished_at)`` serves retention.
+    ``(namespace, finished_at)`` serves retention. Since version 2:
+    ``dedupe_key`` (unique per namespace, index ``jobs_key``), ``not_before``
+    (due time of a ``scheduled`` job; index ``jobs_due`` on scheduled rows
+    serves promotion and the next due time) and ``parent`` (index
+    ``jobs_parent`` lists a job's children).
 ``progress``
     ``(namespace, job_id, atom) -> record`` (JSON text).
 ``entities``
     ``(namespace, kind, name) -> metadata, last_seen``.
 ``counters``
     ``(namespace, name) -> value``.
+``schedules`` (version 2)
+    ``(namespace, name) -> record`` (JSON text), ``version`` (compare-and-set).
+
+A file of an older version is brought up to date by :data:`MIGRATIONS` on
+connect, in one transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from jobboard import errors
 from jobboard.model import Job, JobPriority, JobState
@@ -33,7 +44,7 @@ from jobboard.model import Job, JobPriority, JobState
 log = logging.getLogger("jobboard.sqlite")
 
 #: ``PRAGMA user_version`` of the schema this module writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _PRIORITIES = list(JobPriority)
 
@@ -88,6 +99,38 @@ SCHEMA = (
         PRIMARY KEY (namespace, name)
     ) WITHOUT ROWID""",
 )
+
+#: Statements bringing a file to each version from the one before (version 1 is ``SCHEMA``).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE jobs ADD COLUMN dedupe_key TEXT",
+        "ALTER TABLE jobs ADD COLUMN not_before REAL",
+        "ALTER TABLE jobs ADD COLUMN parent TEXT",
+        "CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (namespace, dedupe_key)"
+        " WHERE dedupe_key IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS jobs_due ON jobs (namespace, state, not_before)"
+        " WHERE state = 'scheduled'",
+        "CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (namespace, parent)"
+        " WHERE parent IS NOT NULL",
+        """CREATE TABLE IF NOT EXISTS schedules (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            record TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            PRIMARY KEY (namespace, name)
+        ) WITHOUT ROWID""",
+    ),
+}
+
+#: The paused flows (created on the first pause, so older files need no upgrade).
+SQL_CREATE_PAUSES = """CREATE TABLE IF NOT EXISTS pauses (
+    namespace TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    note TEXT NOT NULL,
+    PRIMARY KEY (namespace, flow)
+) WITHOUT ROWID"""
+#: Whether the pauses table exists.
+SQL_HAS_PAUSES = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pauses'"
 
 #: The best waiting job of one flow (index ``jobs_claim``).
 SQL_BEST_OF_FLOW = (
@@ -153,10 +196,15 @@ def ensure_schema(conn: sqlite3.Connection, path: str, in_memory: bool) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if schema_version(conn, path) == 0:  # nobody created it meanwhile
+        version = schema_version(conn, path)  # read again: another process may have done it
+        if version == 0:
             for statement in SCHEMA:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            version = 1
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -164,31 +212,142 @@ def ensure_schema(conn: sqlite3.Connection, path: str, in_memory: bool) -> None:
 
 
 def row_job(row: sqlite3.Row, now: float) -> Job:
-    """A Job from a row; a claim whose lease ran out reads as waiting."""
-    state = JobState(row["state"])
+    """A Job from a row; a claim whose lease ran out, and a scheduled job whose
+    due time came, read as waiting.
+
+    Raises :class:`~jobboard.errors.CorruptJob` naming the field when the
+    record cannot be read (see :func:`readable_job` for listings).
+    """
+    state = _read(row, "state", JobState)
     owner, claimed_at, expires = row["owner"], row["claimed_at"], row["lease_expires_at"]
     if state is JobState.CLAIMED and expires is not None and expires <= now:
         state, owner, claimed_at, expires = JobState.WAITING, None, None, None
-    result = row["result"]
+    if state is JobState.SCHEDULED and row["not_before"] is not None and row["not_before"] <= now:
+        state = JobState.WAITING
     return Job(
         id=row["id"],
-        name=row["name"],
-        flow=row["flow"],
-        store=json.loads(row["store"]),
-        priority=_PRIORITIES[row["priority"]],
+        name=_read(row, "name", _text),
+        flow=_read(row, "flow", _text),
+        store=_read(row, "store", _json_object),
+        priority=_read(row, "priority", _priority),
         state=state,
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        created_at=_read(row, "created_at", float),
+        updated_at=_read(row, "updated_at", float),
         seq=row["seq"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
+        attempts=_read(row, "attempts", _integer),
+        max_attempts=_read(row, "max_attempts", _integer),
         owner=owner,
-        token=row["token"],
+        token=_read(row, "token", _integer),
         claimed_at=claimed_at,
         lease_expires_at=expires,
         cancel_requested=bool(row["cancel_requested"]),
         finished_at=row["finished_at"],
-        result=None if result is None else json.loads(result),
+        result=_read(row, "result", _json_or_none),
         last_error=row["last_error"],
-        details=json.loads(row["details"]),
+        details=_read(row, "details", _json_object),
+        key=row["dedupe_key"],
+        not_before=row["not_before"],
+        parent=row["parent"],
     )
+
+
+def readable_job(row: sqlite3.Row, now: float) -> Job:
+    """:func:`row_job`, or for a record that cannot be read a stand-in marked
+    unreadable: what can be read of it, an empty store, the reason in
+    ``details["unreadable"]`` and ``last_error``. Listings and the replies of
+    writes that took effect use it, so one bad record never breaks them."""
+    try:
+        return row_job(row, now)
+    except errors.CorruptJob as err:
+        return unreadable_job(row, str(err))
+
+
+def unreadable_job(row: sqlite3.Row, reason: str) -> Job:
+    """The stand-in of a job whose record cannot be read (see :func:`readable_job`).
+
+    Its state is the stored one when known, else waiting (an unfinished job an
+    operator can trash, then purge).
+    """
+
+    def soft(name: str, convert: Callable[[Any], T], default: T) -> T:
+        try:
+            return convert(row[name])
+        except _DECODING_ERRORS:
+            return default
+
+    reason = errors.capped(reason, _REASON_LIMIT)
+    return Job(
+        id=row["id"],
+        name=errors.capped(soft("name", _text, "?")),
+        flow=errors.capped(soft("flow", _text, "?")),
+        store={},
+        priority=soft("priority", _priority, JobPriority.NORMAL),
+        state=soft("state", JobState, JobState.WAITING),
+        created_at=soft("created_at", float, 0.0),
+        updated_at=soft("updated_at", float, 0.0),
+        seq=row["seq"],
+        attempts=soft("attempts", _integer, 0),
+        max_attempts=soft("max_attempts", _integer, 1),
+        owner=row["owner"] if isinstance(row["owner"], str) else None,
+        token=soft("token", _integer, 0),
+        finished_at=soft("finished_at", float, None),
+        last_error=f"unreadable record: {reason}",
+        details={"unreadable": reason},
+    )
+
+
+def stored_state(row: sqlite3.Row) -> JobState:
+    """The row's state; ``CorruptJob`` naming it when it is not one of the states."""
+    return _read(row, "state", JobState)
+
+
+T = TypeVar("T")
+
+#: What a decoder raises on a bad stored value.
+_DECODING_ERRORS = (ValueError, TypeError, IndexError, RecursionError)
+#: Longest reason kept in an unreadable job's stand-in.
+_REASON_LIMIT = 300
+
+
+def _read(row: sqlite3.Row, name: str, convert: Callable[[Any], T]) -> T:
+    """``convert(row[name])``; ``CorruptJob`` naming the field and the job otherwise."""
+    try:
+        return convert(row[name])
+    except _DECODING_ERRORS as err:
+        raise errors.CorruptJob(
+            f"job {errors.shown(row['id'])}: stored field {name!r} cannot be read "
+            f"({type(err).__name__}: {errors.capped(str(err))}); got "
+            f"{errors.shown(row[name])}",
+            field=name,
+            job=row["id"],
+        ) from None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"not text but {type(value).__name__}")
+    return value
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"not an integer but {type(value).__name__}")
+    return value
+
+
+def _priority(value: Any) -> JobPriority:
+    rank = _integer(value)
+    if not 0 <= rank < len(_PRIORITIES):
+        raise ValueError(f"priority rank must be 0-{len(_PRIORITIES) - 1}")
+    return _PRIORITIES[rank]
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    decoded = json.loads(_text(value))
+    if not isinstance(decoded, dict):
+        raise TypeError(f"not a JSON object but {type(decoded).__name__}")
+    return decoded
+
+
+def _json_or_none(value: Any) -> Any:
+    return None if value is None else json.loads(_text(value))

@@ -28,8 +28,8 @@ from tenacity import (
 
 from jobboard import errors
 from jobboard.base import JobBoard
-from jobboard.model import BoardEvent, JobState
-from jobboard.sqlite.schema import SQL_COUNT, SQL_EXPIRED, ensure_schema
+from jobboard.model import BoardEvent
+from jobboard.sqlite.schema import SQL_COUNT, SQL_EXPIRED, ensure_schema, stored_state
 
 __all__ = ["SqliteStore"]
 
@@ -233,7 +233,7 @@ class SqliteStore(JobBoard):
             "SELECT * FROM jobs WHERE id = ? AND namespace = ?", (job_id, self.namespace)
         ).fetchone()
         if row is None:
-            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
         return row
 
     def _update(self, conn: sqlite3.Connection, seq: int, **columns: Any) -> sqlite3.Row:
@@ -275,7 +275,11 @@ class SqliteStore(JobBoard):
         Runs inside the write transaction, after expired leases were reaped.
         """
         row = self._fetch(conn, job_id)
-        self._check_fence(
-            job_id, JobState(row["state"]), row["token"], row["owner"], who, token, force
-        )
+        try:
+            state = stored_state(row)
+        except errors.CorruptJob:
+            if force:  # an operator may end an unreadable job, whatever it says
+                return row
+            raise
+        self._check_fence(job_id, state, row["token"], row["owner"], who, token, force)
         return row

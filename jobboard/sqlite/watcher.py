@@ -1,13 +1,16 @@
 """Wake-up and pushed claim news of the SQLite board: a ``data_version`` watcher.
 
-SQLite pushes nothing, so a per-board watcher thread polls ``PRAGMA
+SQLite pushes nothing, so a per-board watcher thread reads ``PRAGMA
 data_version`` (a few microseconds; it changes when any other connection
-commits) with a sleep growing from :attr:`SqliteWatcher.POLL_MIN` to
-:attr:`SqliteWatcher.POLL_MAX` while nothing changes and reset on a change.
-It runs only while a thread waits in :meth:`SqliteWatcher.wait` or the board
-holds claims. On a change it wakes waiters and re-reads the rows of held
-claims, so that a cancel request or a claim taken away by another process
-reaches ``claim_status`` and ``cancel_requested`` as local calls.
+commits). While a thread waits in :meth:`SqliteWatcher.wait`, inotify
+(:mod:`jobboard.sqlite.wakeup`) wakes the waiters and the watcher when any
+process of the host writes the database; otherwise the watcher polls with a
+sleep growing from :attr:`SqliteWatcher.POLL_MIN` to
+:attr:`SqliteWatcher.POLL_MAX` while nothing changes. It runs only while a
+thread waits or the board holds claims not known lost. On a change it wakes
+waiters and re-reads the rows of held claims, so that a cancel request or a
+claim taken away by another process reaches ``claim_status`` and
+``cancel_requested`` as local calls.
 """
 
 from __future__ import annotations
@@ -20,8 +23,16 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from jobboard import errors
 from jobboard.model import BoardEvent, Claim, JobState
-from jobboard.sqlite.schema import SQL_BEST_ANY, SQL_BEST_OF_FLOW, SQL_EXPIRED, SQL_NEXT_EXPIRY
+from jobboard.sqlite import wakeup
+from jobboard.sqlite.schema import (
+    SQL_BEST_ANY,
+    SQL_BEST_OF_FLOW,
+    SQL_EXPIRED,
+    SQL_NEXT_EXPIRY,
+    stored_state,
+)
 from jobboard.sqlite.store import SqliteStore, log
 
 __all__ = ["SqliteWatcher"]
@@ -41,6 +52,12 @@ class SqliteWatcher(SqliteStore):
     POLL_MIN: ClassVar[float] = 0.005
     #: Longest sleep of the change poll (after a quiet spell); bounds push latency.
     POLL_MAX: ClassVar[float] = 0.15
+    #: Sleep of the poll while inotify wakes the watcher (it only covers what inotify misses).
+    PUSHED_POLL: ClassVar[float] = 1.0
+    #: With inotify: shortest time between two reads of ``data_version`` (bounds the
+    #: reads in a burst of writes), and the re-read after a wake-up that found no commit
+    #: yet (a commit's first write wakes the watcher before the commit is visible).
+    PUSHED_GAP: ClassVar[float] = 0.002
     #: Factor by which the poll's sleep grows after each quiet poll.
     POLL_GROWTH: ClassVar[float] = 1.5
     #: Most held claims re-read by one watcher query (SQLite's parameter limit is far above).
@@ -54,6 +71,9 @@ class SqliteWatcher(SqliteStore):
     _kick: threading.Event
     _ending: set[str]
     polls: int
+    _push: wakeup.Subscription | None = None
+    #: Whether inotify has woken this board's watcher while a thread waited (else it polls).
+    pushed: bool = False
 
     @contextmanager
     def _ending_job(self, job_id: str) -> Iterator[None]:
@@ -95,6 +115,8 @@ class SqliteWatcher(SqliteStore):
         finally:
             with self._changed:
                 self._waiters -= 1
+                if self._waiters == 0:  # a busy process need not hear of every write
+                    wakeup.disarm(self._push)
 
     def _changed_since(self, seen: int) -> bool:
         """Whether a change was seen after generation ``seen`` (or the board closed)."""
@@ -143,41 +165,80 @@ class SqliteWatcher(SqliteStore):
         self._kick.set()
 
     def _watch_wanted(self) -> bool:
-        return self._waiters > 0 or bool(self._held)
+        return self._waiters > 0 or self._holds_live_claims()
+
+    def _on_written(self) -> None:
+        """inotify saw a write to the board's files (any process): wake the waiters,
+        which look at the board themselves, and the watcher, which reads
+        ``data_version`` (and again shortly, for a commit not yet visible)."""
+        if self._waiters > 0:
+            self._kick.set()
+            self._bump()
 
     def _watch(self) -> None:
-        """The watcher thread: poll ``data_version`` adaptively while anyone needs pushes."""
+        """The watcher thread: read ``data_version`` when woken by a write, else poll.
+
+        While a thread waits for jobs and inotify works (:mod:`jobboard.sqlite.wakeup`),
+        a write by any process of the host wakes the watcher; it reads
+        ``data_version`` then (at most once a ``PUSHED_GAP``), again
+        ``PUSHED_GAP`` later (a commit is visible only after its last write), and
+        otherwise every ``PUSHED_POLL``. Otherwise (only claims to watch, or no
+        inotify) it polls adaptively from ``POLL_MIN`` to ``POLL_MAX``.
+        """
+        sub = self._push = wakeup.subscribe(self.path, self._on_written)
         conn: sqlite3.Connection | None = None
         last: int | None = None
         interval = self.POLL_MIN
-        while self._state == "open":
-            try:
-                if not self._watch_wanted():
-                    self._kick.wait()  # idle: no waiter, no claim; sleep until kicked
-                    self._kick.clear()
-                    last, interval = None, self.POLL_MIN
-                    continue
-                if conn is None:
-                    conn = self._open_connection()
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                self.polls += 1
-                if version != last:
-                    if last is not None:
+        woken = False
+        read_at = 0.0
+        try:
+            while self._state == "open":
+                try:
+                    if not self._watch_wanted():
+                        wakeup.disarm(sub)
+                        self._kick.wait()  # idle: no waiter, no claim; sleep until kicked
+                        self._kick.clear()
+                        last, interval = None, self.POLL_MIN
+                        continue
+                    armed = sub is not None and sub.wd >= 0
+                    if sub is not None and armed != (self._waiters > 0):
+                        if armed:
+                            wakeup.disarm(sub)
+                            armed = False
+                        elif wakeup.arm(sub):
+                            armed = self.pushed = True
+                        else:
+                            sub = self._push = None  # the directory cannot be watched: poll
+                    if conn is None:
+                        conn = self._open_connection()
+                    if woken and armed:  # a burst of writes: one read a PUSHED_GAP
+                        time.sleep(max(0.0, read_at + self.PUSHED_GAP - time.monotonic()))
+                    self._kick.clear()  # before reading: a write from now on wakes the next wait
+                    read_at = time.monotonic()
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    self.polls += 1
+                    if version != last:
+                        # Resumed (last is None) or changed: waiters look again (a change
+                        # may have come before this read), held claims are re-read.
                         self._bump()
-                        interval = self.POLL_MIN
-                    # On a change, and once after resuming (a change may have been missed).
-                    if self._held:
-                        self._check_held(conn)
-                    last = version
-                else:
-                    interval = min(interval * self.POLL_GROWTH, self.POLL_MAX)
-            except Exception:  # the watcher must survive a bad moment of the file
-                log.warning("sqlite board %s: change poll failed", self.path, exc_info=True)
-                interval = self.POLL_MAX
-            if self._kick.wait(interval):
-                self._kick.clear()
-        if conn is not None:
-            self._discard(conn)
+                        if last is not None:
+                            interval = self.POLL_MIN
+                        if self._holds_live_claims():
+                            self._check_held(conn)
+                        last = version
+                    elif not armed:
+                        interval = min(interval * self.POLL_GROWTH, self.POLL_MAX)
+                    else:  # read again soon after a wake-up, else only now and then
+                        interval = self.PUSHED_GAP if woken else self.PUSHED_POLL
+                except Exception:  # the watcher must survive a bad moment of the file
+                    log.warning("sqlite board %s: change poll failed", self.path, exc_info=True)
+                    interval = self.POLL_MAX
+                woken = self._kick.wait(interval)
+        finally:
+            self._push = None
+            wakeup.disarm(sub)
+            if conn is not None:
+                self._discard(conn)
 
     def _check_held(self, conn: sqlite3.Connection) -> None:
         """Re-read held claims; publish lost claims and cancel requests as local events."""
@@ -222,8 +283,12 @@ def _verdict(claim: Claim, row: sqlite3.Row | None, now: float) -> BoardEvent | 
     job_id = claim.job_id
     if row is None:
         return BoardEvent("trashed", job_id, {"token": claim.token, "forced": True, "gone": True})
-    token, state = row["token"], JobState(row["state"])
-    if token < claim.token:
+    token = row["token"]
+    try:
+        state = stored_state(row)
+    except errors.CorruptJob:  # a record broken under us: the claim is gone
+        return BoardEvent("trashed", job_id, {"token": claim.token, "forced": True})
+    if not isinstance(token, int) or token < claim.token:
         return None
     if state is JobState.CLAIMED:
         if token != claim.token or row["owner"] != claim.owner:

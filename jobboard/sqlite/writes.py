@@ -13,7 +13,7 @@ from jobboard import errors
 from jobboard.changes import Ending, Release
 from jobboard.model import BoardEvent, Job, JobRef, JobState
 from jobboard.sqlite.reads import SqliteReads
-from jobboard.sqlite.schema import row_job
+from jobboard.sqlite.schema import readable_job, stored_state
 
 __all__ = ["SqliteWrites"]
 
@@ -26,12 +26,12 @@ class SqliteWrites(SqliteReads):
 
         def flag(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> Job:
             row = self._fetch(conn, job_id)
-            state = JobState(row["state"])
+            state = stored_state(row)
             if state.finished:
                 raise errors.InvalidState(
-                    f"job {job_id!r} is already {state.value}; nothing to cancel"
+                    f"job {errors.shown(job_id)} is already {state.value}; nothing to cancel"
                 )
-            if state is JobState.WAITING:
+            if state in (JobState.WAITING, JobState.SCHEDULED):
                 row = self._update(
                     conn,
                     row["seq"],
@@ -46,7 +46,7 @@ class SqliteWrites(SqliteReads):
             else:
                 row = self._update(conn, row["seq"], cancel_requested=1, updated_at=now)
                 events.append(BoardEvent("cancel_requested", job_id, {"token": row["token"]}))
-            return row_job(row, now)
+            return readable_job(row, now)
 
         updated, events = self._write("cancel", flag)
         self._publish(events)
@@ -82,11 +82,11 @@ class SqliteWrites(SqliteReads):
                 updated_at=now,
                 finished_at=now,
                 result=end.result_json,
-                last_error=end.error if end.error is not None else row["last_error"],
+                last_error=end.last_error(row["last_error"]),
             )
             self._count(conn, end.event)
             events.append(end.published(row["token"], row["flow"]))
-            return row_job(done, now)
+            return readable_job(done, now)
 
         with self._ending_job(job_id):
             done, events = self._write(end.event, finish)
@@ -100,7 +100,7 @@ class SqliteWrites(SqliteReads):
         def give_back(conn: sqlite3.Connection, now: float, events: list[BoardEvent]) -> Job:
             row = self._fenced(conn, job_id, release.who, release.token, release.force)
             if row["state"] != JobState.CLAIMED.value:
-                raise errors.InvalidState(f"job {job_id!r} is not claimed; nothing to abandon")
+                raise errors.InvalidState(f"job {errors.shown(job_id)} is not claimed; nothing to abandon")
             released = self._update(
                 conn,
                 row["seq"],
@@ -114,7 +114,7 @@ class SqliteWrites(SqliteReads):
             )
             self._count(conn, "abandoned")
             events.append(release.published(row["token"], row["flow"]))
-            return row_job(released, now)
+            return readable_job(released, now)
 
         with self._ending_job(job_id):
             released, events = self._write("abandon", give_back)

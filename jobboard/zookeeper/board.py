@@ -28,6 +28,7 @@ layer using the ones below it:
 * ``writes``: fences and fenced writes (progress, finish, abandon, cancel);
 * ``leases``: renewing leases, waiting for work and for other owners' leases to lapse;
 * ``claims``: claiming (and trashing poison and unreadable jobs);
+* ``producers``: dedupe keys, ``wait_for`` watches, children, the record store;
 * this module: the board's tunables, state and life cycle, posting, listing
   and retention.
 """
@@ -56,17 +57,19 @@ from jobboard.base import JobBoard
 from jobboard.changes import NewJob
 from jobboard.model import ACTIVE_STATES, FINISHED_STATES, BoardEvent, Job, JobRef, JobState
 from jobboard.urls import coerce_options, number_option, parse_options, redact_url
-from jobboard.zookeeper.claims import ZkClaims
 from jobboard.zookeeper.liveness import SessionClock
 from jobboard.zookeeper.nodes import (
     NAMESPACE_RE,
     VIEW_KINDS,
     active_job,
+    due_of,
     is_live,
+    job_prefix,
     parse_id,
     read_claim,
     read_done,
 )
+from jobboard.zookeeper.producers import ZkProducers
 from jobboard.zookeeper.session import Refused, log
 from jobboard.zookeeper.view import View
 
@@ -81,7 +84,7 @@ def _known_options() -> frozenset[str]:
     return frozenset(names - {"self", "options", "hosts", "chroot"}) | {"name"}
 
 
-class ZookeeperBoard(ZkClaims):
+class ZookeeperBoard(ZkProducers):
     """A job board on ZooKeeper (kazoo); claims are bound to the owner's session.
 
     Open it from a URL (``zookeeper://h1:2181,h2:2181/chroot?namespace=prod&
@@ -306,6 +309,7 @@ class ZookeeperBoard(ZkClaims):
             "max_attempts": new.max_attempts,
             "created_at": now,
         }
+        static.update(self._links(new))
         head = json.dumps(static, separators=(",", ":"))[:-1]
         data = f'{head},"store":{store_json},"details":{details_json}}}'.encode()
         if len(data) > self.max_payload:
@@ -318,19 +322,24 @@ class ZookeeperBoard(ZkClaims):
             )
         static["store"] = json.loads(store_json)
         static["details"] = json.loads(details_json)
-        ops = [("create", self._path("jobs", f"p{prio.rank}+{flow}+"), data, False, True)]
-        try:
-            path = self._transact(ops + self._counted("posted"))[0]
-        except Refused as refused:
-            raise errors.BoardError(f"{self}: post {name!r} refused: {refused}") from None
-        except (KazooException, KazooTimeoutError) as err:
-            # A sequential create is not idempotent: never resend it blindly.
-            raise self._translate(err, f"post {name!r} (outcome unknown)") from err
-        job_id = path.rpartition("/")[2]
+        create = ("create", self._path("jobs", job_prefix(prio.rank, flow, new.due(now))), data)
+        if new.key is not None:  # one transaction with the key's node; safe to resend
+            job_id, existing = self._post_keyed(new.key, [(*create, False, True)])
+            if existing is not None:
+                return existing
+        else:
+            try:
+                path = self._transact([(*create, False, True), *self._counted("posted")])[0]
+            except Refused as refused:
+                raise errors.BoardError(f"{self}: post {name!r} refused: {refused}") from None
+            except (KazooException, KazooTimeoutError) as err:
+                # A sequential create is not idempotent: never resend it blindly.
+                raise self._translate(err, f"post {name!r} (outcome unknown)") from err
+            job_id = path.rpartition("/")[2]
         with self._lock:
             self._static[job_id] = static
         self._local("jobs", job_id, True)
-        self._emit(new.event(job_id))
+        self._emit(new.event(job_id, due_of(job_id)))
         self._maybe_sweep()
         return active_job(job_id, static, None, None, None, False)
 
@@ -441,9 +450,12 @@ class ZookeeperBoard(ZkClaims):
         doomed = expired + candidates
         wanted_names = set(candidates)
         folders = self._gather([("get_children", self._path("progress", n)) for n in doomed])
+        keys = self._key_deletes(doomed)  # a dedupe key goes with its job
         pending = []
         for name, atoms in zip(doomed, folders, strict=True):
             tx = self.client.transaction()
+            if name in keys:
+                tx.delete(keys[name][0], version=keys[name][1])
             for atom in atoms or []:
                 tx.delete(self._path("progress", name, atom))
             if atoms is not None:

@@ -32,9 +32,11 @@ from jobboard.zookeeper.leases import ZkLeases
 from jobboard.zookeeper.nodes import (
     Fence,
     active_job,
+    due_of,
     dump,
     finish_record,
     is_live,
+    is_scheduled,
     read_claim,
     read_state,
     read_static,
@@ -64,6 +66,10 @@ class ZkClaims(ZkLeases):
         job_id = self._require_id(job)
         self._check_owner_args(job_id, who, 0, False)
         length = self._claim_lease(lease)
+        if is_scheduled(job_id) and self.get(job_id).state is JobState.SCHEDULED:
+            raise errors.UnclaimableJob(
+                f"job {job_id!r} is scheduled until {due_of(job_id)}; it cannot be claimed yet"
+            )
         claim = self._retrying(f"claim {job_id}", lambda u: self._claim_id(job_id, who, length, u))
         if claim is None:
             raise errors.UnclaimableJob(

@@ -70,7 +70,8 @@ class ZkLeases(ZkWrites):
         """Block until a waiting job of ``flows`` may be available. Woken by the
         watches (a post, a claim node deleted: a released job or an expired
         session), and when the first lease of another owner's claim runs out,
-        so that a dead owner's leased job is taken over at its lease's end."""
+        so that a dead owner's leased job is taken over at its lease's end, and when
+        a job posted for later falls due."""
         deadline = None if timeout is None else time.monotonic() + timeout
         flows = None if flows is None else frozenset(flows)
         while True:
@@ -87,6 +88,10 @@ class ZkLeases(ZkWrites):
                         self._last_lease_check = 0.0  # claim_next looks at once
                         return True
                     remaining = until if remaining is None else min(remaining, until)
+                due = self._view.next_due()  # a job posted for later: wake when it is due
+                if due is not None:
+                    until_due = max(0.0, due - time.time()) + 0.001
+                    remaining = until_due if remaining is None else min(remaining, until_due)
                 self._changed.wait(remaining)
 
     def _next_lapse(self, flows: frozenset[str] | None) -> float | None:

@@ -3,7 +3,10 @@
 Under ``<chroot>/<namespace>``::
 
     jobs/p<rank>+<flow>+<seq>    persistent sequential: the job as posted, never rewritten;
-                                 its name is its id and gives priority, flow and post order
+                                 its name is its id and gives priority, flow and post order;
+    jobs/p<rank>+<flow>+d<due>+<seq>  the same for a job posted for later: <due> is its
+                                 due time in milliseconds (13 digits); it is scheduled until
+                                 then and waiting after, with no write in between
     state/<id>                   persistent: token, attempts, last owner and error; created
                                  by the first claim (absent means token 0, attempts 0)
     claims/<id>                  EPHEMERAL: {owner, token, lease}; exists while claimed
@@ -13,6 +16,11 @@ Under ``<chroot>/<namespace>``::
     counters/<event>             persistent, empty: its cversion / 2 counts the event (each
                                  counted transaction creates and deletes a child of it)
     entities/k<kind>/n<name>     EPHEMERAL: a registered participant's metadata
+    keys/k<key>                  persistent: the id of the job holding a dedupe key (quoted);
+                                 created in the job's own transaction, named right after
+    schedules/s<name>            persistent: one record of the schedules' store (quoted);
+                                 its ZooKeeper version + 1 is the record's version
+    pauses/f<flow>               persistent: a paused flow's note (folder made on first pause)
 
 Everything here is pure: no requests, no board state.
 """
@@ -33,11 +41,24 @@ from jobboard import errors
 from jobboard.changes import Ending
 from jobboard.model import BoardEvent, Job, JobPriority, JobState
 
-ID_RE = re.compile(r"^p([0-4])\+([A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127})\+(\d{10,})$")
+ID_RE = re.compile(
+    r"^p([0-4])\+([A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127})\+(?:d(\d{13})\+)?(\d{10,})$"
+)
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 #: The folders the local view lists with watches.
 VIEW_KINDS = ("jobs", "claims", "cancel")
-FOLDERS = ("jobs", "state", "claims", "cancel", "progress", "done", "counters", "entities")
+FOLDERS = (
+    "jobs",
+    "state",
+    "claims",
+    "cancel",
+    "progress",
+    "done",
+    "counters",
+    "entities",
+    "keys",
+    "schedules",
+)
 #: The event that tells a job ended in each finished state.
 FINISH_EVENTS = {
     JobState.COMPLETE: "consumed",
@@ -52,7 +73,24 @@ def parse_id(job_id: str) -> tuple[int, str, int] | None:
     match = ID_RE.match(job_id)
     if match is None:
         return None
-    return int(match.group(1)), match.group(2), int(match.group(3))
+    return int(match.group(1)), match.group(2), int(match.group(4))
+
+
+def job_prefix(rank: int, flow: str, due: float | None) -> str:
+    """The name a job's sequential node is created with (ZooKeeper appends the sequence)."""
+    return f"p{rank}+{flow}+" if due is None else f"p{rank}+{flow}+d{round(due * 1000):013d}+"
+
+
+def due_of(job_id: str) -> float | None:
+    """The due time (board seconds) a job posted for later carries in its id, or None."""
+    match = ID_RE.match(job_id)
+    return None if match is None or match.group(3) is None else int(match.group(3)) / 1000.0
+
+
+def is_scheduled(job_id: str, now: float | None = None) -> bool:
+    """Whether a job (unclaimed) is still scheduled: its due time is after ``now``."""
+    due = due_of(job_id)
+    return due is not None and due > (time.time() if now is None else now)
 
 
 def id_parts(job_id: str) -> tuple[int, str, int]:
@@ -290,6 +328,7 @@ def active_job(
     _, _, seq = parse_id(job_id) or (0, "", 0)
     state = state or {}
     live = is_live(claim, claim_stat)
+    idle = JobState.SCHEDULED if is_scheduled(job_id) else JobState.WAITING
     problem = unreadable(static, state)
     details = static.get("details", {})
     if problem is not None:
@@ -301,7 +340,7 @@ def active_job(
             flow=static["flow"],
             store=static["store"],
             priority=JobPriority(static["priority"]),
-            state=JobState.CLAIMED if live else JobState.WAITING,
+            state=JobState.CLAIMED if live else idle,
             created_at=static["created_at"],
             updated_at=state.get("updated_at", static["created_at"]),
             seq=seq,
@@ -314,6 +353,9 @@ def active_job(
             cancel_requested=cancel,
             last_error=problem or state.get("last_error"),
             details=details,
+            key=static.get("key"),
+            not_before=due_of(job_id),
+            parent=static.get("parent"),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise errors.InvalidJob(

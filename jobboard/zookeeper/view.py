@@ -30,7 +30,9 @@ from jobboard.zookeeper.nodes import (
     VIEW_KINDS,
     Snapshot,
     active_job,
+    due_of,
     id_parts,
+    is_scheduled,
     load,
     node_event,
     parse_id,
@@ -39,7 +41,8 @@ from jobboard.zookeeper.nodes import (
     read_state,
     read_static,
 )
-from jobboard.zookeeper.session import ZkSession, log
+from jobboard.zookeeper.pauses import ZkPauses
+from jobboard.zookeeper.session import log
 
 
 class View:
@@ -57,6 +60,8 @@ class View:
         self.pzxid = dict.fromkeys(VIEW_KINDS, -1)
         self.overrides: dict[str, dict[str, tuple[int, bool]]] = {k: {} for k in VIEW_KINDS}
         self.heaps: dict[str, list[tuple[int, int, str]]] = {}
+        # Jobs posted for later, by due time; moved to their flow's heap once due.
+        self.due: list[tuple[float, str]] = []
         # Jobs whose claim ended, not yet known to be waiting rather than finished
         # (the jobs/ listing is paced; one read of the job node settles it).
         self.unconfirmed: set[str] = set()
@@ -98,18 +103,36 @@ class View:
     def push(self, job_id: str) -> None:
         parsed = parse_id(job_id)
         if parsed is not None:
+            if is_scheduled(job_id):
+                heapq.heappush(self.due, (due_of(job_id) or 0.0, job_id))
+                return
             rank, flow, seq = parsed
             heapq.heappush(self.heaps.setdefault(flow, []), (rank, seq, job_id))
+
+    def promote_due(self, now: float) -> None:
+        """Move jobs whose due time came to their flow's heap (cheapest first)."""
+        while self.due and self.due[0][0] <= now:
+            _, job_id = heapq.heappop(self.due)
+            if job_id in self.members["jobs"]:
+                self.push(job_id)
+
+    def next_due(self) -> float | None:
+        """The earliest due time of a job posted for later that is still active."""
+        while self.due and self.due[0][1] not in self.members["jobs"]:
+            heapq.heappop(self.due)
+        return self.due[0][0] if self.due else None
 
     def waiting(self, job_id: str) -> bool:
         return (
             job_id in self.members["jobs"]
             and job_id not in self.members["claims"]
             and job_id not in self.unconfirmed
+            and not is_scheduled(job_id)
         )
 
     def best(self, flows: Collection[str] | None, pop: bool) -> str | None:
         """The best waiting job of ``flows`` (dropping stale heap entries); pop it if asked."""
+        self.promote_due(time.time())
         best: tuple[tuple[int, int, str], list[tuple[int, int, str]]] | None = None
         for flow in list(self.heaps if flows is None else flows):
             heap = self.heaps.get(flow)
@@ -148,7 +171,7 @@ class View:
         return [job_id for _, _, job_id in sorted(ids)]
 
 
-class ZkView(ZkSession):
+class ZkView(ZkPauses):
     """The local view, kept by watches, and the reads of jobs it serves."""
 
     LISTING_COST: ClassVar[float]
@@ -304,10 +327,19 @@ class ZkView(ZkSession):
             self._emit(node_event(where, job_id, data))
 
     def _local(self, kind: str, job_id: str, present: bool) -> None:
+        """Apply one of our own writes to the view at once (read-your-writes).
+
+        The claims watch may answer before our own write's answer is applied
+        (the server sends the event first): its listing has then already dropped
+        the claim and left the job unconfirmed, its heap entry gone. Our write
+        settles it, so the job goes back on the heap here, not on confirmation."""
         with self._lock:
+            unconfirmed = job_id in self._view.unconfirmed
             self._view.unconfirmed.discard(job_id)
             changed = self._view.local(kind, job_id, present)
-            if changed and (kind == "jobs" and present or kind == "claims" and not present):
+            if (changed or unconfirmed) and (
+                kind == "jobs" and present or kind == "claims" and not present
+            ):
                 self._view.push(job_id)
             self._changed.notify_all()
 

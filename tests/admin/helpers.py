@@ -81,6 +81,7 @@ def populate(board: JobBoard) -> dict[str, Job]:
     board.trash(jobs["trashed"], "operator@test", force=True, reason="poison input")
     jobs["cancelled"] = board.post("cancelled-job", "images", {"image": 5})
     board.cancel(jobs["cancelled"])
+    jobs["scheduled"] = board.post("scheduled-job", "images", {"image": 6}, delay=3600)
     board.register_entity(
         "conductor-1",
         metadata={"host": "host-a", "pid": 4242, "flows": ["images", "reports"], "running": 1},

@@ -8,7 +8,6 @@ import json
 import pytest
 
 from jobboard import JobState
-from jobboard.admin import render
 from jobboard.admin.cli import EXIT_OK
 from tests.admin.helpers import (
     CLAIM_KEYS,
@@ -34,7 +33,9 @@ def test_list_json_has_every_state_and_the_job_schema(real_board):
     assert data["total"] == len(jobs) == len(data["jobs"])
     assert {j["state"] for j in data["jobs"]} == {s.value for s in JobState}
     for record in data["jobs"]:
-        assert set(record) == JOB_FIELDS
+        assert set(record) == JOB_FIELDS | {"short_id", "running"}
+        assert record["id"].startswith(record["short_id"]) and len(record["short_id"]) >= 8
+        assert record["running"] == []  # no conductor saved a RUNNING record
     by_id = {j["id"]: j for j in data["jobs"]}
     assert by_id[jobs["claimed"].id]["owner"] == OWNER
     assert by_id[jobs["complete"].id]["result"] == {"pages": 3}
@@ -57,7 +58,7 @@ def test_list_filters_limit_and_table(real_board):
     assert_fits(table.stdout)
     assert table.stdout.splitlines()[0].split()[:4] == ["ID", "NAME", "FLOW", "STATE"]
     for job in jobs.values():
-        assert render.short_id(job.id) in table.stdout
+        assert job.id[:8] in table.stdout
 
 
 def test_show_gives_fields_claim_and_task_timings(real_board):
@@ -68,7 +69,9 @@ def test_show_gives_fields_claim_and_task_timings(real_board):
     data = jb_json(url, "show", claimed.id)
     text = jb(url, "show", claimed.id[:8])  # a unique prefix is enough
 
-    assert set(data) == {"job", "claim", "progress"}
+    assert set(data) == {"job", "claim", "running", "progress", "retries", "parent", "children"}
+    assert data["running"] == [] and data["retries"] == []
+    assert data["parent"] is None and data["children"] == []
     assert data["job"]["id"] == claimed.id and set(data["job"]) == JOB_FIELDS
     assert set(data["claim"]) == CLAIM_KEYS
     assert data["claim"]["owner"] == OWNER and data["claim"]["token"] == claimed.token
@@ -113,7 +116,7 @@ def test_claims_marks_unknown_owners_cancels_and_long_claims(real_board):
     claims = {c["job"]: c for c in data["claims"]}
     assert set(claims) == {jobs["claimed"].id, jobs["ghost"].id}
     for claim in claims.values():
-        assert set(claim) == CLAIM_KEYS
+        assert set(claim) == CLAIM_KEYS | {"short_id", "running"}
     assert claims[jobs["ghost"].id]["flags"] == ["unknown-owner"]
     assert claims[jobs["claimed"].id]["flags"] == ["cancel-requested"]
     assert all(c["suspicious"] for c in claims.values())
@@ -134,13 +137,14 @@ def test_conductors_lists_registered_entities(real_board):
     (conductor,) = data["conductors"]
     assert set(conductor) == {
         "name", "kind", "host", "pid", "flows", "running", "last_seen", "heartbeat_age",
-        "metadata",
+        "metadata", "stale", "stale_after",
     }  # fmt: skip
+    assert conductor["stale"] is False and conductor["stale_after"] > 0
     assert conductor["name"] == "conductor-1" and conductor["pid"] == 4242
     assert conductor["flows"] == ["images", "reports"] and conductor["running"] == 1
     assert 0 <= conductor["heartbeat_age"] < 60
     assert text.stdout.splitlines()[0].split() == [
-        "NAME", "HOST", "PID", "FLOWS", "RUNNING", "HEARTBEAT",
+        "NAME", "HOST", "PID", "FLOWS", "RUNNING", "HEARTBEAT", "STATUS",
     ]  # fmt: skip
     assert "host-a" in text.stdout and "images,reports" in text.stdout
 
@@ -154,16 +158,18 @@ def test_stats_counts_states_flows_and_losses(real_board):
 
     assert set(data) - {"server"} == {  # "server": backends that can tell (Redis)
         "states", "flows", "oldest_waiting_age", "counters", "claim_losses", "trashed", "poison",
+        "paused_flows",
     }  # fmt: skip
     assert data["states"] == {
-        "waiting": 1, "claimed": 2, "complete": 1, "failed": 1, "trashed": 1, "cancelled": 1,
+        "waiting": 1, "scheduled": 1, "claimed": 2, "complete": 1, "failed": 1, "trashed": 1,
+        "cancelled": 1,
     }  # fmt: skip
     assert data["flows"]["reports"] == {"complete": 1, "failed": 1}
     assert data["oldest_waiting_age"] > 0
     assert data["trashed"] == 1 and data["claim_losses"] == 0
     assert text.returncode == EXIT_OK
     assert_fits(text.stdout)
-    assert "claim losses" in text.stdout and "waiting 1   claimed 2" in text.stdout
+    assert "claim losses" in text.stdout and "waiting 1   scheduled 1   claimed 2" in text.stdout
 
 
 def test_export_writes_one_record_per_task_execution(real_board, tmp_path):

@@ -13,7 +13,6 @@ import threading
 import time
 
 from jobboard import JobBoard
-from jobboard.admin import render
 from jobboard.admin.cli import EXIT_OK, Watch
 from tests.admin.helpers import OWNER, ROOT, assert_fits, jb, populate
 from tests.helpers import wait_until
@@ -68,7 +67,7 @@ def test_watch_under_a_pty_refreshes_and_quits_on_sigint(real_board):
         board.post("second", "images")
         reader.wait_for(lambda text: "waiting 2 " in text)
         claim = board.claim_next(OWNER, lease=300)
-        reader.wait_for(lambda text: "claimed 1 " in text and render.short_id(claim.job_id) in text)
+        reader.wait_for(lambda text: "claimed 1 " in text and claim.job_id[:8] in text)
         frames = reader.text.count("jobboard watch ")
         # Then Ctrl-C ends it cleanly
         os.kill(proc.pid, signal.SIGINT)
@@ -89,6 +88,7 @@ def test_watch_under_a_pty_refreshes_and_quits_on_sigint(real_board):
 def test_watch_without_a_terminal_prints_n_frames_and_exits(real_board):
     url, board = real_board
     populate(board)
+    board.pause_flow("reports", reason="incident")
 
     done = jb(url, "watch", "--iterations", "2", "--interval", "0.2s")
 
@@ -96,6 +96,11 @@ def test_watch_without_a_terminal_prints_n_frames_and_exits(real_board):
     assert done.stdout.count("jobboard watch ") == 2 and "\x1b[" not in done.stdout
     assert "waiting 1   claimed 2   complete 1   failed 1   trashed 1   cancelled 1" in done.stdout
     assert_fits(done.stdout)
+    # The conductors panel, and the claims with their job names
+    assert "Conductors (1 live, 0 stale)" in done.stdout
+    assert "conductor-1  images,reports" in done.stdout
+    assert "claimed-job" in done.stdout and "ghost-job" in done.stdout
+    assert "paused: reports" in done.stdout
 
 
 class CountingBoard:

@@ -28,6 +28,7 @@ CORE = {
     "jobboard.claimview",
     "jobboard.errors",
     "jobboard.model",
+    "jobboard.producers",
     "jobboard.urls",
 }
 BACKENDS = ("jobboard.memory", "jobboard.redis", "jobboard.sqlite", "jobboard.zookeeper")

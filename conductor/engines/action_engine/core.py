@@ -112,7 +112,7 @@ class EngineCore:
             self._progress.save(rt.name, rt.to_record())
         except Exception as err:
             LOG.warning(
-                "Saving progress of %s in flow %s failed; stopping without reverting: %r",
+                "Saving progress of %s in flow %s failed; stopping without reverting: %s",
                 rt.name,
                 self._flow.name,
                 err,

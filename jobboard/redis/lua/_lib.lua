@@ -11,6 +11,12 @@
 --   P.."finished"        zset    finished jobs, score = end of their retention
 --   P.."seq"             string  post sequence (FIFO order within a priority)
 --   P.."counters"        hash    event name -> count
+--   P.."scheduled"       zset    jobs posted for later (state scheduled), score = due time
+--   P.."key:"..key       string  dedupe key -> job id (expires with its finished job)
+--   P.."children:"..id   zset    child ids of a job, score = +inf while unfinished, then
+--                                the end of the child's retention (the set expires with them)
+--   P.."schedules"       hash    record name -> JSON record (the schedules' store)
+--   P.."schedule_versions" hash  record name -> version (compare-and-set)
 --   P.."board"           hash    the board's marker: run_id (the server run its data
 --                                set was last checked on), epoch, gen (one more per
 --                                change), halted (why it refuses to work, or absent),
@@ -27,6 +33,7 @@
 -- Job hash fields: id name flow store details priority score seq state
 --   created_at updated_at attempts max_attempts owner token claimed_at
 --   lease_expires_at cancel_requested finished_at result last_error
+--   key not_before parent (producers' fields; empty or absent when unused)
 -- Empty strings stand for "none". Board time is the server's TIME in seconds.
 --
 -- Every script but hello and reset is wrapped by jobboard/redis/session.py: the
@@ -44,8 +51,8 @@
 --   SETTLING <seconds> (no claims yet: the server restarted just now)
 
 -- The states a job hash may hold.
-local KNOWN_STATES = {waiting = true, claimed = true, complete = true, failed = true,
-  trashed = true, cancelled = true}
+local KNOWN_STATES = {waiting = true, scheduled = true, claimed = true, complete = true,
+  failed = true, trashed = true, cancelled = true}
 
 -- 2^32: tokens are EPOCH * EPOCH_UNIT + a per-job count.
 local EPOCH_UNIT = 4294967296
@@ -154,6 +161,33 @@ local function dequeue(P, id, flow, emptied)
   end
 end
 
+-- Make a scheduled job whose due time came waiting, in its place by (priority, post order).
+-- Returns true when the job was made waiting.
+local function promote_one(P, id, t)
+  local key = P .. 'job:' .. id
+  local f = redis.call('HMGET', key, 'state', 'not_before', 'flow', 'score')
+  local due = tonumber(f[2])
+  if f[1] ~= 'scheduled' or not f[3] or not tonumber(f[4]) or not due then
+    redis.call('ZREM', P .. 'scheduled', id)  -- a stale or corrupt index entry
+    return false
+  end
+  if due > t then
+    return false
+  end
+  redis.call('HSET', key, 'state', 'waiting', 'updated_at', fmt(t))
+  redis.call('ZREM', P .. 'scheduled', id)
+  enqueue(P, id, f[3], f[4])
+  return true
+end
+
+-- The promotion step: make at most `batch` due scheduled jobs waiting, earliest due first.
+local function promote(P, t, batch)
+  local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', fmt(t), 'LIMIT', 0, batch)
+  for _, id in ipairs(due) do
+    promote_one(P, id, t)
+  end
+end
+
 -- End a claim whose lease ran out: the job waits again in its old place.
 -- Returns true when the job was made waiting.
 local function lapse(P, id, t)
@@ -196,6 +230,9 @@ local function current(P, id, t)
   if f[1] == 'claimed' and (tonumber(f[4]) or 0) <= t and lapse(P, id, t) then
     f[1], f[3] = 'waiting', ''
   end
+  if f[1] == 'scheduled' and promote_one(P, id, t) then
+    f[1] = 'waiting'
+  end
   return {f[1], tonumber(f[2]), f[3], f[5], f[6]}
 end
 
@@ -212,7 +249,7 @@ local function fenced(P, id, who, token, force, t)
     end
     f[1] = 'waiting'  -- an operator ends it: taken out of every index it may be in
   end
-  if f[1] ~= 'waiting' and f[1] ~= 'claimed' then
+  if f[1] ~= 'waiting' and f[1] ~= 'claimed' and f[1] ~= 'scheduled' then
     -- A stale owner of a finished job is told its token is stale.
     if not force and f[2] and token < f[2] then
       return nil, 'STALE ' .. f[2]
@@ -265,6 +302,20 @@ local function finish(P, id, state, t, retention, extra)
   local ms = string.format('%d', math.max(1, math.ceil(retention * 1000)))
   redis.call('PEXPIRE', key, ms)
   redis.call('PEXPIRE', P .. 'progress:' .. id, ms)
+  -- Producers' links: the dedupe key expires with the job; the parent's index keeps
+  -- the child until its retention ends, and expires once no child is unfinished.
+  local link = redis.call('HMGET', key, 'key', 'parent')
+  if link[1] and link[1] ~= '' and redis.call('GET', P .. 'key:' .. link[1]) == id then
+    redis.call('PEXPIRE', P .. 'key:' .. link[1], ms)
+  end
+  if link[2] and link[2] ~= '' then
+    local kids = P .. 'children:' .. link[2]
+    redis.call('ZREMRANGEBYSCORE', kids, '-inf', fmt(t))
+    redis.call('ZADD', kids, fmt(t + retention), id)
+    if redis.call('ZCOUNT', kids, '+inf', '+inf') == 0 then
+      redis.call('PEXPIRE', kids, ms)
+    end
+  end
 end
 
 -- Claim a job just taken out of its waiting set, or trash it when it is

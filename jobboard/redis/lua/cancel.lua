@@ -1,8 +1,8 @@
--- cancel: a waiting job ends cancelled at once; a claimed job is flagged and
+-- cancel: a waiting (or scheduled) job ends cancelled at once; a claimed job is flagged and
 -- the flag published so that its owner stops it.
 -- KEYS[1]  P.."job:"..id (routes the call; layout in _lib.lua)
 -- ARGV     P, id, retention seconds
--- Keys     job:<id>, progress:<id>, leases, waiting:<flow>, flows, finished,
+-- Keys     job:<id>, progress:<id>, leases, waiting:<flow>, flows, scheduled, finished,
 --          counters; publishes "cancelled" or "cancel_requested".
 -- Returns  the job's hash as a flat list, or an error NOTFOUND | FINISHED <state>.
 local P, id = ARGV[1], ARGV[2]
@@ -12,8 +12,12 @@ if not f then
   return fail(err)
 end
 local key = P .. 'job:' .. id
-if f[1] == 'waiting' then
-  dequeue(P, id, f[4])
+if f[1] == 'waiting' or f[1] == 'scheduled' then
+  if f[1] == 'waiting' then
+    dequeue(P, id, f[4])
+  else
+    redis.call('ZREM', P .. 'scheduled', id)
+  end
   finish(P, id, 'cancelled', t, tonumber(ARGV[3]),
     {'cancel_requested', 1, 'last_error', 'cancelled before it started'})
   count(P, 'cancelled')

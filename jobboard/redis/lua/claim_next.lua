@@ -1,14 +1,16 @@
--- claim_next: reap expired leases, then claim the best waiting job of the
+-- claim_next: reap expired leases, promote due scheduled jobs, then claim the best waiting job of the
 -- requested flows (priority, then post order), trashing poison jobs met on the way.
 -- KEYS[1]  P.."leases" (routes the call; layout in _lib.lua)
 -- ARGV     P, who, lease seconds, retention seconds, reap batch, skip limit,
 --          "*" (every flow with waiting jobs) or "=" / "=+" (pass a wake-up on: see
 --          below), then the flow names
--- Keys     leases, flows, waiting:<flow>, job:<id>, finished, counters;
+-- Keys     leases, scheduled, flows, waiting:<flow>, wake:<flow>, job:<id>, finished,
+--          counters;
 --          publishes "expired", "trashed", "claimed".
--- Cost     O(batch log n) reaping + O(F log n) for F flows.
+-- Cost     O(batch log n) reaping and promoting + O(F log n) for F flows.
 -- Returns  the claimed job's id then its hash as a flat list; "idle <now> [<first
---          lease end, or the end of a restart's settling>]" when no job can be claimed;
+--          lease end or due time of a scheduled job, or the end of a restart's
+--          settling>]" when no job can be claimed;
 --          "again" when `skip limit` poison jobs were trashed (call again).
 local P, who = ARGV[1], ARGV[2]
 local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -17,6 +19,7 @@ if SETTLING then
   return 'idle ' .. fmt(t) .. ' ' .. fmt(SETTLING)  -- a restart settles: look again then
 end
 reap(P, t, tonumber(ARGV[5]))
+promote(P, t, tonumber(ARGV[5]))
 -- "=+": this client was woken by a token; when more jobs of the flow wait, hand
 -- a wake-up on to the next idle client (unless one is pending already).
 local pass = string.sub(ARGV[7], 2, 2) == '+'
@@ -35,9 +38,15 @@ for _ = 1, tonumber(ARGV[6]) do
     end
   end
   if not best then
-    -- Nothing waits: say when the first lease ends, so an idle client sleeps until then.
+    -- Nothing waits: say when the first lease ends or the first scheduled job falls due,
+    -- so an idle client sleeps until then.
     local head = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
-    return 'idle ' .. fmt(t) .. (head[2] and (' ' .. head[2]) or '')
+    local due = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
+    local wake = tonumber(head[2])
+    if due[2] and (not wake or tonumber(due[2]) < wake) then
+      wake = tonumber(due[2])
+    end
+    return 'idle ' .. fmt(t) .. (wake and (' ' .. fmt(wake)) or '')
   end
   dequeue(P, best, best_flow, last)
   local job = take(P, best, who, lease, retention, t)

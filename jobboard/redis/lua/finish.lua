@@ -4,7 +4,7 @@
 -- ARGV     P, id, who, token ("" when forced), forced "1"/"0", state, event name,
 --          retention seconds, has result "1"/"0", result JSON, has error "1"/"0", error
 -- Keys     job:<id>, progress:<id> (both expire after retention), leases,
---          waiting:<flow>, flows, finished, counters; publishes <event>.
+--          waiting:<flow>, flows, scheduled, finished, counters; publishes <event>.
 -- Returns  the finished job's hash as a flat list, or an error as save_progress.
 local f, err, P, id, who, forced, t = fenced_head()
 if not f then
@@ -12,6 +12,8 @@ if not f then
 end
 if f[1] == 'waiting' then
   dequeue(P, id, f[4])
+elseif f[1] == 'scheduled' then
+  redis.call('ZREM', P .. 'scheduled', id)
 end
 local extra = {}
 if ARGV[9] == '1' then
