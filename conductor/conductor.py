@@ -40,7 +40,15 @@ from conductor.events import LOGGED_EVENTS, ConductorEvents
 from conductor.registry import FlowRegistry, RegistryError
 from conductor.running import CANCELLED, SHUTDOWN, RunningJob
 from conductor.types.notifier import Notifier
-from jobboard import BoardError, BoardEvent, BoardUnavailable, Job, JobBoard, unique_owner
+from jobboard import (
+    BoardError,
+    BoardEvent,
+    BoardUnavailable,
+    Job,
+    JobBoard,
+    schedules,
+    unique_owner,
+)
 
 __all__ = ["SHUTDOWN", "Conductor", "ConductorEvents", "RunningJob"]
 
@@ -75,6 +83,9 @@ class Conductor:
     ENTITY_REFRESH = 5.0
     #: Longest single block in ``board.wait`` so stop requests are seen promptly.
     IDLE_WAIT = 1.0
+    #: The same on a board whose wait ``stop()`` interrupts (``WAIT_INTERRUPTIBLE``):
+    #: an idle conductor then sends next to nothing.
+    LONG_IDLE_WAIT = 30.0
 
     def __init__(
         self,
@@ -169,8 +180,16 @@ class Conductor:
         elif timeout is not None:
             self.drain_timeout = timeout
         self._stopping.set()
+        self._wake_claim_loop()
+
+    def _wake_claim_loop(self) -> None:
+        """Wake the claim loop wherever it blocks: waiting for a slot or for work."""
         with self._slot_free:
             self._slot_free.notify_all()
+        try:
+            self.board.interrupt_wait()
+        except BoardError as err:  # the wait ends by its timeout anyway
+            LOG.info("could not interrupt the board's wait: %s", err)
 
     @property
     def stopping(self) -> bool:
@@ -259,9 +278,10 @@ class Conductor:
         again would only cost a round trip, so an idle conductor just waits
         again (waking every ``IDLE_WAIT`` to notice a stop request).
         """
+        idle = self.LONG_IDLE_WAIT if self.board.WAIT_INTERRUPTIBLE else self.IDLE_WAIT
         while not self._stopping.is_set():
             try:
-                if self.board.wait(timeout=self.IDLE_WAIT, flows=flows):
+                if self.board.wait(timeout=idle, flows=flows):
                     return
             except BoardError as err:
                 self._board_error("wait", err)
@@ -323,14 +343,14 @@ class Conductor:
             self.fatal_error = f"heartbeat thread died: {type(err).__name__}: {err}"
             self._stopping.set()
             self._abort.set()
-            with self._slot_free:
-                self._slot_free.notify_all()
+            self._wake_claim_loop()
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.lease * self.RENEW_FRACTION)
         next_entity = time.monotonic() + self.ENTITY_REFRESH
         while not self._stopped.wait(interval):
             self._renew()
+            self._promote_schedules()
             for running in self.running_jobs:
                 running.notice()
                 if running.progress is not None:
@@ -369,6 +389,20 @@ class Conductor:
                 and self.board.held_claim(job_id) is not None
             ):
                 held.claim_lost("lease renewal refused")
+
+    def _promote_schedules(self) -> None:
+        """Post the due ticks of the board's schedules for the flows served here.
+
+        Runs on the heartbeat; every conductor may race on a tick, the tick's
+        dedupe key and the compare-and-set on ``next_at`` make it one job.
+        """
+        try:
+            for job in schedules.promote_due(self.board, self._flow_names):
+                LOG.debug("schedule tick posted as job %s", job.id)
+        except BoardError as err:
+            self._board_error("promote schedules", err)
+        except Exception:  # noqa: BLE001 - a bad schedule must never stop the heartbeat
+            LOG.exception("promoting schedules failed; retried on the next heartbeat")
 
     def _register(self) -> None:
         metadata = {

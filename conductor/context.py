@@ -14,7 +14,9 @@ mapping (``current()["fencing_token"]``), plus
 * ``check_cancelled()`` — raises :class:`~conductor.exceptions.TaskCancelled`
   when ``cancelled()`` is true;
 * ``on_cancel(callback)`` — ``callback(reason)`` runs once, on the thread that
-  signals the stop (keep it short: set an event, close a socket).
+  signals the stop (keep it short: set an event, close a socket);
+* ``post_child(name, flow, store, key=...)`` and ``wait_for_children(timeout)``
+  — child jobs of the running job (see :mod:`conductor.children`).
 
 The module-level functions of the same names act on :func:`current`, so a
 task can write ``context.check_cancelled()``.  Outside a task :func:`current`
@@ -32,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
+from conductor import children
 from conductor.exceptions import TaskCancelled
 from conductor.types.notifier import callable_name
 
@@ -43,7 +46,9 @@ __all__ = [
     "current",
     "current_task",
     "on_cancel",
+    "post_child",
     "progress",
+    "wait_for_children",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -77,8 +82,11 @@ class JobContext(Mapping[str, Any]):
         *,
         sink: ProgressSink | None = None,
         probe: StopProbe | None = None,
+        board: Any = None,
     ) -> None:
         self._values = dict(values or {})
+        #: The board the job runs on (None outside a conductor): child jobs go there.
+        self.board = board
         self._sink = sink
         self._probe = probe
         self._lock = threading.Lock()
@@ -149,6 +157,18 @@ class JobContext(Mapping[str, Any]):
                 self._callbacks.append(callback)
                 return
         _call(callback, reason)
+
+    # -- child jobs ----------------------------------------------------------
+
+    def post_child(
+        self, name: str, flow: str, store: Mapping[str, Any] | None = None, **options: Any
+    ) -> Any:
+        """Post a child job of the running job, once: see :func:`conductor.children.post_child`."""
+        return children.post_child(self, name, flow, store, **options)
+
+    def wait_for_children(self, timeout: float | None = None) -> list[Any]:
+        """Wait for every child of the running job: see :func:`conductor.children.wait_for_children`."""
+        return children.wait_for_children(self, timeout)
 
     def signal_cancel(self, reason: str) -> bool:
         """Tell the tasks of this context to stop; the first reason wins. True if it was new."""
@@ -264,3 +284,13 @@ def check_cancelled() -> None:
 def on_cancel(callback: Callable[[str], Any]) -> None:
     """:meth:`JobContext.on_cancel` on the current context."""
     current().on_cancel(callback)
+
+
+def post_child(name: str, flow: str, store: Mapping[str, Any] | None = None, **options: Any) -> Any:
+    """:meth:`JobContext.post_child` on the current context."""
+    return current().post_child(name, flow, store, **options)
+
+
+def wait_for_children(timeout: float | None = None) -> list[Any]:
+    """:meth:`JobContext.wait_for_children` on the current context."""
+    return current().wait_for_children(timeout)

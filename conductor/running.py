@@ -40,6 +40,7 @@ from jobboard import (
     JobBoard,
     JobState,
     NotOwner,
+    family,
 )
 
 __all__ = ["CANCELLED", "CLAIM_LOST", "SHUTDOWN", "RunningJob"]
@@ -231,6 +232,7 @@ class RunningJob:
             },
             sink=progress.report,
             probe=self.stop_probe,
+            board=host.board,
         )
         engine = engines.load(
             host.flows.build(job.flow, job),
@@ -343,6 +345,11 @@ class RunningJob:
             return
         event = ConductorEvents.CANCELLED if cancelled else ConductorEvents.FAILED
         host._emit(event, job, error=error)
+        if cancelled:
+            try:  # a cancelled parent takes its unfinished children with it
+                family.cancel_children(host.board, job.id)
+            except BoardError as err:
+                host._board_error("cancel children", err)
 
     def _claim_lost(self, reason: str) -> None:
         self.claim_lost(reason)

@@ -422,6 +422,14 @@ class JobBoard(Producing, FlowPauses, Finishing, abc.ABC):
         of one queued behind another returns None), as long as a waiter that can
         claim the job wakes."""
 
+    #: Whether :meth:`interrupt_wait` ends a blocked :meth:`wait` at once (so a
+    #: caller may block for long instead of waking now and then to look at a flag).
+    WAIT_INTERRUPTIBLE: ClassVar[bool] = False
+
+    def interrupt_wait(self) -> None:
+        """Make this process's threads blocked in :meth:`wait` return (False) soon;
+        a no-op on boards whose ``wait`` is not interruptible."""
+
     # -- entities -----------------------------------------------------------
 
     @abc.abstractmethod

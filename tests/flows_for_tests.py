@@ -141,3 +141,24 @@ class Sabotage(task.Task):
 def sabotage_flow():
     """A task that kills the heartbeat of the conductor running it."""
     return linear_flow.Flow("sabotage-heartbeat").add(Sabotage("sabotage"))
+
+
+class Parent(task.Task):
+    """Posts ``spec["children"]`` children (flow ``spec["child_flow"]``, default ``steps``)
+    and waits for them all."""
+
+    def execute(self, spec: dict) -> list:
+        record("start", self.name)
+        for n in range(int(spec.get("children", 3))):
+            child = {"spec": spec.get("child", {})}
+            context.post_child(f"part-{n}", spec.get("child_flow", "steps"), child, key=str(n))
+        record("posted", self.name)
+        done = context.wait_for_children(timeout=spec.get("wait_timeout"))
+        record("done", self.name)
+        return sorted(child.state.value for child in done)
+
+
+@FLOWS.register("parent")
+def parent_flow():
+    """One task that posts children and waits for them."""
+    return linear_flow.Flow("parent").add(Parent("parent", provides="children"))

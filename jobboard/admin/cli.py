@@ -28,12 +28,13 @@ from typing import NamedTuple
 
 import jobboard
 from jobboard import envopts, errors
-from jobboard.admin import listings, operations, render, watch
+from jobboard.admin import listings, operations, render, schedule_cmd, watch
 from jobboard.admin.console import (
     ALL_STATES,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
+    EXIT_TIMEOUT,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     LONG_CLAIM,
@@ -118,6 +119,16 @@ def _parse_since(text: str) -> float:
     return moment.timestamp()
 
 
+def _parse_at(text: str) -> float:
+    """A future board timestamp (``--not-before``): an ISO time (UTC if no zone) or epoch."""
+    if _DURATION_PART.fullmatch(text.strip().lower()):
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: give a moment (2024-05-01T12:00:00Z or epoch); "
+            "use --delay for a duration"
+        )
+    return _parse_since(text)
+
+
 def _count(text: str) -> int:
     """A whole number >= 0 (``--limit``, ``--iterations``)."""
     try:
@@ -156,7 +167,7 @@ every option also comes from JOBBOARD_<OPTION> (e.g. JOBBOARD_LIMIT=20, JOBBOARD
 the board from --board, --board-file, JOBBOARD_BOARD(_FILE) or CONDUCTOR_BOARD(_FILE).
 
 exit codes: {EXIT_OK} ok, {EXIT_REFUSED} refused operation, {EXIT_USAGE} bad usage, \
-{EXIT_UNAVAILABLE} board unreachable
+{EXIT_UNAVAILABLE} board unreachable, {EXIT_TIMEOUT} post --wait timed out
 """
 
 
@@ -248,6 +259,13 @@ _COMMANDS: dict[str, _Command] = {
         "task executions as JSON lines, for offline analysis",
         "jobboard export --since 2h --format jsonl > runs.jsonl\n"
         "  jobboard export --since 2024-05-01T00:00:00Z --flow billing -o billing.jsonl",
+    ),
+    "schedule": _Command(
+        schedule_cmd.cmd_schedule,
+        "periodic schedules: add, list, remove, pause, resume",
+        "jobboard schedule add nightly --flow reports --cron '0 2 * * *'\n"
+        "  jobboard schedule add poll --flow feeds --every 300 --store '{\"feed\": 1}'\n"
+        "  jobboard schedule list\n  jobboard schedule pause nightly",
     ),
     "stats": _Command(
         listings.cmd_stats,
@@ -364,6 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="claims before the job is trashed as poison (default: board's)",
     )
+    p.add_argument("--key", default=None, help="dedupe key: a job holding it is returned instead")
+    later = p.add_mutually_exclusive_group()
+    later.add_argument(
+        "--delay", type=parse_duration, default=None, metavar="DURATION", help="due after this"
+    )
+    later.add_argument(
+        "--not-before", type=_parse_at, default=None, metavar="WHEN", help="due at this time"
+    )
+    p.add_argument("--wait", action="store_true", help="wait for the outcome; exit by it")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="with --wait: give up after this long (exit 4)",
+    )
 
     for name in ("abandon", "trash"):
         p = add(name, confirm)
@@ -445,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
     add("stats", as_json)
+    schedule_cmd.add_arguments(add("schedule"))
     for name in web_commands.COMMANDS:
         web_commands.add_arguments(name, add(name))
     envopts.from_environment(parser, ENV_PREFIXES[0])

@@ -20,6 +20,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_REFUSED",
+    "EXIT_TIMEOUT",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "LONG_CLAIM",
@@ -41,6 +42,8 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 #: The board could not be reached (after the backend's retries).
 EXIT_UNAVAILABLE = 3
+#: ``post --wait`` gave up: the job had not finished within ``--timeout``.
+EXIT_TIMEOUT = 4
 #: Interrupted by Ctrl-C (``watch`` exits 0 instead: quitting is how it ends).
 EXIT_INTERRUPTED = 130
 

@@ -88,13 +88,26 @@ def show_view(board: JobBoard, job: Job, now: float) -> dict[str, Any]:
     if job.state is JobState.CLAIMED:
         claim = render.claim_record(job, now, board.iter_entities(), LONG_CLAIM)
     progress = board.load_progress(job)
+    parent = None
+    if job.parent:
+        try:
+            parent = _relative(board.get(job.parent))
+        except errors.JobNotFound:
+            parent = {"id": job.parent, "name": None, "state": "purged"}
     return {
         "job": job.to_dict(),
         "claim": claim,
         "running": running_tasks(job, progress, now),
         "progress": render.progress_records(progress),
         "retries": [j.id for j in retries_of(board, job)] if job.state.finished else [],
+        "parent": parent,
+        "children": [_relative(child) for child in board.children(job)],
     }
+
+
+def _relative(job: Job) -> dict[str, Any]:
+    """A parent or child in ``show``: its id, name and state."""
+    return {"id": job.id, "name": job.name, "state": job.state.value}
 
 
 def retries_of(board: JobBoard, job: Job) -> list[Job]:

@@ -17,11 +17,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from jobboard import errors
+from jobboard import errors, family
 from jobboard.admin import fleet, render
 from jobboard.admin.console import (
     ALL_STATES,
     EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
     EXIT_USAGE,
     CliError,
     echo,
@@ -30,6 +32,7 @@ from jobboard.admin.console import (
 )
 from jobboard.admin.listings import paused_flows, retries_of
 from jobboard.base import JobBoard
+from jobboard.errors import WaitTimeout
 from jobboard.model import FINISHED_STATES, Job, JobState
 
 __all__ = [
@@ -120,17 +123,52 @@ def _load_store(text: str | None) -> dict[str, Any]:
 
 
 def cmd_post(board: JobBoard, args: argparse.Namespace) -> int:
-    """``post``: post a job and print its id (or the job, with ``--json``)."""
+    """``post``: post a job and print its id (or the job, with ``--json``).
+
+    With ``--wait`` it then waits for the job to finish and prints its result
+    (complete) or its reason, exiting 0 when complete, 1 when it failed, was
+    trashed or cancelled, and ``EXIT_TIMEOUT`` when ``--timeout`` ran out.
+    """
     store = _load_store(args.store)
     job = board.post(
-        args.name, args.flow, store, priority=args.priority, max_attempts=args.max_attempts
+        args.name,
+        args.flow,
+        store,
+        priority=args.priority,
+        max_attempts=args.max_attempts,
+        key=args.key,
+        delay=args.delay,
+        not_before=args.not_before,
     )
-    if args.json:
-        echo_json(job.to_dict())
-    else:
-        echo(job.id)
+    if not args.wait:
+        if args.json:
+            echo_json(job.to_dict())
+        else:
+            echo(job.id)
     _warn_unserved(board, job.flow)
-    return EXIT_OK
+    if not args.wait:
+        return EXIT_OK
+    return _wait_and_report(board, job, args)
+
+
+def _wait_and_report(board: JobBoard, job: Job, args: argparse.Namespace) -> int:
+    """``post --wait``: wait for ``job``, print its outcome, return the exit code."""
+    try:
+        done = board.wait_for(job, timeout=args.timeout)
+    except WaitTimeout as err:
+        last = err.job or job
+        if args.json:
+            echo_json(last.to_dict())
+        else:
+            echo(f"job {job.id} not finished after {args.timeout:g}s: still {last.state}")
+        return EXIT_TIMEOUT
+    if args.json:
+        echo_json(done.to_dict())
+    elif done.state is JobState.COMPLETE:
+        echo(json.dumps(done.result, sort_keys=True))
+    else:
+        echo(f"job {done.id} {done.state}: {done.last_error or 'no reason recorded'}")
+    return EXIT_OK if done.state is JobState.COMPLETE else EXIT_REFUSED
 
 
 def _warn_unserved(board: JobBoard, flow: str) -> None:
@@ -173,8 +211,11 @@ def cmd_cancel(board: JobBoard, args: argparse.Namespace) -> int:
             f" If its conductor has not stopped it within {render.fmt_duration(args.grace)},"
             " it is ended as cancelled anyway."
         )
+    risk += " Its unfinished children are cancelled too."
     job = _target(board, args, "cancel", _UNFINISHED, risk)
-    after = board.cancel(job)
+    after, kids = family.cancel_family(board, job)
+    if kids:
+        echo(f"{len(kids)} unfinished child job(s) cancelled with it")
     if after.state is JobState.CANCELLED:
         echo(f"job {job.id} cancelled")
         return EXIT_OK

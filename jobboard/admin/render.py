@@ -157,6 +157,19 @@ def render_conductors(conductors: Sequence[Mapping[str, Any]], width: int = DEFA
     return table(headers, rows, width=width, right=(2, 4, 5), fixed=(5, 6))
 
 
+def _family_lines(view: Mapping[str, Any]) -> list[str]:
+    """``show``'s parent and children lines (none when the job has neither)."""
+    lines = []
+    parent = view.get("parent")
+    if parent:
+        lines += ["", f"Parent: {parent['id']} ({parent['name']!r}, {parent['state']})"]
+    kids = view.get("children") or []
+    if kids:
+        lines += ["", f"Children ({len(kids)})"]
+        lines += [f"  {k['id']}  {k['state']:<9}  {k['name']}" for k in kids]
+    return lines
+
+
 def render_show(view: Mapping[str, Any], now: float, width: int = DEFAULT_WIDTH) -> str:
     """The ``show`` page: every field, the claim, then per-task progress and failures."""
     job = view["job"]
@@ -186,6 +199,7 @@ def render_show(view: Mapping[str, Any], now: float, width: int = DEFAULT_WIDTH)
     if view.get("retries"):
         fields.append(("retried as", ", ".join(view["retries"])))
     out = [f"Job {job['id']}", key_values(fields, width=width)]
+    out.extend(_family_lines(view))
     claim = view["claim"]
     out.append("")
     if claim is None:

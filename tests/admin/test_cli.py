@@ -64,7 +64,7 @@ def test_every_subcommand_help_shows_examples(capsys):
     assert "exit codes:" in capsys.readouterr().out
     assert set(subcommands) == {
         "list", "show", "claims", "conductors", "watch", "post", "abandon", "trash", "cancel",
-        "retry", "purge", "pause", "resume", "export", "stats", "serve", "metrics",
+        "retry", "purge", "pause", "resume", "export", "stats", "serve", "metrics", "schedule",
     }  # fmt: skip
 
 

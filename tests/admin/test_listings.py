@@ -69,8 +69,9 @@ def test_show_gives_fields_claim_and_task_timings(real_board):
     data = jb_json(url, "show", claimed.id)
     text = jb(url, "show", claimed.id[:8])  # a unique prefix is enough
 
-    assert set(data) == {"job", "claim", "running", "progress", "retries"}
+    assert set(data) == {"job", "claim", "running", "progress", "retries", "parent", "children"}
     assert data["running"] == [] and data["retries"] == []
+    assert data["parent"] is None and data["children"] == []
     assert data["job"]["id"] == claimed.id and set(data["job"]) == JOB_FIELDS
     assert set(data["claim"]) == CLAIM_KEYS
     assert data["claim"]["owner"] == OWNER and data["claim"]["token"] == claimed.token

@@ -16,7 +16,7 @@ MEMORY_URL = "memory://producers"
 
 
 def test_the_page_has_one_example_per_feature():
-    assert len(EXAMPLES) == 5
+    assert len(EXAMPLES) == 7
     assert all(MEMORY_URL in example for example in EXAMPLES)
 
 
