@@ -81,6 +81,8 @@ class BoardProgress:
         self._started: dict[str, tuple[float, float]] = {}  # task -> (monotonic, unix) start
         self._pending: dict[str, dict[str, Any] | None] = {}  # task -> latest report
         self._written: set[str] = set()  # tasks whose running record is on the board
+        #: The last task's finished record, kept to be stored with the consume.
+        self._held: dict[str, dict[str, Any]] = {}
         #: True once a running-record write was refused for a lost claim: no more tries.
         self.closed = False
         self.log = job_logger(LOG, log_fields or {"job_id": self.job_id, "conductor": conductor})
@@ -95,11 +97,46 @@ class BoardProgress:
         """Save a finished task's record (fenced); it replaces the task's running record."""
         record = {**record, "metadata": self._metadata(record.get("metadata"))}
         with self._lock:
+            self._held.pop(atom_name, None)  # e.g. reverted after it was kept
             self._started.pop(atom_name, None)
             self._pending.pop(atom_name, None)
             self._written.discard(atom_name)
             self.board.save_progress(self.job_id, self.owner, self.token, atom_name, record)
         self.on_saved(atom_name, record)
+
+    def hold(self, atom_name: str, record: dict[str, Any]) -> bool:
+        """Keep the flow's last finished record (no task starts after it) to be stored
+        in the same fenced write as the consume (:meth:`take_held`); the engine
+        calls it instead of :meth:`save` for the last task that succeeds."""
+        record = {**record, "metadata": self._metadata(record.get("metadata"))}
+        with self._lock:
+            self._started.pop(atom_name, None)
+            self._pending.pop(atom_name, None)
+            self._written.discard(atom_name)
+            self._held[atom_name] = record
+        return True
+
+    def take_held(self) -> dict[str, dict[str, Any]]:
+        """The records kept by :meth:`hold`, handed over (to ``consume(progress=...)``)."""
+        with self._lock:
+            held, self._held = self._held, {}
+        return held
+
+    def saved_with_outcome(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        """Records stored by the consume: tell as :meth:`save` would have."""
+        for atom_name, record in records.items():
+            self.on_saved(atom_name, record)
+
+    def save_held(self, taken: Mapping[str, dict[str, Any]] | None = None) -> None:
+        """Save the kept records (and ``taken`` ones handed back) now, for an outcome
+        other than a consume that carries them; best effort."""
+        for atom_name, record in {**(taken or {}), **self.take_held()}.items():
+            try:
+                self.board.save_progress(self.job_id, self.owner, self.token, atom_name, record)
+            except BoardError as err:
+                LOG.info("job %s: progress of %s not saved: %s", self.job_id, atom_name, err)
+                continue
+            self.on_saved(atom_name, record)
 
     # -- running tasks -------------------------------------------------------
 

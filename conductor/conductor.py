@@ -83,6 +83,9 @@ class Conductor:
     ENTITY_REFRESH = 5.0
     #: Longest single block in ``board.wait`` so stop requests are seen promptly.
     IDLE_WAIT = 1.0
+    #: The same on a board whose wait ``stop()`` interrupts (``WAIT_INTERRUPTIBLE``):
+    #: an idle conductor then sends next to nothing.
+    LONG_IDLE_WAIT = 30.0
 
     def __init__(
         self,
@@ -147,7 +150,7 @@ class Conductor:
             threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
         self._refresh_paused()
         self._register()
-        self.board.add_listener(self._on_board_event)
+        self.board.add_listener(self._on_board_event, held_only=True)
         self._heartbeat = threading.Thread(
             target=self._heartbeat_main, name=f"{self.name}-heartbeat", daemon=True
         )
@@ -156,6 +159,7 @@ class Conductor:
         try:
             self._claim_loop()
         finally:
+            self.board.stop_waiting()  # an idle conductor queued on the board: the next one wakes
             self._drain()
             for _ in range(self.max_simultaneous_jobs):
                 self._jobs.put(None)  # idle workers end; a left-behind one is a daemon
@@ -176,8 +180,16 @@ class Conductor:
         elif timeout is not None:
             self.drain_timeout = timeout
         self._stopping.set()
+        self._wake_claim_loop()
+
+    def _wake_claim_loop(self) -> None:
+        """Wake the claim loop wherever it blocks: waiting for a slot or for work."""
         with self._slot_free:
             self._slot_free.notify_all()
+        try:
+            self.board.interrupt_wait()
+        except BoardError as err:  # the wait ends by its timeout anyway
+            LOG.info("could not interrupt the board's wait: %s", err)
 
     @property
     def stopping(self) -> bool:
@@ -266,9 +278,10 @@ class Conductor:
         again would only cost a round trip, so an idle conductor just waits
         again (waking every ``IDLE_WAIT`` to notice a stop request).
         """
+        idle = self.LONG_IDLE_WAIT if self.board.WAIT_INTERRUPTIBLE else self.IDLE_WAIT
         while not self._stopping.is_set():
             try:
-                if self.board.wait(timeout=self.IDLE_WAIT, flows=flows):
+                if self.board.wait(timeout=idle, flows=flows):
                     return
             except BoardError as err:
                 self._board_error("wait", err)
@@ -330,8 +343,7 @@ class Conductor:
             self.fatal_error = f"heartbeat thread died: {type(err).__name__}: {err}"
             self._stopping.set()
             self._abort.set()
-            with self._slot_free:
-                self._slot_free.notify_all()
+            self._wake_claim_loop()
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.lease * self.RENEW_FRACTION)

@@ -300,11 +300,17 @@ class RunningJob:
     # -- outcomes --------------------------------------------------------------
 
     def _finish_consumed(self, engine: Any) -> None:
+        """Consume the job; the last task's record (kept by the progress writer)
+        goes in the same fenced write."""
         claim, job, host = self.claim, self.job, self.host
+        held = self.progress.take_held() if self.progress is not None else {}
         try:
             result = engine.storage.fetch_outputs()
-            host.board.consume(job.id, claim.owner, claim.token, result=result)
+            host.board.consume(
+                job.id, claim.owner, claim.token, result=result, progress=held or None
+            )
         except InvalidJob as err:  # e.g. the result is too large or not JSON
+            self._save_held(held)
             self._finish_failed(f"result rejected: {err}")
             return
         except (NotOwner, InvalidState) as err:
@@ -312,12 +318,22 @@ class RunningJob:
             return
         except BoardError as err:
             host._board_error("consume", err)
+            self._save_held(held)
             self.release(f"consume failed: {err}")
             return
+        if self.progress is not None:
+            self.progress.saved_with_outcome(held)
         host._emit(ConductorEvents.CONSUMED, job, token=claim.token)
+
+    def _save_held(self, held: dict[str, dict[str, Any]]) -> None:
+        """Store kept records on their own (the consume that was to carry them failed)."""
+        if self.progress is not None and held:
+            self.progress.save_held(held)
 
     def _finish_failed(self, error: str, *, cancelled: bool = False) -> None:
         claim, job, host = self.claim, self.job, self.host
+        if self.progress is not None:
+            self.progress.save_held()
         try:
             host.board.fail(job.id, claim.owner, claim.token, error=error, cancelled=cancelled)
         except (NotOwner, InvalidState) as err:
@@ -349,6 +365,8 @@ class RunningJob:
         if self.abandoned or self.ended_by_operator is not None:
             return  # released already, or finished by an operator: nothing to give back
         refund = self.stop_reason == SHUTDOWN
+        if self.progress is not None:
+            self.progress.save_held()  # the next owner skips the tasks that succeeded
         try:
             host.board.abandon(job.id, claim.owner, claim.token, reason=reason[:500], refund=refund)
         except (NotOwner, InvalidState) as err:

@@ -71,6 +71,7 @@ from typing import Any, ClassVar, Self
 
 from jobboard import errors
 from jobboard.changes import Ending, NewJob, Release
+from jobboard.finishing import Finishing
 from jobboard.model import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -109,7 +110,7 @@ __all__ = [
 ]
 
 
-class JobBoard(Producing, FlowPauses, abc.ABC):
+class JobBoard(Producing, FlowPauses, Finishing, abc.ABC):
     """Abstract job board. Subclasses implement one backend.
 
     Tunables are class constants, overridable per instance through the
@@ -299,14 +300,31 @@ class JobBoard(Producing, FlowPauses, abc.ABC):
     def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
         """Every progress record of the job, keyed by atom name."""
 
-    def consume(self, job: JobRef, who: str, token: int, *, result: Any = None) -> Job:
-        """Finish an owned job as complete with its JSON ``result``. Fenced."""
+    def consume(
+        self,
+        job: JobRef,
+        who: str,
+        token: int,
+        *,
+        result: Any = None,
+        progress: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Job:
+        """Finish an owned job as complete with its JSON ``result``. Fenced.
+
+        ``progress`` (``{atom_name: record}``) stores the last progress records
+        as ``save_progress`` would, under the same fence: in the finishing write
+        itself where the backend can (one transaction on ZooKeeper), else saved
+        just before it. A conductor passes the last task's record here.
+        """
         job_id = self._job_id(job)
         result_json = None if result is None else self._encode(result, "result", job_id)
+        records = {
+            name: self._validate_atom(job_id, name, record)
+            for name, record in (progress or {}).items()
+        }
         self._check_owner_args(job_id, who, token, False)
-        return self._fenced_end(
-            Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
-        )
+        end = Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
+        return self._fenced_end(end, records)
 
     def fail(
         self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False
@@ -363,11 +381,14 @@ class JobBoard(Producing, FlowPauses, abc.ABC):
             Ending(job_id, who, token, JobState.TRASHED, force, None, message, "trashed")
         )
 
-    def _fenced_end(self, end: Ending) -> Job:
-        """:meth:`_finish`; a refusal (``NotOwner``, ``StaleToken``, or
-        ``InvalidState`` for a job that already ended) also forgets the local
-        claim it names, which the board just said is not ours."""
+    def _fenced_end(self, end: Ending, progress: Mapping[str, str] | None = None) -> Job:
+        """:meth:`_finish` (with the last ``progress`` records, if any); a refusal
+        (``NotOwner``, ``StaleToken``, or ``InvalidState`` for a job that already
+        ended) also forgets the local claim it names, which the board just said
+        is not ours."""
         try:
+            if progress:
+                return self._finish_with_progress(end, progress)
             return self._finish(end)
         except (errors.NotOwner, errors.InvalidState):
             if not end.force:
@@ -396,7 +417,18 @@ class JobBoard(Producing, FlowPauses, abc.ABC):
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         """Block until a waiting job (of ``flows``) may be available; True if so,
         False on timeout. Woken by posts, not by busy polling; never sleeps past
-        the next due time of a scheduled job it knows of."""
+        the next due time of a scheduled job it knows of. With several idle
+        waiters a backend may wake only one of them per job (then ``claim_next``
+        of one queued behind another returns None), as long as a waiter that can
+        claim the job wakes."""
+
+    #: Whether :meth:`interrupt_wait` ends a blocked :meth:`wait` at once (so a
+    #: caller may block for long instead of waking now and then to look at a flag).
+    WAIT_INTERRUPTIBLE: ClassVar[bool] = False
+
+    def interrupt_wait(self) -> None:
+        """Make this process's threads blocked in :meth:`wait` return (False) soon;
+        a no-op on boards whose ``wait`` is not interruptible."""
 
     # -- entities -----------------------------------------------------------
 
@@ -459,12 +491,6 @@ class JobBoard(Producing, FlowPauses, abc.ABC):
     # too) before they call a hook; a hook checks the fence and writes, atomically.
 
     @abc.abstractmethod
-    def _store_progress(
-        self, job_id: str, who: str, token: int, atom_name: str, encoded: str
-    ) -> None:
-        """Write the encoded progress record if ``who``/``token`` hold the claim."""
-
-    @abc.abstractmethod
     def _post(self, new: NewJob) -> Job:
         """Add the validated job as waiting (or scheduled), count and publish
         ``posted``; return it. When ``new.key`` names an existing job, return
@@ -473,14 +499,6 @@ class JobBoard(Producing, FlowPauses, abc.ABC):
     @abc.abstractmethod
     def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:
         """The jobs in ``wanted`` states (of ``flow`` if given), in claim order."""
-
-    @abc.abstractmethod
-    def _finish(self, end: Ending) -> Job:
-        """End an unfinished job as ``end`` says, fenced unless ``end.force``.
-
-        Counts and publishes ``end.event``, forgets the local claim and
-        returns the finished job.
-        """
 
     @abc.abstractmethod
     def _release_claim(self, release: Release) -> Job:

@@ -35,23 +35,50 @@ class LocalClaims:
         self._lost: set[str] = set()
         self._cancel_flags: set[str] = set()
         self._listeners: list[Callable[[BoardEvent], None]] = []
+        #: Listeners that only want events about jobs this board holds a claim on.
+        self._held_only: set[Callable[[BoardEvent], None]] = set()
 
-    def add_listener(self, callback: Callable[[BoardEvent], None]) -> None:
-        """Call ``callback(event)`` for board changes (from a backend thread)."""
+    def add_listener(
+        self, callback: Callable[[BoardEvent], None], *, held_only: bool = False
+    ) -> None:
+        """Call ``callback(event)`` for board changes (from a backend thread).
+
+        With ``held_only`` the callback gets only events about jobs this board
+        holds a claim on (a conductor's case), and a backend may skip the reads
+        that tell what happened to other jobs: watching boards then cost no more
+        per change elsewhere on the board.
+        """
         with self._local_lock:
             self._listeners.append(callback)
+            if held_only:
+                self._held_only.add(callback)
 
     def remove_listener(self, callback: Callable[[BoardEvent], None]) -> None:
         """Stop calling a callback added with :meth:`add_listener`."""
         with self._local_lock:
             if callback in self._listeners:
                 self._listeners.remove(callback)
+            if callback not in self._listeners:
+                self._held_only.discard(callback)
+
+    def _wants_events(self, job_id: str | None) -> bool:
+        """Whether some listener wants events about ``job_id`` (any job when None)."""
+        listeners = self._listeners
+        if not listeners:
+            return False
+        if len(self._held_only) < len(listeners):
+            return True
+        return job_id is not None and job_id in self._held
 
     def _emit(self, event: BoardEvent) -> None:
         """Apply an event to the local claim view, then tell listeners."""
-        if event.job_id is not None:
+        job_id = event.job_id
+        if job_id is not None:
             self._apply_event(event)
+        held = job_id is not None and job_id in self._held
         for callback in list(self._listeners):
+            if not held and callback in self._held_only:
+                continue
             try:
                 callback(event)
             except Exception:  # a listener must never break the board

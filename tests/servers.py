@@ -301,7 +301,7 @@ class ZooKeeperServer(ServerProcess):
                     "admin.enableServer=false",
                     f"minSessionTimeout={2 * self.tick_time}",
                     f"maxSessionTimeout={self.max_session_timeout}",
-                    "4lw.commands.whitelist=ruok,srvr,stat,cons",
+                    "4lw.commands.whitelist=ruok,srvr,stat,cons,mntr",
                     "autopurge.purgeInterval=0",
                     "",
                 ]

@@ -91,7 +91,8 @@ class RedisBoard(RedisProducers):
         self.persistence, self.eviction = persistence, eviction
         self._run_id, self._epoch, self._gen = "", 0, 0
         self._halted = None
-        self._hello_lock = threading.Lock()
+        self._hello_lock = threading.RLock()
+        self._check_run = "1"
         self._server = {}
         if (
             not isinstance(self.namespace, str)
@@ -119,6 +120,7 @@ class RedisBoard(RedisProducers):
         self._waiters_lock = threading.Lock()
         self._waiters = []
         self._idle = IdleKnowledge(self.QUIET_MAX)
+        self._pass_on = False
 
     # -- life cycle ---------------------------------------------------------
 

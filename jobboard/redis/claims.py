@@ -81,9 +81,10 @@ class RedisClaims(RedisWrites):
         length = self._claim_args("?", who, lease)
         if isinstance(flows, str):
             flows = [flows]
-        which = ["*"] if flows is None else ["=", *flows]
-        if flows is not None and len(which) == 1:
+        if flows is not None and not flows:
             return None
+        pass_on, self._pass_on = self._pass_on, False
+        which = ["*"] if flows is None else ["=+" if pass_on else "=", *flows]
         args = (who, repr(length), repr(self.retention), self.REAP_BATCH, self.SKIP_LIMIT, *which)
         while True:
             started = self._local_clock()

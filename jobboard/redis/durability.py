@@ -71,7 +71,7 @@ class RedisDurability(RedisSession):
     _epoch: int
     _gen: int
     _halted: str | None
-    _hello_lock: threading.Lock
+    _hello_lock: threading.RLock
     _server: dict[str, Any]
 
     @property
@@ -96,37 +96,56 @@ class RedisDurability(RedisSession):
         ``BoardRegressed`` when it went backwards."""
         self._redis()  # BoardUnavailable once the board is closed
         with self._hello_lock:
-            reply = self._scripts["hello"](
-                keys=[f"{self._prefix}board"],
-                args=[
-                    self._prefix,
-                    self._run_id,
-                    self._epoch,
-                    self._gen,
-                    self.RUNS_KEPT,
-                    0 if self._server.get("persistence") == "aof-always" else self.RESTART_SETTLE,
-                ],
+            self._hello_done(
+                self._scripts["hello"](keys=[f"{self._prefix}board"], args=self._hello_args())
             )
-            status = text(reply[0])
-            if status == "halted":
-                self._halt(text(reply[1]))
-            run, epoch, gen = text(reply[1]), int(reply[2]), int(reply[3])
-            if status == "reset" and self._run_id:
-                log.warning(
-                    "redis board %r: reset by an operator (epoch %d); claims made before are void",
-                    self.namespace,
-                    epoch,
-                )
-                self._void_claims()
-            elif self._run_id and run != self._run_id:
-                log.info(
-                    "redis board %r: server restarted (run %s); nothing this client saw was lost",
-                    self.namespace,
-                    run[:8],
-                )
-            if self._halted is not None:
-                log.warning("redis board %r works again", self.namespace)
-            self._run_id, self._epoch, self._gen, self._halted = run, epoch, gen, None
+
+    def _hello_on(self, connection: redis.connection.AbstractConnection) -> None:
+        """Hello over a new connection that met another server run (see
+        ``RedisSession._on_connection``). A halt is recorded and logged; the
+        request that opened the connection then meets it in the guard."""
+        script = self._scripts["hello"]
+        with self._hello_lock:
+            connection.send_command(
+                "EVAL", script.script, 1, f"{self._prefix}board", *self._hello_args()
+            )
+            try:
+                self._hello_done(connection.read_response())
+            except errors.BoardRegressed:
+                pass
+
+    def _hello_args(self) -> list[Any]:
+        return [
+            self._prefix,
+            self._run_id,
+            self._epoch,
+            self._gen,
+            self.RUNS_KEPT,
+            0 if self._server.get("persistence") == "aof-always" else self.RESTART_SETTLE,
+        ]
+
+    def _hello_done(self, reply: list[Any]) -> None:
+        """Take in hello's answer (the caller holds the hello lock)."""
+        status = text(reply[0])
+        if status == "halted":
+            self._halt(text(reply[1]))
+        run, epoch, gen = text(reply[1]), int(reply[2]), int(reply[3])
+        if status == "reset" and self._run_id:
+            log.warning(
+                "redis board %r: reset by an operator (epoch %d); claims made before are void",
+                self.namespace,
+                epoch,
+            )
+            self._void_claims()
+        elif self._run_id and run != self._run_id:
+            log.info(
+                "redis board %r: server restarted (run %s); nothing this client saw was lost",
+                self.namespace,
+                run[:8],
+            )
+        if self._halted is not None:
+            log.warning("redis board %r works again", self.namespace)
+        self._run_id, self._epoch, self._gen, self._halted = run, epoch, gen, None
 
     def _halt(self, reason: str) -> None:
         """Record that the board refuses to work, void our claims, say it loudly, raise."""

@@ -10,6 +10,7 @@ waiters poll instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -31,6 +32,8 @@ __all__ = ["RedisEvents"]
 
 #: Events after which a job may be waiting.
 _WAKE_KINDS = frozenset({"posted", "abandoned", "expired"})
+#: Events that end a claim (its lease end no longer matters to idle waiters).
+_ENDED_KINDS = frozenset({"consumed", "failed", "cancelled", "trashed", "abandoned", "expired"})
 
 
 class RedisEvents(RedisDurability):
@@ -46,6 +49,9 @@ class RedisEvents(RedisDurability):
     EXPIRY_MARGIN: ClassVar[float] = 0.005
     #: Longest an idle waiter trusts its last check without asking (a safety net).
     QUIET_MAX: ClassVar[float] = 30.0
+    #: Longest and shortest single block (seconds) on the wake-up lists (below the socket timeout).
+    TOKEN_BLOCK_MAX: ClassVar[float] = 4.0
+    TOKEN_BLOCK_MIN: ClassVar[float] = 0.01
 
     _channel: str
     _control: str
@@ -54,6 +60,8 @@ class RedisEvents(RedisDurability):
     _waiters_lock: threading.Lock
     _waiters: list[tuple[frozenset[str] | None, threading.Event]]
     _idle: IdleKnowledge
+    #: Set when a wait took a wake-up token: the next claim_next passes one on.
+    _pass_on: bool
 
     def _start_listening(self, client: redis.Redis) -> None:
         """Start the event thread on ``client``."""
@@ -91,6 +99,8 @@ class RedisEvents(RedisDurability):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = flow_key(flows)
+        if wanted:
+            return self._wait_for_token(deadline, wanted)
         entry = (wanted, threading.Event())
         with self._waiters_lock:
             self._waiters.append(entry)
@@ -115,6 +125,87 @@ class RedisEvents(RedisDurability):
         finally:
             with self._waiters_lock:
                 self._waiters.remove(entry)
+
+    def _wait_for_token(self, deadline: float | None, flows: frozenset[str]) -> bool:
+        """``wait`` for named flows: block on their wake-up lists (BLPOP), so that
+        a post wakes one idle client, not every one (see ``wake`` in
+        ``lua/_lib.lua``). The board is asked first only when no check since the
+        last reconnect proved that nothing waited; the first known lease end
+        ends the block, as in ``wait``. Taking a token makes the next
+        ``claim_next`` hand a wake-up on when more jobs wait."""
+        keys = [f"{self._prefix}wake:{flow}" for flow in sorted(flows)]
+        keys.append(self._interrupt_key)
+        while True:
+            if not self._subscribed.is_set():
+                # Events and tokens may have been missed: poll as wait() does.
+                pause = self.LISTEN_BACKOFF_MAX
+                quiet = None
+            else:
+                quiet = self._idle.proved_until(flows)
+                if quiet is None:
+                    if self._available(flows):
+                        return True
+                    quiet = self._idle.proved_until(flows)
+                pause = self._token_block_max()
+            now = time.monotonic()
+            if quiet is not None:
+                pause = min(pause, max(quiet - now + self.EXPIRY_MARGIN, self.EXPIRY_MARGIN))
+            if deadline is not None:
+                pause = min(pause, deadline - now)
+                if pause <= 0:
+                    return False
+            if pause < self.TOKEN_BLOCK_MIN:  # BLPOP's 0 would block for ever
+                time.sleep(pause)
+                continue
+            if not self._subscribed.is_set():
+                self._stopping.wait(pause)
+                continue
+            try:
+                token = self._call(
+                    "wait", None, functools.partial(self._pop_token, keys, pause), safe=True
+                )
+            except errors.BoardUnavailable:
+                if self._client is None:
+                    return False  # closed meanwhile
+                raise
+            if token is not None:
+                if text(token[0]) == self._interrupt_key:
+                    return False
+                self._pass_on = True
+                return True
+
+    WAIT_INTERRUPTIBLE: ClassVar[bool] = True
+
+    @property
+    def _interrupt_key(self) -> str:
+        """This client's private list that :meth:`interrupt_wait` pushes to."""
+        return f"{self._control}:wait"
+
+    def interrupt_wait(self) -> None:
+        """End this process's waits blocked on wake-up tokens (and wake the others)."""
+        self._wake(None, changed=False)
+
+        def push() -> None:
+            pipe = self._pipeline()
+            pipe.rpush(self._interrupt_key, "1")
+            pipe.pexpire(self._interrupt_key, int(self.TOKEN_BLOCK_MAX * 1000) + 1000)
+            pipe.execute()
+
+        try:
+            self._call("interrupt_wait", None, push, safe=True)
+        except errors.BoardUnavailable:
+            pass  # closed, or the server is away: the waits end on their own
+
+    def _token_block_max(self) -> float:
+        """Longest block on the wake-up lists: a second under the socket timeout."""
+        limit = self._where("socket_timeout")
+        if not limit:
+            return self.TOKEN_BLOCK_MAX
+        return max(self.TOKEN_BLOCK_MIN, min(self.TOKEN_BLOCK_MAX, float(limit) - 1.0))
+
+    def _pop_token(self, keys: list[str], seconds: float) -> Any:
+        """Block up to ``seconds`` for a wake-up token of one of ``keys``."""
+        return self._redis().blpop(keys, timeout=seconds)
 
     def _available(self, flows: frozenset[str] | None) -> bool:
         """One round trip: a waiting job of ``flows``, a lease already run out, or a
@@ -267,15 +358,17 @@ class RedisEvents(RedisDurability):
                 ends = float(event.data["ends"])
             except (KeyError, TypeError, ValueError):
                 ends = None
-            self._idle.claimed(ends)
+            self._idle.claimed(ends, event.job_id)
             self._wake(None, changed=False)  # waiters only recompute when to look again
+        if event.kind in _ENDED_KINDS:
+            self._idle.ended(event.job_id)
         self._emit(event)
 
     def _wake(self, flow: str | None, *, changed: bool = True) -> None:
         """Wake the waiters interested in ``flow`` (all of them for None);
         ``changed``: a job may be waiting now (what the last check proved is void)."""
         if changed:
-            self._idle.woken()
+            self._idle.woken(reset=flow is None)
         with self._waiters_lock:
             for flows, event in self._waiters:
                 if flow is None or flows is None or flow in flows:

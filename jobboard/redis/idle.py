@@ -39,35 +39,61 @@ class IdleKnowledge:
         self.longest = longest
         self._lock = threading.Lock()
         self._wakes = 0  # one more per event that may make a job waiting
+        self._resets = 0  # one more per event link (re)connect: events may be missed
         self._claims = 0  # one more per claimed event
         self._quiet: dict[FlowKey, tuple[int, float]] = {}  # flows -> (wakes, checked at)
-        self._lease_end = math.inf  # earliest known lease end (local monotonic)
+        # flows -> (resets, checked at): for waiters on wake-up tokens, whom a post
+        # reaches through its token, so only a reconnect voids what a check proved.
+        self._proved: dict[FlowKey, tuple[int, float]] = {}
+        self._head = math.inf  # the earliest lease end the last check saw (local monotonic)
+        # Claims heard of since: job -> (claim count, lease end (local monotonic)).
+        self._recent: dict[str | None, tuple[int, float]] = {}
         self._offset: float | None = None  # server time - local monotonic time
 
-    def mark(self) -> tuple[int, int]:
+    def mark(self) -> tuple[int, int, int]:
         """Taken before a check is sent: what :meth:`quiet` needs to trust it."""
         with self._lock:
-            return self._wakes, self._claims
+            return self._wakes, self._claims, self._resets
 
-    def woken(self) -> None:
-        """An event says a job may be waiting (or events may have been missed)."""
+    def woken(self, *, reset: bool = False) -> None:
+        """An event says a job may be waiting; ``reset``: events (and wake-up
+        tokens, after a restart) may have been missed."""
         with self._lock:
             self._wakes += 1
             self._quiet.clear()
+            if reset:
+                self._resets += 1
+                self._proved.clear()
 
-    def claimed(self, ends: float | None) -> None:
-        """Someone claimed a job whose lease ends at server time ``ends``."""
+    def mark_tokens(self) -> int:
+        """Taken before a check by a waiter on wake-up tokens."""
+        with self._lock:
+            return self._resets
+
+    def claimed(self, ends: float | None, job: str | None = None) -> None:
+        """Someone claimed ``job``, whose lease ends at server time ``ends``."""
         with self._lock:
             self._claims += 1
             if ends is None or self._offset is None:
-                self._lease_end = -math.inf  # unknown: check again
+                self._head = -math.inf  # unknown: check again
             else:
-                self._lease_end = min(self._lease_end, ends - self._offset)
+                self._recent[job] = (self._claims, ends - self._offset)
+
+    def ended(self, job: str | None) -> None:
+        """``job``'s claim ended (finished, abandoned, expired): its lease end no
+        longer matters, so idle waiters do not wake for it."""
+        with self._lock:
+            self._recent.pop(job, None)
+
+    @property
+    def _lease_end(self) -> float:
+        """The earliest known lease end (local monotonic)."""
+        return min(self._head, min((end for _, end in self._recent.values()), default=math.inf))
 
     def quiet(
         self,
         flows: FlowKey,
-        mark: tuple[int, int],
+        mark: tuple[int, int, int],
         answered: float,
         server_now: float,
         lease_end: float | None,
@@ -77,16 +103,27 @@ class IdleKnowledge:
         server time ``lease_end``. Lease ends are placed on the local clock as seen
         from the answer, so a waiter wakes after them (by the reply's travel), never
         before."""
-        wakes, claims = mark
+        wakes, claims, resets = mark
         with self._lock:
             self._offset = server_now - answered
             local_end = math.inf if lease_end is None else lease_end - self._offset
-            if self._claims == claims:
-                self._lease_end = local_end
-            else:  # a claim came in meanwhile: keep its lease end too
-                self._lease_end = min(self._lease_end, local_end)
+            self._head = local_end
+            # Claims heard of before the check are in its answer; later ones count too.
+            self._recent = {j: c for j, c in self._recent.items() if c[0] > claims}
             if self._wakes == wakes:
                 self._quiet[flows] = (wakes, answered)
+            if resets == self._resets:
+                self._proved[flows] = (resets, answered)
+
+    def proved_until(self, flows: FlowKey) -> float | None:
+        """Like :meth:`until` for a waiter on wake-up tokens: posts since the check
+        left tokens for it, so only a reconnect or the first lease end void it."""
+        with self._lock:
+            known = self._proved.get(flows)
+            if known is None or known[0] != self._resets:
+                return None
+            until = min(self._lease_end, known[1] + self.longest)
+        return until if time.monotonic() < until else None
 
     def until(self, flows: FlowKey) -> float | None:
         """Local monotonic time until which no job of ``flows`` can be waiting, or

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 from collections.abc import Callable
 from importlib import resources
@@ -48,15 +49,19 @@ _SCRIPTS = (
     "hello",
     "reset",
 )
+#: The server run's id in an INFO reply.
+_RUN_ID = re.compile(r"run_id:([0-9a-f]+)")
 #: Scripts run without the guard (they are how a client checks the board).
 _UNGUARDED = frozenset({"hello", "reset"})
 
-#: Around every other script: take off the client's known run and epoch, check
-#: them (``guard``), run the script's body, reply ``{gen, reply}``.
+#: Around every other script: take off the client's known run and epoch and
+#: whether the server's run id must be read here, check them (``guard``), run
+#: the script's body, reply ``{gen, reply}``.
 _GUARD_HEAD = """
+local CHECK_RUN = table.remove(ARGV) == '1'
 local KNOWN_EPOCH = tonumber(table.remove(ARGV))
 local KNOWN_RUN = table.remove(ARGV)
-local refusal = guard(ARGV[1], KNOWN_RUN, KNOWN_EPOCH)
+local refusal = guard(ARGV[1], KNOWN_RUN, KNOWN_EPOCH, CHECK_RUN)
 if refusal then
   return refusal
 end
@@ -109,13 +114,22 @@ class RedisSession(JobBoard):
     _run_id: str
     _epoch: int
     _gen: int
+    _check_run: str
 
     def _open_client(self) -> redis.Redis:
         """The client (the given one, or a new one), with the scripts registered,
         once it answers a PING; ``BoardUnavailable`` when it does not."""
+        # Except on a Cluster (whose client installs its own connect hook), the
+        # board checks the server's run id once per connection (_on_connection).
+        on_connect = None if "startup_nodes" in self._connection else self._on_connection
         client = self._given or topology.make_client(
-            self._connection, health_check_interval=self.HEALTH_CHECK_INTERVAL
+            self._connection,
+            health_check_interval=self.HEALTH_CHECK_INTERVAL,
+            on_connect=on_connect,
         )
+        # A given client's connections (or a Cluster's) are not ours to check: its
+        # scripts ask the server's run id themselves (one INFO per script).
+        self._check_run = "1" if self._given is not None or on_connect is None else "0"
         self._client = client
         self._scripts = {n: client.register_script(_script_source(n)) for n in _SCRIPTS}
         try:
@@ -134,6 +148,28 @@ class RedisSession(JobBoard):
 
     def _check_server(self, client: redis.Redis) -> None:
         """Check the server's persistence and eviction settings (see ``durability``)."""
+
+    def _on_connection(self, connection: redis.connection.AbstractConnection) -> None:
+        """Every new connection of the board's own client: which server run answers?
+
+        A restarted server, or a replica promoted in its place, is only ever
+        reached over a new connection, so checking the run id here (one INFO
+        per connection) tells every script's guard what an INFO inside each
+        script would: a new run is checked with hello, on this connection,
+        before any request is sent over it.
+        """
+        connection.on_connect()
+        if not self._run_id:
+            return  # the board is connecting: _open_client runs hello itself
+        connection.send_command("INFO", "server")
+        info = connection.read_response()
+        found = _RUN_ID.search(info.decode() if isinstance(info, bytes) else str(info))
+        if found is None or found.group(1) != self._run_id:
+            self._hello_on(connection)
+
+    def _hello_on(self, connection: redis.connection.AbstractConnection) -> None:
+        """Run hello over one raw connection (see :mod:`jobboard.redis.durability`)."""
+        raise NotImplementedError
 
     def _connection_uncertain(self) -> bool:
         return self._client is not None and not self._subscribed.is_set()
@@ -232,7 +268,10 @@ class RedisSession(JobBoard):
         script = self._scripts[name]
         for _ in range(3):
             try:
-                reply = script(keys=[key], args=[self._prefix, *args, self._run_id, self._epoch])
+                reply = script(
+                    keys=[key],
+                    args=[self._prefix, *args, self._run_id, self._epoch, self._check_run],
+                )
             except redis.ResponseError as err:
                 message = str(err)
                 if message.startswith("JB RECHECK"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -178,7 +178,12 @@ def _db(url: str, segments: list[str]) -> int:
         raise errors.BadURL(f"board URL {redact_url(url)!r}: bad database ({err})") from err
 
 
-def make_client(connection: Mapping[str, Any], *, health_check_interval: float) -> redis.Redis:
+def make_client(
+    connection: Mapping[str, Any],
+    *,
+    health_check_interval: float,
+    on_connect: Callable[[Any], None] | None = None,
+) -> redis.Redis:
     """A client for the connection settings :func:`address` made (and the board added:
     timeouts, TLS files), sending each command once.
 
@@ -190,6 +195,9 @@ def make_client(connection: Mapping[str, Any], *, health_check_interval: float) 
     sentinel_auth = settings.pop("sentinel_auth", None) or {}
     startup_nodes = settings.pop("startup_nodes", None)
     once = Retry(NoBackoff(), 0)  # writes are never resent blindly
+    if on_connect is not None and startup_nodes is None:
+        # Run on every new connection instead of the plain handshake (it does that first).
+        settings["redis_connect_func"] = on_connect
     if startup_nodes is not None:
         for key in ("host", "port", "db"):
             settings.pop(key, None)

@@ -58,6 +58,7 @@ from jobboard.changes import NewJob
 from jobboard.model import ACTIVE_STATES, FINISHED_STATES, BoardEvent, Job, JobRef, JobState
 from jobboard.urls import coerce_options, number_option, parse_options, redact_url
 from jobboard.zookeeper.liveness import ServerTime, SessionClock
+from jobboard.zookeeper.localview import View
 from jobboard.zookeeper.nodes import (
     NAMESPACE_RE,
     VIEW_KINDS,
@@ -70,8 +71,7 @@ from jobboard.zookeeper.nodes import (
     read_done,
 )
 from jobboard.zookeeper.producers import ZkProducers
-from jobboard.zookeeper.session import Refused, log
-from jobboard.zookeeper.view import View
+from jobboard.zookeeper.session import Pacer, Refused, log
 
 __all__ = ["ZookeeperBoard"]
 
@@ -124,12 +124,15 @@ class ZookeeperBoard(ZkProducers):
     #: up to ``LISTING_INTERVAL_MAX``: a change after a quiet spell is listed at
     #: once, a burst at a pace that grows with the folder (each listing carries
     #: every child, so one listing per change would cost O(backlog^2)).
-    LISTING_COST = 5e-5
-    LISTING_INTERVAL_MAX = 0.25
+    LISTING_COST = 2e-4
+    LISTING_INTERVAL_MAX = 1.0
+    #: ...and at least ``LISTING_INTERVAL_MIN`` apart, so that a busy board lists a
+    #: small folder once per burst of changes rather than once per change.
+    LISTING_INTERVAL_MIN = 0.02
     #: After losing a race for a job, ``claim_next`` picks at random among the
     #: ``CLAIM_SPREAD`` best jobs of the best priority for ``CONTENTION_MEMORY``
     #: seconds (FIFO within a priority then holds up to that many places).
-    CLAIM_SPREAD = 4
+    CLAIM_SPREAD = 8
     CONTENTION_MEMORY = 1.0
 
     def __init__(
@@ -186,7 +189,7 @@ class ZookeeperBoard(ZkProducers):
             deadline=self.RETRY_DEADLINE,
             ignore_expire=True,
         )
-        self._timers = {}
+        self._pacer = Pacer(f"jobboard-{self.namespace}-pacer")
         self._session_id = None
         self._connected = False
         self._closed = False
@@ -208,6 +211,7 @@ class ZookeeperBoard(ZkProducers):
         self._progress_dir = {}
         self._last_lease_check = 0.0
         self._contended_until = 0.0
+        self._init_waiters()
         # Retention (here).
         self._last_sweep = 0.0
         self._sweeping = False
@@ -280,14 +284,13 @@ class ZookeeperBoard(ZkProducers):
             self._connected = False
             self._closed = True
             self._changed.notify_all()
-            timers, self._timers = list(self._timers.values()), {}
-        for timer in timers:
-            timer.cancel()
+        self._pacer.stop()
         client = self._client
         if client is None:
             return
         try:
             if not self._owns_client and client.connected:
+                self.stop_waiting()
                 for kind, name in list(self._entities):
                     self.unregister_entity(name, kind)
         except (errors.BoardError, KazooException, KazooTimeoutError) as err:

@@ -86,6 +86,7 @@ class ZkClaims(ZkLeases):
                 f"job {job_id!r} was trashed instead: a poison job, or its record does not read "
                 "(see its last_error)"
             )
+        self._busy(None, every=True)
         return claim
 
     def claim_next(
@@ -94,6 +95,8 @@ class ZkClaims(ZkLeases):
         self._check_owner_args("?", who, 0, False)
         length = self._claim_lease(lease)
         flows = None if flows is None else frozenset(flows)
+        if self._queued_behind(flows):
+            return None  # another idle board is first in line (see ``waiters``)
         tried: set[str] = set()
         now = time.monotonic()
         with self._lock:
@@ -125,6 +128,7 @@ class ZkClaims(ZkLeases):
                     self._view.push(job_id)
                 raise
             if claim is not None:
+                self._busy(flows)
                 return claim
 
     def _claim_id(
@@ -337,8 +341,9 @@ class ZkClaims(ZkLeases):
             self._mark_cancel(job_id)
         if verify is None:
             self._verify_claim(job_id)
-        else:  # the watching read went out with the claim; check its answer now
-            verify.rawlink(functools.partial(self._claim_verified, job_id, token))
+        else:  # the watching read went out with the claim: its answer is here or close
+            verify.wait(self.session_timeout)
+            self._claim_verified(job_id, token, verify)
         self._emit(BoardEvent("claimed", job_id, {"token": token, "owner": who}))
         return claim
 

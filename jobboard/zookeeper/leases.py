@@ -36,10 +36,10 @@ from jobboard.zookeeper.nodes import (
     read_state,
 )
 from jobboard.zookeeper.session import Refused, log
-from jobboard.zookeeper.writes import ZkWrites
+from jobboard.zookeeper.waiters import ZkWaiters
 
 
-class ZkLeases(ZkWrites):
+class ZkLeases(ZkWaiters):
     """Renewing our leases; waiting for work, and for other owners' leases to lapse."""
 
     LEASE_CHECK_INTERVAL: ClassVar[float]
@@ -96,28 +96,40 @@ class ZkLeases(ZkWrites):
         watches (a post, a claim node deleted: a released job or an expired
         session), and when the first lease of another owner's claim runs out,
         so that a dead owner's leased job is taken over at its lease's end, and when
-        a job posted for later falls due."""
+        a job posted for later falls due.
+
+        A board that finds no work queues behind the other idle boards of the
+        same flows (:mod:`jobboard.zookeeper.waiters`): only the first in line
+        wakes for work; the next one wakes when work waits while the first is
+        busy, or when the first goes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         flows = None if flows is None else frozenset(flows)
+        self._waiting_again(flows)
         while True:
-            lapse = self._next_lapse(flows)
+            place = self._place(flows)
+            active = place is None or place.head
+            lapse = self._next_lapse(flows) if active else None
             with self._changed:
-                if self._view.best(flows, pop=False) is not None:
+                if active and self._view.best(flows, pop=False) is not None:
                     return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if (remaining is not None and remaining <= 0) or self._closed:
                     return False
+                join = place is None
                 if lapse is not None:
                     until = lapse - self._time.now()
                     if until <= 0:
                         self._last_lease_check = 0.0  # claim_next looks at once
                         return True
                     remaining = until if remaining is None else min(remaining, until)
-                due = self._view.next_due()  # a job posted for later: wake when it is due
-                if due is not None:
+                due = self._view.next_due() if active else None
+                if due is not None:  # a job posted for later: wake when it is due
                     until_due = max(0.0, due - time.time()) + 0.001
                     remaining = until_due if remaining is None else min(remaining, until_due)
-                self._changed.wait(remaining)
+                if not join:
+                    self._changed.wait(remaining)
+            if join:
+                self._join(flows)
 
     def _next_lapse(self, flows: frozenset[str] | None) -> float | None:
         """Board time when the first leased claim of another owner (on a job of

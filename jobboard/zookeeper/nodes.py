@@ -21,6 +21,8 @@ Under ``<chroot>/<namespace>``::
     schedules/s<name>            persistent: one record of the schedules' store (quoted);
                                  its ZooKeeper version + 1 is the record's version
     pauses/f<flow>               persistent: a paused flow's note (folder made on first pause)
+    waiters/<key>/w-<seq>        EPHEMERAL sequential: an idle board queued for work on a
+                                 set of flows; only the first in line watches for work
 
 Everything here is pure: no requests, no board state.
 """
@@ -58,6 +60,7 @@ FOLDERS = (
     "entities",
     "keys",
     "schedules",
+    "waiters",
 )
 #: The event that tells a job ended in each finished state.
 FINISH_EVENTS = {

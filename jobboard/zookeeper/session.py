@@ -73,6 +73,55 @@ class Refused(Exception):
         self.error = error
 
 
+class Pacer:
+    """Runs calls later, each once per pending key, on one thread (started when
+    needed): a timer thread per call would cost more than most calls."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._wake = threading.Condition()
+        self._due: dict[str, tuple[float, Callable[[], None]]] = {}
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def later(self, key: str, delay: float, fn: Callable[[], None]) -> None:
+        with self._wake:
+            if key in self._due:
+                return
+            self._stopped = False
+            self._due[key] = (time.monotonic() + delay, fn)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            else:
+                self._wake.notify()
+
+    def stop(self) -> None:
+        """Drop what is pending; the thread ends."""
+        with self._wake:
+            self._due.clear()
+            self._stopped = True
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                due = [k for k, (at, _) in self._due.items() if at <= now]
+                if not due:
+                    nearest = min((at for at, _ in self._due.values()), default=now + 5.0)
+                    self._wake.wait(nearest - now)
+                    continue
+                calls = [self._due.pop(k)[1] for k in due]
+            for fn in calls:
+                try:
+                    fn()
+                except Exception:  # a paced call must never stop the others
+                    log.exception("%s: paced call failed", self.name)
+
+
 class ZkSession(JobBoard):
     """Requests to ZooKeeper and the session they run in."""
 
@@ -94,7 +143,7 @@ class ZkSession(JobBoard):
     _instance: str
     _lock: threading.RLock
     _retry: KazooRetry
-    _timers: dict[str, threading.Timer]
+    _pacer: Pacer
     _session_id: int | None
     _connected: bool
     _closed: bool
@@ -215,12 +264,16 @@ class ZkSession(JobBoard):
             new_session = client.client_id[0] if client.client_id else None
             if new_session != self._session_id:
                 self._session_id = new_session
+                self._forget_places()
                 for (kind, name), data in list(self._entities.items()):
                     self._put_entity(kind, name, data)
                 self._sync_time()
             self._resync()
         except (errors.BoardError, KazooException, KazooTimeoutError) as err:
             log.warning("%s: resync after reconnect failed: %s", self, err)
+
+    def _forget_places(self) -> None:
+        """A new session: forget the ephemeral places the old one held (``waiters``)."""
 
     @abc.abstractmethod
     def _resync(self) -> None:
@@ -354,20 +407,9 @@ class ZkSession(JobBoard):
         return results
 
     def _later(self, key: str, delay: float, fn: Callable[[], None]) -> None:
-        """Run ``fn`` once in ``delay`` seconds on a timer thread (once per pending key)."""
-        with self._lock:
-            if key in self._timers or self._closed:
-                return
-
-            def run() -> None:
-                with self._lock:
-                    self._timers.pop(key, None)
-                if not self._closed:
-                    fn()
-
-            timer = self._timers[key] = threading.Timer(delay, run)
-            timer.daemon = True
-        timer.start()
+        """Run ``fn`` once in ``delay`` seconds (once per pending key)."""
+        if not self._closed:
+            self._pacer.later(key, delay, fn)
 
     # -- counters -------------------------------------------------------------
     #

@@ -13,11 +13,9 @@ claim data are dropped when the job's claim changes).
 from __future__ import annotations
 
 import functools
-import heapq
-import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from kazoo.exceptions import KazooException, NoNodeError
@@ -26,13 +24,12 @@ from kazoo.protocol.states import EventType, ZnodeStat
 
 from jobboard import errors
 from jobboard.model import BoardEvent, Job, JobRef
+from jobboard.zookeeper.localview import View
 from jobboard.zookeeper.nodes import (
     VIEW_KINDS,
     Snapshot,
     active_job,
-    due_of,
     id_parts,
-    is_scheduled,
     load,
     node_event,
     parse_id,
@@ -45,137 +42,12 @@ from jobboard.zookeeper.pauses import ZkPauses
 from jobboard.zookeeper.session import log
 
 
-class View:
-    """The local picture of active jobs, claims and cancel flags (caller holds the lock).
-
-    Listings come from children watches; our own writes are applied at once as
-    overrides, which a listing drops only when it was requested after the
-    write (ZooKeeper answers one session's requests in order), so a listing
-    already in flight never undoes a change we know about.
-    """
-
-    def __init__(self) -> None:
-        self.members: dict[str, set[str]] = {kind: set() for kind in VIEW_KINDS}
-        self.gen = dict.fromkeys(VIEW_KINDS, 0)
-        self.pzxid = dict.fromkeys(VIEW_KINDS, -1)
-        self.overrides: dict[str, dict[str, tuple[int, bool]]] = {k: {} for k in VIEW_KINDS}
-        self.heaps: dict[str, list[tuple[int, int, str]]] = {}
-        # Jobs posted for later, by due time; moved to their flow's heap once due.
-        self.due: list[tuple[float, str]] = []
-        # Jobs whose claim ended, not yet known to be waiting rather than finished
-        # (the jobs/ listing is paced; one read of the job node settles it).
-        self.unconfirmed: set[str] = set()
-        self.loaded = False
-
-    def listing(
-        self, kind: str, children: Iterable[str], pzxid: int, sent_gen: int
-    ) -> tuple[set[str], set[str]] | None:
-        """Apply a children listing; returns (added, removed) or None if it was older."""
-        if pzxid < self.pzxid[kind]:
-            return None
-        self.pzxid[kind] = pzxid
-        members = {c for c in children if parse_id(c) is not None}
-        overrides = self.overrides[kind]
-        for job_id, (gen, present) in list(overrides.items()):
-            if gen <= sent_gen:
-                del overrides[job_id]
-            elif present:
-                members.add(job_id)
-            else:
-                members.discard(job_id)
-        old = self.members[kind]
-        self.members[kind] = members
-        return members - old, old - members
-
-    def local(self, kind: str, job_id: str, present: bool) -> bool:
-        """Apply one of our own writes; True when it changed the view."""
-        self.gen[kind] += 1
-        self.overrides[kind][job_id] = (self.gen[kind], present)
-        members = self.members[kind]
-        if (job_id in members) == present:
-            return False
-        if present:
-            members.add(job_id)
-        else:
-            members.discard(job_id)
-        return True
-
-    def push(self, job_id: str) -> None:
-        parsed = parse_id(job_id)
-        if parsed is not None:
-            if is_scheduled(job_id):
-                heapq.heappush(self.due, (due_of(job_id) or 0.0, job_id))
-                return
-            rank, flow, seq = parsed
-            heapq.heappush(self.heaps.setdefault(flow, []), (rank, seq, job_id))
-
-    def promote_due(self, now: float) -> None:
-        """Move jobs whose due time came to their flow's heap (cheapest first)."""
-        while self.due and self.due[0][0] <= now:
-            _, job_id = heapq.heappop(self.due)
-            if job_id in self.members["jobs"]:
-                self.push(job_id)
-
-    def next_due(self) -> float | None:
-        """The earliest due time of a job posted for later that is still active."""
-        while self.due and self.due[0][1] not in self.members["jobs"]:
-            heapq.heappop(self.due)
-        return self.due[0][0] if self.due else None
-
-    def waiting(self, job_id: str) -> bool:
-        return (
-            job_id in self.members["jobs"]
-            and job_id not in self.members["claims"]
-            and job_id not in self.unconfirmed
-            and not is_scheduled(job_id)
-        )
-
-    def best(self, flows: Collection[str] | None, pop: bool) -> str | None:
-        """The best waiting job of ``flows`` (dropping stale heap entries); pop it if asked."""
-        self.promote_due(time.time())
-        best: tuple[tuple[int, int, str], list[tuple[int, int, str]]] | None = None
-        for flow in list(self.heaps if flows is None else flows):
-            heap = self.heaps.get(flow)
-            while heap and not self.waiting(heap[0][2]):
-                heapq.heappop(heap)
-            if heap and (best is None or heap[0] < best[0]):
-                best = (heap[0], heap)
-        if best is None:
-            return None
-        if pop:
-            heapq.heappop(best[1])
-        return best[0][2]
-
-    def spread(self, flows: Collection[str] | None, k: int) -> str | None:
-        """Pop one of the ``k`` best waiting jobs of the best priority at random (to
-        keep racing conductors off each other's heads); push the others back."""
-        picked: list[str] = []
-        while len(picked) < k and (job_id := self.best(flows, pop=True)) is not None:
-            picked.append(job_id)
-        if not picked:
-            return None
-        rank = id_parts(picked[0])[0]
-        choice = random.choice([j for j in picked if id_parts(j)[0] == rank])
-        for job_id in picked:
-            if job_id != choice:
-                self.push(job_id)
-        return choice
-
-    def active(self, flow: str | None) -> list[str]:
-        """Active job ids in claim order."""
-        ids = []
-        for job_id in self.members["jobs"]:
-            parsed = parse_id(job_id)
-            if parsed is not None and (flow is None or parsed[1] == flow):
-                ids.append((parsed[0], parsed[2], job_id))
-        return [job_id for _, _, job_id in sorted(ids)]
-
-
 class ZkView(ZkPauses):
     """The local view, kept by watches, and the reads of jobs it serves."""
 
     LISTING_COST: ClassVar[float]
     LISTING_INTERVAL_MAX: ClassVar[float]
+    LISTING_INTERVAL_MIN: ClassVar[float]
 
     _changed: threading.Condition
     _view: View
@@ -184,8 +56,23 @@ class ZkView(ZkPauses):
     _claims: dict[str, tuple[dict[str, Any], ZnodeStat]]
     _listed_at: dict[str, float]
     _dir_watchers: dict[str, Callable[[Any], None]]
+    _quiet_kinds: set[str]
+    #: A change of ``jobs/`` was seen and not listed yet; listings of it sent so far.
+    _jobs_dirty: bool
+    _jobs_sent: int
+    #: Jobs whose claim ended, left to the next listing of ``jobs/`` (value: the
+    #: listings sent when the claim's end was seen).
+    _deferred: dict[str, int]
 
     # -- watches and listings -------------------------------------------------
+
+    def _view_changed(self) -> None:
+        """Jobs may have become waiting in the view (see ``waiters``)."""
+
+    def _quiet(self, kind: str) -> bool:
+        """Whether a changed folder may go unlisted for now (see ``waiters``); the
+        folders left so are kept in ``_quiet_kinds``."""
+        return False
 
     def _load_views(self) -> None:
         """List jobs, claims and cancel flags with watches (at connect and reconnect)."""
@@ -199,18 +86,30 @@ class ZkView(ZkPauses):
     def _watch_dir(self, kind: str) -> tuple[Any, int]:
         with self._lock:
             sent_gen = self._view.gen[kind]
+            if kind == "jobs":
+                self._jobs_sent += 1
+                self._jobs_dirty = False
+            sent_no = self._jobs_sent
         result = self.client.get_children_async(
             self._path(kind), watch=self._dir_watchers[kind], include_data=True
         )
-        result.rawlink(functools.partial(self._on_listing, kind, sent_gen))
+        result.rawlink(functools.partial(self._on_listing, kind, sent_gen, sent_no))
         return result, sent_gen
 
     def _on_dir_event(self, kind: str, event: Any) -> None:
         if self._closed or event.type == EventType.NONE:
             return  # connection trouble: the state listener lists again on reconnect
         with self._lock:
+            if self._quiet(kind):  # queued behind another idle board: listed when first
+                self._quiet_kinds.add(kind)
+                return
+        with self._lock:
             size = len(self._view.members[kind])
-        pace = min(self.LISTING_INTERVAL_MAX, size * self.LISTING_COST)
+            if kind == "jobs":
+                self._jobs_dirty = True  # a listing of jobs/ will follow
+        pace = min(
+            self.LISTING_INTERVAL_MAX, max(self.LISTING_INTERVAL_MIN, size * self.LISTING_COST)
+        )
         wait = self._listed_at[kind] + pace - time.monotonic()
         if wait > 0:
             self._later(f"list {kind}", wait, functools.partial(self._relist, kind))
@@ -224,7 +123,7 @@ class ZkView(ZkPauses):
         except (KazooException, errors.BoardError) as err:
             log.debug("%s: could not re-arm the %s watch: %s", self, kind, err)
 
-    def _on_listing(self, kind: str, sent_gen: int, result: Any) -> None:
+    def _on_listing(self, kind: str, sent_gen: int, sent_no: int, result: Any) -> None:
         try:
             children, stat = result.get_nowait()
         except (KazooException, KazooTimeoutError) as err:
@@ -232,6 +131,26 @@ class ZkView(ZkPauses):
             return
         if not self._closed:
             self._apply_listing(kind, children, stat.pzxid, sent_gen)
+            if kind == "jobs" and self._deferred:
+                self._settle_deferred(sent_no)
+
+    def _settle_deferred(self, sent_no: int) -> None:
+        """A listing of ``jobs/`` sent after a claim ended tells whether its job is
+        waiting again (still listed) or finished (gone): no read of its node."""
+        with self._lock:
+            settled = [j for j, mark in self._deferred.items() if mark < sent_no]
+            waiting = False
+            for job_id in settled:
+                del self._deferred[job_id]
+                if job_id in self._view.unconfirmed:
+                    self._view.unconfirmed.discard(job_id)
+                    if job_id in self._view.members["jobs"]:
+                        self._view.push(job_id)
+                        waiting = True
+            if waiting:
+                self._changed.notify_all()
+        if waiting:
+            self._view_changed()
 
     def _refresh_views(self) -> None:
         """Fresh listings of jobs, claims and cancel flags (``ensure_fresh``)."""
@@ -257,14 +176,16 @@ class ZkView(ZkPauses):
             added, removed = diff
             if not added and not removed:
                 return
+            # Events (and the reads that tell what a change did) only for listeners
+            # that want them: a conductor's listener wants its own claims' only.
+            tell = self._view.loaded and self._wants_events(None)
             if kind == "jobs":
-                for job_id in added:
-                    self._view.push(job_id)
-                    events.append(BoardEvent("posted", job_id, {"flow": id_parts(job_id)[1]}))
                 for job_id in removed:
                     self._forget_caches(job_id)
                     self._view.unconfirmed.discard(job_id)
-                    reads.append(("done", job_id))
+                if tell:
+                    events += [BoardEvent("posted", j, {"flow": id_parts(j)[1]}) for j in added]
+                reads += [("done", job_id) for job_id in removed]
             elif kind == "claims":
                 for job_id in added | removed:
                     self._states.pop(job_id, None)
@@ -273,21 +194,28 @@ class ZkView(ZkPauses):
                     if job_id in self._view.members["jobs"]:
                         self._view.unconfirmed.add(job_id)
                         released.append(job_id)
-                        reads.append(("state", job_id))
-                reads.extend(("claims", job_id) for job_id in added)
+                        if self._jobs_dirty:  # settled by the listing of jobs/ to come
+                            self._deferred[job_id] = self._jobs_sent
+                reads += [("state", job_id) for job_id in released]
+                reads += [("claims", job_id) for job_id in added]
             else:
                 for job_id in added:
                     if job_id in self._held:
                         self._mark_cancel(job_id)
-                    events.append(BoardEvent("cancel_requested", job_id, {}))
+                    if tell or job_id in self._held:
+                        events.append(BoardEvent("cancel_requested", job_id, {}))
             self._changed.notify_all()
         for job_id in released:
-            self._confirm_waiting(job_id)
+            if job_id not in self._deferred:
+                self._confirm_waiting(job_id)
+        if kind != "cancel":
+            self._view_changed()
         if self._listeners and self._view.loaded:
             for event in events:
                 self._emit(event)
             for where, job_id in reads:
-                self._observe(where, job_id)
+                if self._wants_events(job_id):
+                    self._observe(where, job_id)
 
     def _confirm_waiting(self, job_id: str) -> None:
         """A claim ended: is the job waiting again, or finished? Ask its node."""
@@ -310,6 +238,8 @@ class ZkView(ZkPauses):
                 self._changed.notify_all()
             else:
                 self._view.members["jobs"].discard(job_id)
+        if exists:
+            self._view_changed()
 
     def _observe(self, where: str, job_id: str) -> None:
         """Read what a watched change did, then tell listeners (only when there are any)."""

@@ -12,11 +12,10 @@ After a connection loss a retried write recognises its own earlier success.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, unquote
-
-from kazoo.exceptions import NodeExistsError
+from urllib.parse import quote
 
 from jobboard import errors
 from jobboard.changes import Ending, Release
@@ -35,18 +34,14 @@ from jobboard.zookeeper.nodes import (
     load,
     read_state,
 )
+from jobboard.zookeeper.progress import ZkProgress
 from jobboard.zookeeper.session import Refused, log
-from jobboard.zookeeper.view import ZkView
 
 
-class ZkWrites(ZkView):
+class ZkWrites(ZkProgress):
     """Fences, and the writes they guard."""
 
     _fences: dict[str, Fence]
-    #: Per held job: the progress atoms known to exist (None: unknown), and
-    #: whether its progress folder exists.
-    _progress: dict[str, set[str] | None]
-    _progress_dir: dict[str, bool]
 
     # -- fences -----------------------------------------------------------------
 
@@ -193,58 +188,20 @@ class ZkWrites(ZkView):
 
         self._retrying(f"save progress of {job_id}", attempt)
 
-    def _learn_progress(
-        self, job_id: str, op: tuple[Any, ...], node: str, error: Exception
-    ) -> None:
-        """What a refused progress write tells about the existing progress nodes."""
-        with self._lock:
-            atoms = self._progress.get(job_id)
-            if op[0] == "create" and op[1] == self._path("progress", job_id):
-                self._progress_dir[job_id] = True
-            elif isinstance(error, NodeExistsError):
-                self._progress_dir[job_id] = True
-                self._progress[job_id] = (atoms or set()) | {node}
-            elif op[0] == "create":  # NoNode: the folder is missing
-                self._progress_dir[job_id] = False
-                self._progress[job_id] = set()
-            elif atoms is not None:  # NoNode on set: the atom is missing
-                atoms.discard(node)
-
-    def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
-        job_id = self._require_id(job)
-
-        def read() -> dict[str, dict[str, Any]]:
-            jobs, done, names = self._gather(
-                [
-                    ("exists", self._path("jobs", job_id)),
-                    ("exists", self._path("done", job_id)),
-                    ("get_children", self._path("progress", job_id)),
-                ]
-            )
-            if jobs is None and done is None:
-                raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
-            names = [n for n in names or [] if n.startswith("a")]
-            found = self._gather([("get", self._path("progress", job_id, n)) for n in names])
-            records = {
-                unquote(n[1:]): load(f[0], job_id) for n, f in zip(names, found, strict=True) if f
-            }
-            with self._lock:
-                if job_id in self._fences:
-                    self._progress_dir[job_id] = bool(names) or self._progress_dir.get(
-                        job_id, False
-                    )
-                    self._progress[job_id] = {n for n, f in zip(names, found, strict=True) if f}
-            return records
-
-        return self._read(read, f"load progress of {job_id}")
-
     # -- finishing and abandoning -------------------------------------------------
 
     def _commit_finish(
-        self, job_id: str, fence: Fence, done: dict[str, Any], cancel: bool, poison: bool = False
+        self,
+        job_id: str,
+        fence: Fence,
+        done: dict[str, Any],
+        cancel: bool,
+        poison: bool = False,
+        progress: Mapping[str, str] | None = None,
     ) -> Job | None:
-        """Move an active job to ``done/`` in one transaction; None if it was refused."""
-        ops: list[tuple[Any, ...]] = []
+        """Move an active job to ``done/`` in one transaction (with the last progress
+        records, if any); None if it was refused."""
+        ops: list[tuple[Any, ...]] = self._progress_ops(job_id, progress) if progress else []
         claim_path = self._path("claims", job_id)
         if fence.claim_version is not None:
             ops.append(("delete", claim_path, fence.claim_version))
@@ -264,8 +221,11 @@ class ZkWrites(ZkView):
         try:
             self._transact(ops)
         except Refused as refused:
-            if ops[refused.index][1] == self._path("cancel", job_id):
+            op = ops[refused.index]
+            if op[1] == self._path("cancel", job_id):
                 self._local("cancel", job_id, False)
+            elif op[1].startswith(self._path("progress", job_id)):
+                self._learn_progress(job_id, op, op[1].rpartition("/")[2], refused.error)
             return None
         with self._lock:
             self._forget_caches(job_id)
@@ -282,7 +242,10 @@ class ZkWrites(ZkView):
             self._progress_dir.pop(job_id, None)
         self._untrack(job_id)
 
-    def _finish(self, end: Ending) -> Job:
+    def _finish_with_progress(self, end: Ending, progress: Mapping[str, str]) -> Job:
+        return self._finish(end, progress)
+
+    def _finish(self, end: Ending, progress: Mapping[str, str] | None = None) -> Job:
         job_id, who, token, force = end.job_id, end.who, end.token, end.force
 
         def attempt(uncertain: bool) -> Job:
@@ -306,7 +269,7 @@ class ZkWrites(ZkView):
                     else active_job(job_id, fence.static, fence.state, {"owner": who}, None, cancel)
                 )
                 done = finish_record(current, end)
-                finished = self._commit_finish(job_id, fence, done, cancel)
+                finished = self._commit_finish(job_id, fence, done, cancel, progress=progress)
                 if finished is not None:
                     self._emit(end.published(fence.token, current.flow))
                     return finished

@@ -90,3 +90,24 @@ def test_a_stale_owner_writes_no_progress_and_the_task_goes_on(setup, caplog):
         progress.report("two", {"fraction": 0.5, "message": None, "details": {}})
     assert _running(board, job) is None
     assert any("not saved" in r.getMessage() for r in caplog.records)
+
+
+def test_the_last_record_is_held_for_the_consume_or_saved_on_its_own(setup):
+    board, job, claim, clock, progress, saved = setup
+    # The engine hands over the last task's record: nothing is written yet
+    assert progress.hold("two", {"state": "SUCCESS", "result": 2}) is True
+    assert _running(board, job) is None and saved == []
+    # The conductor takes it for the consume, which stores it in the same write
+    held = progress.take_held()
+    assert held["two"]["result"] == 2 and held["two"]["metadata"]["token"] == claim.token
+    board.consume(job.id, "me", claim.token, progress=held)
+    progress.saved_with_outcome(held)
+    assert _running(board, job)["result"] == 2 and saved == ["two"]
+
+
+def test_a_held_record_is_saved_when_the_job_ends_otherwise(setup):
+    board, job, claim, clock, progress, saved = setup
+    progress.hold("two", {"state": "SUCCESS", "result": 2})
+    progress.save_held()  # e.g. before an abandon: the next owner skips the task
+    assert _running(board, job)["state"] == "SUCCESS" and saved == ["two"]
+    assert progress.take_held() == {}

@@ -255,6 +255,24 @@ def test_progress_round_trip(board):
     assert board.load_progress(job) == {"fetch": records["fetch"], "parse": {"state": "SUCCESS"}}
 
 
+def test_consume_stores_the_last_progress_records_under_its_fence(board):
+    # Given a job with one task's record saved, claimed again by a second owner
+    job = board.post("j", "f")
+    first = board.claim(job, unique_owner("a"))
+    board.save_progress(job, first.owner, first.token, "a", {"state": "SUCCESS", "result": 1})
+    board.abandon(job, first.owner, first.token)
+    second = board.claim(job, unique_owner("b"))
+    last = {"b": {"state": "SUCCESS", "result": 2}, "a": {"state": "SUCCESS", "result": 3}}
+    # When the stale owner consumes with records, nothing changes
+    with pytest.raises(NotOwner):
+        board.consume(job, first.owner, first.token, progress={"b": {"state": "SUCCESS"}})
+    assert board.load_progress(job) == {"a": {"state": "SUCCESS", "result": 1}}
+    # Then the owner's consume stores its records (new and replaced) with the outcome
+    done = board.consume(job, second.owner, second.token, result="ok", progress=last)
+    assert done.state is JobState.COMPLETE and done.result == "ok"
+    assert board.load_progress(job) == last
+
+
 def test_consume_fail_trash_finish_the_job(board):
     who = unique_owner("a")
     outcomes = {}

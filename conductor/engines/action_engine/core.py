@@ -105,11 +105,18 @@ class EngineCore:
                 details.update(extra)
             self.atom_notifier.notify(new, details)
 
-    def _save(self, rt: AtomRuntime) -> None:
+    def _save(self, rt: AtomRuntime, *, final: bool = False) -> None:
+        """Save an atom's record. ``final``: the flow's last atom succeeded, so no
+        other atom starts after it; a backend with ``hold`` may then keep the
+        record to store it with the job's outcome (one write less per job)."""
         if self._progress is None or self._progress_error is not None:
             return
         try:
-            self._progress.save(rt.name, rt.to_record())
+            hold = getattr(self._progress, "hold", None) if final else None
+            record = rt.to_record()
+            if hold is not None and hold(rt.name, record):
+                return
+            self._progress.save(rt.name, record)
         except Exception as err:
             LOG.warning(
                 "Saving progress of %s in flow %s failed; stopping without reverting: %s",

@@ -294,6 +294,13 @@ class ActionEngine(EngineCore):
                 running -= 1
                 self._complete(outcome)
 
+    def _last_to_finish(self, rt: AtomRuntime) -> bool:
+        """Whether every other atom is done: the flow succeeds with ``rt`` (checked
+        from the end, where a flow's unfinished atoms usually are)."""
+        if self._cancel_requested or self._failed:
+            return False
+        return all(other is rt or other.state in DONE for other in reversed(self._atoms))
+
     def _launch(self, rt: AtomRuntime) -> None:
         self._atom_to(rt, states.RUNNING)
         rt.attempt += 1
@@ -319,7 +326,7 @@ class ActionEngine(EngineCore):
             if rt.is_retry:
                 rt.history.append(value)  # type: ignore[union-attr]
             self._atom_to(rt, states.SUCCESS, value)
-            self._save(rt)
+            self._save(rt, final=self._last_to_finish(rt))
             self._release(rt)
             return
         rt.failure = value

@@ -24,6 +24,8 @@
 --                                created_at
 --   P.."runs"            list    "<run_id> <gen>": each server run the board met, and
 --                                the gen its data set held when first seen
+--   P.."wake:"..flow     list    wake-up tokens: one per job made waiting (at most
+--                                WAKE_CAP); an idle client blocks on it (BLPOP)
 --   P.."entities:"..kind hash    entity name -> JSON metadata
 --   P.."seen:"..kind     zset    entity name -> last refresh (board seconds)
 --   channel P.."events"          one JSON message {"kind", "job", "data"} per change
@@ -96,13 +98,17 @@ end
 -- Run before every wrapped script: refuse while the board is halted, and send
 -- the client to hello when the server restarted or the epoch moved since it
 -- (or anyone) last checked the data set. Returns an error reply or nil.
-local function guard(P, known_run, known_epoch)
+-- `check_run`: the client cannot vouch for its connection (a client given by the
+-- application): ask the server for its run id here. A board that opened its own
+-- client checks the run id once per connection instead (jobboard/redis/session.py):
+-- a restarted or promoted server is always reached over a new connection.
+local function guard(P, known_run, known_epoch, check_run)
   local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until')
   if b[4] then
     return fail('HALTED ' .. b[4])
   end
   if not b[1] or b[1] ~= known_run or tonumber(b[2]) ~= known_epoch
-      or server_run() ~= known_run then
+      or (check_run and server_run() ~= known_run) then
     return fail('RECHECK')
   end
   EPOCH, GEN = known_epoch, tonumber(b[3]) or 0
@@ -118,21 +124,40 @@ local function epoch_of(token)
   return math.floor(token / EPOCH_UNIT)
 end
 
--- Put a job into its flow's waiting set.
+-- Most wake-up tokens a flow's list keeps: enough for every idle waiter of a
+-- burst; the rest are handed on by the claims they lead to (claim_next).
+local WAKE_CAP = 16
+
+-- Wake one idle waiter of a flow: push a token into the flow's wake-up list,
+-- which idle clients block on (BLPOP), so that a post wakes one of them, not all.
+local function wake(P, flow)
+  local key = P .. 'wake:' .. flow
+  if redis.call('RPUSH', key, '1') > WAKE_CAP then
+    redis.call('LTRIM', key, -WAKE_CAP, -1)
+  end
+end
+
+-- Put a job into its flow's waiting set, and wake one idle waiter of the flow.
 local function enqueue(P, id, flow, score)
   redis.call('ZADD', P .. 'waiting:' .. flow, score, id)
   redis.call('SADD', P .. 'flows', flow)
+  wake(P, flow)
 end
 
--- Take a job out of its flow's waiting set (forgetting the flow once empty).
-local function dequeue(P, id, flow)
+-- Take a job out of its flow's waiting set (forgetting the flow once empty);
+-- `emptied` says whether it was the last one, when the caller knows.
+local function dequeue(P, id, flow, emptied)
   if not flow then
     return  -- a corrupt record without its flow: a later claim drops the index entry
   end
   local key = P .. 'waiting:' .. flow
   redis.call('ZREM', key, id)
-  if redis.call('EXISTS', key) == 0 then
+  if emptied == nil then
+    emptied = redis.call('EXISTS', key) == 0
+  end
+  if emptied then
     redis.call('SREM', P .. 'flows', flow)
+    redis.call('DEL', P .. 'wake:' .. flow)  -- nothing waits: its wake-ups are void
   end
 end
 
@@ -269,7 +294,10 @@ local function finish(P, id, state, t, retention, extra)
   redis.call('HSET', key, 'state', state, 'owner', '', 'lease_expires_at', '',
     'updated_at', fmt(t), 'finished_at', fmt(t), unpack(extra))
   redis.call('ZREM', P .. 'leases', id)
-  redis.call('ZREMRANGEBYSCORE', P .. 'finished', '-inf', fmt(t))  -- lazy trim
+  if math.floor(t * 1000000) % 16 == 0 then
+    -- Lazy trim, about one finish in 16: readers skip entries whose job expired.
+    redis.call('ZREMRANGEBYSCORE', P .. 'finished', '-inf', fmt(t))
+  end
   redis.call('ZADD', P .. 'finished', fmt(t + retention), id)
   local ms = string.format('%d', math.max(1, math.ceil(retention * 1000)))
   redis.call('PEXPIRE', key, ms)
@@ -296,7 +324,12 @@ end
 -- index entry was stale: the job was not waiting).
 local function take(P, id, who, lease, retention, t)
   local key = P .. 'job:' .. id
-  local f = redis.call('HMGET', key, 'attempts', 'max_attempts', 'token', 'flow', 'state')
+  local flat = redis.call('HGETALL', key)
+  local job = {}
+  for i = 1, #flat, 2 do
+    job[flat[i]] = flat[i + 1]
+  end
+  local f = {job.attempts, job.max_attempts, job.token, job.flow, job.state}
   if not f[5] or KNOWN_STATES[f[5]] and f[5] ~= 'waiting' then
     return nil, nil  -- gone, or a stale index entry: the job is not waiting
   end
@@ -320,12 +353,20 @@ local function take(P, id, who, lease, retention, t)
   end
   token = math.max(token, EPOCH * EPOCH_UNIT) + 1
   local ends = fmt(t + lease)
-  redis.call('HSET', key, 'state', 'claimed', 'owner', who, 'token', token,
-    'attempts', attempts + 1, 'claimed_at', fmt(t), 'lease_expires_at', ends, 'updated_at', fmt(t))
+  local changed = {'state', 'claimed', 'owner', who, 'token', string.format('%.0f', token),
+    'attempts', tostring(attempts + 1), 'claimed_at', fmt(t), 'lease_expires_at', ends,
+    'updated_at', fmt(t)}
+  redis.call('HSET', key, unpack(changed))
   redis.call('ZADD', P .. 'leases', ends, id)
   count(P, 'claimed')
   emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends})
-  local job = redis.call('HGETALL', key)
-  table.insert(job, 1, id)
-  return job
+  for i = 1, #changed, 2 do
+    job[changed[i]] = changed[i + 1]
+  end
+  local out = {id}
+  for name, value in pairs(job) do
+    out[#out + 1] = name
+    out[#out + 1] = value
+  end
+  return out
 end

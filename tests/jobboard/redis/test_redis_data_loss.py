@@ -150,3 +150,24 @@ def test_settings_hidden_by_acls_warn_or_refuse(redis_server_factory, open_board
     assert "could not be read" in caplog.text
     with pytest.raises(BoardUnavailable, match="persistence=require"):
         jobboard.connect(url + "?persistence=require", namespace=namespace())
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["own-client", "given-client"])
+def test_a_snapshot_restart_is_caught_with_or_without_the_connection_check(
+    redis_server_factory, open_board, given
+):
+    """The board's own client checks the server's run id once per connection; a
+    client given by the application cannot be hooked, so its scripts ask INFO:
+    both catch a restart whose marker came back from a snapshot unchanged."""
+    server = redis_server_factory(save=RedisServer.DEFAULT_SAVE)
+    options = {"client": redis.Redis(port=server.port)} if given else {}
+    board = open_board(server, lease=60, **options)
+    assert board._check_run == ("1" if given else "0")
+    job = board.post("j", "f")
+    redis.Redis(port=server.port).save()  # the marker in the snapshot names this run
+    who = unique_owner("c")
+    claim = board.claim(job, who)  # lost by the restart
+    server.restart(hard=True)
+    with pytest.raises(BoardRegressed, match="went back"):
+        board.save_progress(claim, who, claim.token, "t", {"state": "SUCCESS"})
+    assert board.halted is not None

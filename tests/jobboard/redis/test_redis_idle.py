@@ -19,19 +19,69 @@ from tests.jobboard.redis.helpers import counting_round_trips
 pytestmark = pytest.mark.redis
 
 
-def test_idle_wait_after_an_empty_claim_next_sends_nothing(redis_board_factory, monkeypatch):
+def _blocking_pops(board, monkeypatch) -> list[int]:
+    """Count the board's BLPOPs (a one-item list, updated in place)."""
+    pops = [0]
+    client = board._client
+    blpop = client.blpop
+
+    def counted(*args, **kwargs):
+        pops[0] += 1
+        return blpop(*args, **kwargs)
+
+    monkeypatch.setattr(client, "blpop", counted)
+    return pops
+
+
+def test_idle_wait_after_an_empty_claim_next_only_blocks(redis_board_factory, monkeypatch):
     board = redis_board_factory(lease=30)
     who = unique_owner("idle")
     assert board.claim_next(who, ["f"]) is None  # proves nothing waits
+    pops = _blocking_pops(board, monkeypatch)
     with counting_round_trips(board, monkeypatch) as trips:
         for _ in range(5):
             assert board.wait(timeout=0.05, flows=["f"]) is False
-        assert trips.count == 0
+        assert trips.count == pops[0] == 5  # one blocking pop per wait: no check, no claim
 
         poster = redis_board_factory()
-        poster.post("j", "f")  # the posted event is the wake-up
+        poster.post("j", "f")  # its wake-up token is the wake-up
         assert board.wait(timeout=10, flows=["f"]) is True
-    assert trips.count == 1  # one check, after the event
+    assert trips.count == pops[0] == 6
+
+
+def test_a_post_wakes_one_idle_waiter_not_all(redis_board_factory):
+    """Wake-one: every idle waiter blocks on the flow's wake-up list; one post
+    leaves one token, so exactly one waiter wakes; its claim hands a wake-up on
+    when more jobs wait."""
+    poster = redis_board_factory()
+    waiters = [redis_board_factory(lease=30) for _ in range(3)]
+    who = [unique_owner(f"w{n}") for n in range(3)]
+    for board, name in zip(waiters, who, strict=True):
+        assert board.claim_next(name, ["f"]) is None
+    woken: list[int] = []
+    lock = threading.Lock()
+
+    def idle(n: int) -> None:
+        if waiters[n].wait(timeout=3, flows=["f"]):
+            with lock:
+                woken.append(n)
+
+    threads = [threading.Thread(target=idle, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    first = poster.post("j1", "f")
+    for thread in threads:
+        thread.join(10)
+    assert len(woken) == 1
+    n = woken[0]
+    # Two more jobs leave two more tokens: another waiter wakes for them.
+    poster.post("j2", "f")
+    poster.post("j3", "f")
+    claimed = waiters[n].claim_next(who[n], ["f"])
+    assert claimed is not None and claimed.job_id == first.id
+    other = (n + 1) % 3
+    assert waiters[other].wait(timeout=10, flows=["f"]) is True
+    assert waiters[other].claim_next(who[other], ["f"]) is not None
 
 
 def test_wait_wakes_when_a_dead_owners_lease_runs_out(redis_board_factory, monkeypatch):
@@ -81,7 +131,7 @@ def test_an_idle_conductor_does_not_claim_after_every_wait(redis_board_factory, 
 
         monkeypatch.setattr(board, name, counted)
     conductor = Conductor("idle", board, FLOWS)
-    conductor.IDLE_WAIT = 0.02  # many wait timeouts in little time
+    conductor.IDLE_WAIT = conductor.LONG_IDLE_WAIT = 0.02  # many wait timeouts in little time
     runner = threading.Thread(target=conductor.run)
     runner.start()
     try:
@@ -93,3 +143,17 @@ def test_an_idle_conductor_does_not_claim_after_every_wait(redis_board_factory, 
     finally:
         conductor.stop()
         runner.join(30)
+
+
+def test_stop_interrupts_an_idle_conductors_long_wait(redis_board_factory, monkeypatch):
+    board = redis_board_factory(lease=5)
+    assert board.WAIT_INTERRUPTIBLE
+    pops = _blocking_pops(board, monkeypatch)
+    conductor = Conductor("idle", board, FLOWS)
+    conductor.LONG_IDLE_WAIT = 300.0  # far beyond the bounded join below
+    runner = threading.Thread(target=conductor.run)
+    runner.start()
+    wait_until(lambda: pops[0] >= 1, timeout=20)  # blocked on the wake-up list
+    conductor.stop()  # (an interrupt sent just before the block ends it as well)
+    runner.join(20)
+    assert not runner.is_alive()  # returned on the interrupt, not after 300 s
