@@ -369,14 +369,9 @@ class ZkView(ZkPauses):
             return snap.done
         if snap.static is None:
             raise errors.JobNotFound(f"no job {snap.job_id!r} on board {self.name!r}")
+        now = self._time.now() if now is None else now
         return active_job(
-            snap.job_id,
-            snap.static,
-            snap.state,
-            snap.claim,
-            snap.claim_stat,
-            snap.cancel,
-            self._time.now() if now is None else now,
+            snap.job_id, snap.static, snap.state, snap.claim, snap.claim_stat, snap.cancel, now
         )
 
     def _active_jobs(self, ids: list[str], fresh: bool) -> list[Job]:
@@ -426,9 +421,7 @@ class ZkView(ZkPauses):
                     if kept is not None:
                         claim, stat = kept
                 state = self._states.get(job_id, (None, None))[0]
-                out.append(
-                    active_job(job_id, static, state, claim, stat, job_id in cancels, now)
-                )
+                out.append(active_job(job_id, static, state, claim, stat, job_id in cancels, now))
         return out
 
     def _finished_jobs(self) -> list[Job]:
