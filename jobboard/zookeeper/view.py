@@ -39,7 +39,7 @@ from jobboard.zookeeper.nodes import (
     read_static,
 )
 from jobboard.zookeeper.pauses import ZkPauses
-from jobboard.zookeeper.session import log
+from jobboard.zookeeper.session import Refused, log
 
 
 class ZkView(ZkPauses):
@@ -54,6 +54,8 @@ class ZkView(ZkPauses):
     _static: dict[str, dict[str, Any]]
     _states: dict[str, tuple[dict[str, Any] | None, int | None]]
     _claims: dict[str, tuple[dict[str, Any], ZnodeStat]]
+    #: Jobs whose claim node our own write in flight deletes (consume, fail, abandon).
+    _dropping: set[str]
     _listed_at: dict[str, float]
     _dir_watchers: dict[str, Callable[[Any], None]]
     _quiet_kinds: set[str]
@@ -197,7 +199,12 @@ class ZkView(ZkPauses):
                         if self._jobs_dirty:  # settled by the listing of jobs/ to come
                             self._deferred[job_id] = self._jobs_sent
                 reads += [("state", job_id) for job_id in released]
-                reads += [("claims", job_id) for job_id in added]
+                # our own live claim told its event already (its watch tells its loss)
+                reads += [
+                    ("claims", job_id)
+                    for job_id in added
+                    if job_id not in self._held or job_id in self._lost
+                ]
             else:
                 for job_id in added:
                     if job_id in self._held:
@@ -299,8 +306,26 @@ class ZkView(ZkPauses):
         into.append(self.client.get_async(self._path("claims", job_id), watch=self._on_claim_event))
 
     def _on_claim_event(self, event: Any) -> None:
-        if not self._closed and event.type != EventType.NONE:
-            self._verify_claim(event.path.rpartition("/")[2])
+        if self._closed or event.type == EventType.NONE:
+            return
+        job_id = event.path.rpartition("/")[2]
+        if event.type == EventType.DELETED and job_id in self._dropping:
+            return  # our own finishing write deleted it; its answer tells the outcome
+        self._verify_claim(job_id)
+
+    def _drop_own_claim(self, job_id: str, ops: list[tuple[Any, ...]]) -> list[Any]:
+        """Commit a transaction that deletes our claim node: the deletion's watch event
+        (sent before the answer) is then ours, not a loss, and costs no read. If
+        the transaction is refused, the claim is read again (with a watch): the
+        event of someone else's deletion may have been taken for ours."""
+        self._dropping.add(job_id)
+        try:
+            return self._transact(ops)
+        except Refused:
+            self._verify_claim(job_id)
+            raise
+        finally:
+            self._dropping.discard(job_id)
 
     def _claim_verified(self, job_id: str, token: int, result: Any) -> None:
         try:

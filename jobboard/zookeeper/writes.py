@@ -219,7 +219,10 @@ class ZkWrites(ZkProgress):
         if poison:
             ops += self._counted("poison")
         try:
-            self._transact(ops)
+            if fence.owner is not None and job_id in self._held:
+                self._drop_own_claim(job_id, ops)
+            else:
+                self._transact(ops)
         except Refused as refused:
             op = ops[refused.index]
             if op[1] == self._path("cancel", job_id):
@@ -330,7 +333,11 @@ class ZkWrites(ZkProgress):
                 ]
                 state_op = len(ops) - 1
                 try:
-                    results = self._transact(ops + self._counted("abandoned"))
+                    results = (
+                        self._drop_own_claim(job_id, ops + self._counted("abandoned"))
+                        if job_id in self._held
+                        else self._transact(ops + self._counted("abandoned"))
+                    )
                 except Refused:
                     if not force:
                         self._stale(job_id, who, token)
