@@ -132,7 +132,7 @@ class ZookeeperBoard(ZkProducers):
     #: After losing a race for a job, ``claim_next`` picks at random among the
     #: ``CLAIM_SPREAD`` best jobs of the best priority for ``CONTENTION_MEMORY``
     #: seconds (FIFO within a priority then holds up to that many places).
-    CLAIM_SPREAD = 8
+    CLAIM_SPREAD = 32
     CONTENTION_MEMORY = 1.0
 
     def __init__(

@@ -92,6 +92,8 @@ def due_of(job_id: str) -> float | None:
 
 def is_scheduled(job_id: str, now: float | None = None) -> bool:
     """Whether a job (unclaimed) is still scheduled: its due time is after ``now``."""
+    if job_id.count("+") < 3:  # a plain id (p<rank>+<flow>+<seq>): never scheduled
+        return False
     due = due_of(job_id)
     return due is not None and due > (time.time() if now is None else now)
 
