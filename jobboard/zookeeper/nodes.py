@@ -106,9 +106,12 @@ def id_parts(job_id: str) -> tuple[int, str, int]:
     return parts
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dump(value: Any) -> bytes:
     """A node's content: compact JSON."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 @overload
@@ -376,10 +379,17 @@ def active_job(
 
 def finish_record(job: Job, end: Ending) -> dict[str, Any]:
     """The ``done/<id>`` record of a job ending now as ``end`` says."""
-    done = end.apply(job, time.time()).to_dict()
+    ended = end.apply(job, time.time())
+    # Job.to_dict without its deep copy of store, result and details: encoded at once
+    done = {name: getattr(ended, name) for name in _JOB_FIELDS}
+    done["priority"] = ended.priority.value
+    done["state"] = ended.state.value
     done["finished_by"] = end.who
     done["forced"] = end.force
     return done
+
+
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
 
 
 def node_event(where: str, job_id: str, data: Mapping[str, Any]) -> BoardEvent:
