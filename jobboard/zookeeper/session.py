@@ -399,6 +399,8 @@ class ZkSession(JobBoard):
             else getattr(client, f"{op}_async")(path)
             for op, path in calls
         ]
+        if len(pending) > 1:  # answered in order: wake once, when the last is in
+            pending[-1].wait(self.session_timeout)
         out = []
         for result in pending:
             try:
@@ -408,12 +410,14 @@ class ZkSession(JobBoard):
         return out
 
     def _transact(
-        self, ops: list[tuple[Any, ...]], after: Callable[[], None] | None = None
+        self, ops: list[tuple[Any, ...]], after: Callable[[], Any] | None = None
     ) -> list[Any]:
         """Commit one multi-op transaction; raise ``Refused`` naming the failed op.
 
         ``after`` may send more requests behind the transaction before its answer
-        is awaited (same round trip; ZooKeeper answers them in order)."""
+        is awaited (same round trip; ZooKeeper answers them in order); the answer
+        to the last of them (which ``after`` returns) is awaited first, so that
+        the caller wakes once, with every answer in."""
         tx = self.client.transaction()
         size = 0
         for op, path, *args in ops:
@@ -435,8 +439,9 @@ class ZkSession(JobBoard):
                 field="result",
             )
         pending = tx.commit_async()
-        if after is not None:
-            after()
+        last = after() if after is not None else None
+        if last is not None:
+            last.wait(self.session_timeout)
         results: list[Any] = pending.get(timeout=self.session_timeout)
         for index, result in enumerate(results):
             if isinstance(result, Exception) and not isinstance(result, _CASCADE):

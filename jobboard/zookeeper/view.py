@@ -301,9 +301,11 @@ class ZkView(ZkPauses):
         result = self._client.get_async(self._path("claims", job_id), watch=self._on_claim_event)
         result.rawlink(functools.partial(self._claim_verified, job_id, held.token))
 
-    def _watch_claim(self, job_id: str, into: list[Any]) -> None:
+    def _watch_claim(self, job_id: str, into: list[Any]) -> Any:
         """Send a watching read of a claim node (pipelined behind the claim itself)."""
-        into.append(self.client.get_async(self._path("claims", job_id), watch=self._on_claim_event))
+        result = self.client.get_async(self._path("claims", job_id), watch=self._on_claim_event)
+        into.append(result)
+        return result
 
     def _on_claim_event(self, event: Any) -> None:
         if self._closed or event.type == EventType.NONE:
