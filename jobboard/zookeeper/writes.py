@@ -244,6 +244,7 @@ class ZkWrites(ZkProgress):
             self._progress.pop(job_id, None)
             self._progress_dir.pop(job_id, None)
         self._untrack(job_id)
+        self._dropping.discard(job_id)
 
     def _finish_with_progress(self, end: Ending, progress: Mapping[str, str]) -> Job:
         return self._finish(end, progress)
