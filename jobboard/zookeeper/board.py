@@ -200,8 +200,7 @@ class ZookeeperBoard(ZkProducers):
         self._view = View()
         self._static = {}
         self._states = {}
-        self._claims = {}
-        self._dropping = set()
+        self._claims, self._dropping = {}, set()
         self._listed_at = dict.fromkeys(VIEW_KINDS, 0.0)
         self._dir_watchers = {
             kind: functools.partial(self._on_dir_event, kind) for kind in VIEW_KINDS

@@ -39,7 +39,7 @@ from jobboard.zookeeper.nodes import (
     read_static,
 )
 from jobboard.zookeeper.pauses import ZkPauses
-from jobboard.zookeeper.session import Refused, log
+from jobboard.zookeeper.session import log
 
 
 class ZkView(ZkPauses):
@@ -200,11 +200,7 @@ class ZkView(ZkPauses):
                             self._deferred[job_id] = self._jobs_sent
                 reads += [("state", job_id) for job_id in released]
                 # our own live claim told its event already (its watch tells its loss)
-                reads += [
-                    ("claims", job_id)
-                    for job_id in added
-                    if job_id not in self._held or job_id in self._lost
-                ]
+                reads += [("claims", job_id) for job_id in added - (self._held.keys() - self._lost)]
             else:
                 for job_id in added:
                     if job_id in self._held:
@@ -303,31 +299,14 @@ class ZkView(ZkPauses):
 
     def _watch_claim(self, job_id: str, into: list[Any]) -> Any:
         """Send a watching read of a claim node (pipelined behind the claim itself)."""
-        result = self.client.get_async(self._path("claims", job_id), watch=self._on_claim_event)
-        into.append(result)
-        return result
+        into.append(self.client.get_async(self._path("claims", job_id), watch=self._on_claim_event))
+        return into[-1]
 
     def _on_claim_event(self, event: Any) -> None:
-        if self._closed or event.type == EventType.NONE:
-            return
-        job_id = event.path.rpartition("/")[2]
-        if event.type == EventType.DELETED and job_id in self._dropping:
-            return  # our own finishing write deleted it; its answer tells the outcome
-        self._verify_claim(job_id)
-
-    def _drop_own_claim(self, job_id: str, ops: list[tuple[Any, ...]]) -> list[Any]:
-        """Commit a transaction that deletes our claim node: the deletion's watch event
-        (sent before the answer) is then ours, not a loss, and costs no read. If
-        the transaction is refused, the claim is read again (with a watch): the
-        event of someone else's deletion may have been taken for ours."""
-        self._dropping.add(job_id)
-        try:
-            return self._transact(ops)
-        except Refused:
+        job_id = (event.path or "").rpartition("/")[2]
+        ours = event.type == EventType.DELETED and job_id in self._dropping  # see _drop_own_claim
+        if not (self._closed or event.type == EventType.NONE or ours):
             self._verify_claim(job_id)
-            raise
-        finally:
-            self._dropping.discard(job_id)
 
     def _claim_verified(self, job_id: str, token: int, result: Any) -> None:
         try:

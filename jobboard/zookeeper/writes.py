@@ -146,6 +146,21 @@ class ZkWrites(ZkProgress):
             self._local(kind, job_id, False)
         self._forget_claim(job_id)
 
+    def _drop_own_claim(self, job_id: str, ops: list[tuple[Any, ...]]) -> list[Any]:
+        """Commit a transaction that deletes our claim node: the deletion's watch event
+        (sent before the answer) is then ours, not a loss, and costs no read; the
+        mark stays until the claim is forgotten, as the event may be handled after
+        the answer. If the transaction is refused, the claim is read again (with a
+        watch): someone else's deletion may have been taken for ours."""
+        self._dropping.add(job_id)
+        try:
+            return self._transact(ops)
+        except BaseException as err:
+            self._dropping.discard(job_id)
+            if isinstance(err, Refused):
+                self._verify_claim(job_id)
+            raise
+
     # -- progress ---------------------------------------------------------------
 
     def _store_progress(
