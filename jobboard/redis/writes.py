@@ -7,6 +7,8 @@ a connection error says the outcome is unknown.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from jobboard.changes import Ending, Release
 from jobboard.model import Job, JobRef, JobState
 from jobboard.redis.decoding import pairs, readable_job
@@ -33,9 +35,9 @@ class RedisWrites(RedisReads):
             safe=False,
         )
 
-
-    def _finish(self, end: Ending) -> Job:
+    def _finish(self, end: Ending, progress: Mapping[str, str] | None = None) -> Job:
         job_id = end.job_id
+        records = [item for pair in (progress or {}).items() for item in pair]
         raw = self._call(
             _OP_OF_EVENT[end.event],
             job_id,
@@ -54,11 +56,17 @@ class RedisWrites(RedisReads):
                 # A complete job keeps no earlier error: an empty one clears it.
                 int(end.error is not None or end.state is JobState.COMPLETE),
                 end.last_error("") or "",
+                *records,
             ),
             safe=False,
         )
         self._untrack(job_id)
         return readable_job(job_id, pairs(raw))
+
+    def _finish_with_progress(self, end: Ending, progress: Mapping[str, str]) -> Job:
+        """The last progress records go in the finishing script itself: one call,
+        one fence check, instead of a save_progress per record and a finish."""
+        return self._finish(end, progress)
 
     def _release_claim(self, release: Release) -> Job:
         job_id = release.job_id

@@ -219,27 +219,61 @@ local function reap(P, t, batch)
   end
 end
 
+-- A job's hash as a table (nil when there is none).
+local function load_job(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then
+    return nil
+  end
+  local job = {}
+  for i = 1, #flat, 2 do
+    job[flat[i]] = flat[i + 1]
+  end
+  return job
+end
+
+-- A job table as a flat list of fields and values (a script's reply).
+local function flat_job(job)
+  local out = {}
+  for name, value in pairs(job) do
+    out[#out + 1] = name
+    out[#out + 1] = value
+  end
+  return out
+end
+
 -- Read the fields a fenced write checks, ending a due lease first.
--- Returns {state, token, owner, flow, score} or nil and an error code.
-local function current(P, id, t)
-  local f = redis.call('HMGET', P .. 'job:' .. id, 'state', 'token', 'owner',
-    'lease_expires_at', 'flow', 'score')
+-- Returns {state, token, owner, flow, score} or nil and an error code; with
+-- `whole`, the job's whole hash as a table too (one read instead of several).
+local function current(P, id, t, whole)
+  local key = P .. 'job:' .. id
+  local f, job
+  if whole then
+    job = load_job(key)
+    f = job and {job.state, job.token, job.owner, job.lease_expires_at, job.flow, job.score} or {}
+  else
+    f = redis.call('HMGET', key, 'state', 'token', 'owner', 'lease_expires_at', 'flow', 'score')
+  end
   if not f[1] then
     return nil, 'NOTFOUND'
   end
+  local moved = false
   if f[1] == 'claimed' and (tonumber(f[4]) or 0) <= t and lapse(P, id, t) then
-    f[1], f[3] = 'waiting', ''
+    f[1], f[3], moved = 'waiting', '', true
   end
   if f[1] == 'scheduled' and promote_one(P, id, t) then
-    f[1] = 'waiting'
+    f[1], moved = 'waiting', true
   end
-  return {f[1], tonumber(f[2]), f[3], f[5], f[6]}
+  if moved and job then
+    job = load_job(key)
+  end
+  return {f[1], tonumber(f[2]), f[3], f[5], f[6]}, nil, job
 end
 
 -- Check that who/token own the job (skipped when forced); returns the fields
--- of current() or nil and an error code.
-local function fenced(P, id, who, token, force, t)
-  local f, err = current(P, id, t)
+-- of current() (and the job's table, with `whole`) or nil and an error code.
+local function fenced(P, id, who, token, force, t, whole)
+  local f, err, job = current(P, id, t, whole)
   if not f then
     return nil, err
   end
@@ -257,7 +291,7 @@ local function fenced(P, id, who, token, force, t)
     return nil, 'FINISHED ' .. f[1]
   end
   if force then
-    return f
+    return f, nil, job
   end
   if not f[2] then
     return nil, 'CORRUPT token'
@@ -275,24 +309,30 @@ local function fenced(P, id, who, token, force, t)
   if f[3] ~= who then
     return nil, 'NOTOWNER ' .. f[3]
   end
-  return f
+  return f, nil, job
 end
 
 -- The head of every fenced write, whose ARGV start P, id, who, token, forced:
--- returns the job's fields (or nil), the error code, then P, id, who, forced, now.
-local function fenced_head()
+-- returns the job's fields (or nil), the error code, then P, id, who, forced, now,
+-- and with `whole` the job's hash as a table.
+local function fenced_head(whole)
   local P, id, who, forced = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
   local t = now()
-  local f, err = fenced(P, id, who, tonumber(ARGV[4]), forced, t)
-  return f, err, P, id, who, forced, t
+  local f, err, job = fenced(P, id, who, tonumber(ARGV[4]), forced, t, whole)
+  return f, err, P, id, who, forced, t, job
 end
 
 -- Finish a job: state, times, retention (keys expire, finished index updated).
--- `extra` is a flat list of more hash fields to set.
-local function finish(P, id, state, t, retention, extra)
+-- `extra` is a flat list of more hash fields to set. `job`, the job's hash as a
+-- table when the caller read it, saves a read and is updated to match.
+local function finish(P, id, state, t, retention, extra, job)
   local key = P .. 'job:' .. id
-  redis.call('HSET', key, 'state', state, 'owner', '', 'lease_expires_at', '',
-    'updated_at', fmt(t), 'finished_at', fmt(t), unpack(extra))
+  local changed = {'state', state, 'owner', '', 'lease_expires_at', '',
+    'updated_at', fmt(t), 'finished_at', fmt(t)}
+  for _, v in ipairs(extra) do
+    changed[#changed + 1] = v
+  end
+  redis.call('HSET', key, unpack(changed))
   redis.call('ZREM', P .. 'leases', id)
   if math.floor(t * 1000000) % 16 == 0 then
     -- Lazy trim, about one finish in 16: readers skip entries whose job expired.
@@ -304,7 +344,15 @@ local function finish(P, id, state, t, retention, extra)
   redis.call('PEXPIRE', P .. 'progress:' .. id, ms)
   -- Producers' links: the dedupe key expires with the job; the parent's index keeps
   -- the child until its retention ends, and expires once no child is unfinished.
-  local link = redis.call('HMGET', key, 'key', 'parent')
+  local link
+  if job then
+    link = {job.key, job.parent}
+    for i = 1, #changed, 2 do
+      job[changed[i]] = tostring(changed[i + 1])
+    end
+  else
+    link = redis.call('HMGET', key, 'key', 'parent')
+  end
   if link[1] and link[1] ~= '' and redis.call('GET', P .. 'key:' .. link[1]) == id then
     redis.call('PEXPIRE', P .. 'key:' .. link[1], ms)
   end
@@ -324,11 +372,7 @@ end
 -- index entry was stale: the job was not waiting).
 local function take(P, id, who, lease, retention, t)
   local key = P .. 'job:' .. id
-  local flat = redis.call('HGETALL', key)
-  local job = {}
-  for i = 1, #flat, 2 do
-    job[flat[i]] = flat[i + 1]
-  end
+  local job = load_job(key) or {}
   local f = {job.attempts, job.max_attempts, job.token, job.flow, job.state}
   if not f[5] or KNOWN_STATES[f[5]] and f[5] ~= 'waiting' then
     return nil, nil  -- gone, or a stale index entry: the job is not waiting
@@ -346,7 +390,7 @@ local function take(P, id, who, lease, retention, t)
     count(P, 'poison')
   end
   if reason then
-    finish(P, id, 'trashed', t, retention, {'last_error', reason})
+    finish(P, id, 'trashed', t, retention, {'last_error', reason}, job)
     count(P, 'trashed')
     emit(P, 'trashed', id, {token = token, reason = reason, forced = true, flow = f[4]})
     return nil, reason
@@ -363,10 +407,7 @@ local function take(P, id, who, lease, retention, t)
   for i = 1, #changed, 2 do
     job[changed[i]] = changed[i + 1]
   end
-  local out = {id}
-  for name, value in pairs(job) do
-    out[#out + 1] = name
-    out[#out + 1] = value
-  end
+  local out = flat_job(job)
+  table.insert(out, 1, id)
   return out
 end
