@@ -318,6 +318,8 @@ def test_claim_next_cost_does_not_grow_with_the_backlog(private_board):
     assert small.claim_next(unique_owner("c")) is not None  # loads the script
     for i in range(1000):
         large.post(f"j{i}", "f", priority="low" if i % 2 else "high")
+    # The first claim of a board also notes when its first lease ends (see _lib.lua).
+    assert large.claim_next(unique_owner("c")) is not None
     admin = redis.Redis(port=server.port)
 
     def commands_of_one_claim(board: jobboard.JobBoard) -> int:
@@ -499,3 +501,34 @@ def test_corrupt_job_data_gives_a_clear_invalid_job(redis_board_factory, raw):
     raw.hset(f"{keys}progress:{good.id}", "t", "[oops")
     with pytest.raises(InvalidJob, match="'t'"):
         board.load_progress(good)
+
+
+def test_claims_skip_the_reaper_until_a_lease_can_end_and_never_miss_one(private_board):
+    """A claim reaps and promotes only once the first lease end or due time kept in
+    the board's marker has come; a shorter lease or an earlier due time lowers it."""
+    board, server = private_board(lease=60)
+    admin = redis.Redis(port=server.port)
+    first = board.claim(board.post("long", "f"), unique_owner("a"))  # first lease ends in 60 s
+    board.post("later", "f", delay=60)  # first due time in 60 s
+    board.post("filler", "f")
+    assert board.claim_next(unique_owner("b")) is not None  # sets both bounds
+    before = admin.info("commandstats").get("cmdstat_zrangebyscore", {}).get("calls", 0)
+    board.post("next", "f")
+    assert board.claim_next(unique_owner("b")) is not None
+    after = admin.info("commandstats").get("cmdstat_zrangebyscore", {}).get("calls", 0)
+    assert after == before  # nothing could be due: neither step ran
+
+    # A lease renewed shorter and a job due sooner are still found on time.
+    board.renew([first], lease=0.2)
+    board.post("soon", "f", delay=0.3)
+    who = unique_owner("c")
+    taken = set()
+
+    def both_taken() -> bool:
+        claim = board.claim_next(who, lease=60)
+        if claim is not None:
+            taken.add(claim.job.name)
+        return taken == {"long", "soon"}
+
+    wait_until(both_taken, timeout=10)
+    admin.close()

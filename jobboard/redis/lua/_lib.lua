@@ -61,6 +61,12 @@ local EPOCH, GEN = 0, 0
 -- Set by guard() while the board settles after a server restart (board time):
 -- no claims until then, so that every client that saw the lost data can check in.
 local SETTLING = nil
+-- Set by guard() from the board's marker: no claim's lease ends before BOUNDS.reap_at
+-- and no job posted for later is due before BOUNDS.due_at (board time; nil: unknown),
+-- so that a claim skips the reaper and promotion steps while nothing can be due.
+local BOUNDS = {}
+-- The bound of an empty index: later than any board time.
+local NEVER = 1e15
 
 local function now()
   local t = redis.call('TIME')
@@ -103,7 +109,8 @@ end
 -- client checks the run id once per connection instead (jobboard/redis/session.py):
 -- a restarted or promoted server is always reached over a new connection.
 local function guard(P, known_run, known_epoch, check_run)
-  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until')
+  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until',
+    'reap_at', 'due_at')
   if b[4] then
     return fail('HALTED ' .. b[4])
   end
@@ -112,6 +119,7 @@ local function guard(P, known_run, known_epoch, check_run)
     return fail('RECHECK')
   end
   EPOCH, GEN = known_epoch, tonumber(b[3]) or 0
+  BOUNDS.reap_at, BOUNDS.due_at = tonumber(b[6]), tonumber(b[7])
   local settle = tonumber(b[5])
   if settle and settle > now() then
     SETTLING = settle
@@ -200,6 +208,7 @@ local function lapse(P, id, t)
   end
   if ends and ends > t then
     redis.call('ZADD', P .. 'leases', f[2], id)  -- renewed meanwhile: fix the index
+    lower(P, 'reap_at', ends)
     return false
   end
   redis.call('HSET', key, 'state', 'waiting', 'owner', '', 'claimed_at', '',
@@ -216,6 +225,36 @@ local function reap(P, t, batch)
   local due = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', fmt(t), 'LIMIT', 0, batch)
   for _, id in ipairs(due) do
     lapse(P, id, t)
+  end
+end
+
+-- An entry scored `at` joins the index whose bound is `name` (reap_at: leases,
+-- due_at: scheduled): keep the bound at or below it.
+local function lower(P, name, at)
+  local bound = BOUNDS[name]
+  if bound and at < bound then
+    BOUNDS[name] = at
+    redis.call('HSET', P .. 'board', name, fmt(at))
+  end
+end
+
+-- After a step went through an index: its bound is now its first entry.
+local function rebound(P, name, index)
+  local head = redis.call('ZRANGE', P .. index, 0, 0, 'WITHSCORES')
+  BOUNDS[name] = tonumber(head[2]) or NEVER
+  redis.call('HSET', P .. 'board', name, fmt(BOUNDS[name]))
+end
+
+-- The reaper and promotion steps of a claim, each only when its bound says an
+-- entry may be due.
+local function due_steps(P, t, batch)
+  if not BOUNDS.reap_at or BOUNDS.reap_at <= t then
+    reap(P, t, batch)
+    rebound(P, 'reap_at', 'leases')
+  end
+  if not BOUNDS.due_at or BOUNDS.due_at <= t then
+    promote(P, t, batch)
+    rebound(P, 'due_at', 'scheduled')
   end
 end
 
@@ -402,6 +441,7 @@ local function take(P, id, who, lease, retention, t)
     'updated_at', fmt(t)}
   redis.call('HSET', key, unpack(changed))
   redis.call('ZADD', P .. 'leases', ends, id)
+  lower(P, 'reap_at', t + lease)
   count(P, 'claimed')
   emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends})
   for i = 1, #changed, 2 do
