@@ -60,7 +60,8 @@ _UNGUARDED = frozenset({"hello", "reset"})
 
 #: Around every other script: take off the client's known run and epoch and
 #: whether the server's run id must be read here, check them (``guard``), run
-#: the script's body, reply ``{gen, reply}``.
+#: the script's body, write what it changed in the board's marker (one HSET:
+#: gen, counters, bounds), reply ``{gen, reply}``.
 _GUARD_HEAD = """
 local CHECK_RUN = table.remove(ARGV) == '1'
 local KNOWN_EPOCH = tonumber(table.remove(ARGV))
@@ -73,7 +74,11 @@ local function body()
 """
 _GUARD_TAIL = """
 end
-local reply = body()
+local ok, reply = pcall(body)
+flush_marker(ARGV[1])  -- even after an error: what the script changed is counted
+if not ok then
+  error(reply, 0)
+end
 if type(reply) == 'table' and reply.err then
   return reply
 end

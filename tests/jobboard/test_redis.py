@@ -452,7 +452,7 @@ def test_purge_of_everything_leaves_no_keys_behind(redis_board_factory, raw):
     assert board.purge() == 6
 
     keys = {k.decode() for k in raw.scan_iter(match=f"{prefix(board)}*")}
-    assert keys == {f"{prefix(board)}{k}" for k in ("counters", "seq", "board", "runs")}
+    assert keys == {f"{prefix(board)}{k}" for k in ("seq", "board", "runs")}
     assert list(board.iterjobs(states=list(JobState))) == []
 
 

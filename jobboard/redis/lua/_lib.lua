@@ -10,7 +10,8 @@
 --   P.."leases"          zset    claimed jobs, score = lease end (board seconds)
 --   P.."finished"        zset    finished jobs, score = end of their retention
 --   P.."seq"             string  post sequence (FIFO order within a priority)
---   P.."counters"        hash    event name -> count
+--   P.."counters"        hash    event name -> count (boards from before the counts
+--                                moved into the marker; read, never written)
 --   P.."scheduled"       zset    jobs posted for later (state scheduled), score = due time
 --   P.."key:"..key       string  dedupe key -> job id (expires with its finished job)
 --   P.."children:"..id   zset    child ids of a job, score = +inf while unfinished, then
@@ -21,7 +22,8 @@
 --                                set was last checked on), epoch, gen (one more per
 --                                change), halted (why it refuses to work, or absent),
 --                                settle_until (no claims before: a restart), epoch_floor,
---                                created_at
+--                                created_at, reap_at and due_at (see BOUNDS), and
+--                                "count:"..event, the event counters
 --   P.."runs"            list    "<run_id> <gen>": each server run the board met, and
 --                                the gen its data set held when first seen
 --   P.."wake:"..flow     list    wake-up tokens: one per job made waiting (at most
@@ -90,15 +92,43 @@ local function server_run()
   return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 end
 
+-- Writes to the board's marker made by a wrapped script, sent as one HSET when
+-- it ends (flush_marker): its gen, counters and bounds.
+local MARKER = {}
+-- The event counters a wrapped script may move, read with the marker by guard().
+local COUNTED = {'posted', 'claimed', 'consumed', 'failed', 'cancelled', 'trashed', 'expired',
+  'abandoned', 'poison', 'purged'}
+-- Their values (nil when not read: count() reads it first).
+local COUNTS = {}
+
 -- One more change on the board: clients remember the highest gen they saw, and a
 -- data set that comes back from a restart with a lower one went backwards.
 local function bump(P)
-  GEN = redis.call('HINCRBY', P .. 'board', 'gen', 1)
+  GEN = GEN + 1
+  MARKER.gen = GEN
 end
 
+-- Count `n` (1) more of an event: a change like any other.
 local function count(P, name, n)
-  redis.call('HINCRBY', P .. 'counters', name, n or 1)
+  if not COUNTS[name] then
+    COUNTS[name] = tonumber(redis.call('HGET', P .. 'board', 'count:' .. name)) or 0
+  end
+  COUNTS[name] = COUNTS[name] + (n or 1)
+  MARKER['count:' .. name] = COUNTS[name]
   bump(P)
+end
+
+-- Send the marker's writes (the tail of every wrapped script, jobboard/redis/session.py).
+local function flush_marker(P)
+  local changed = {}
+  for field, value in pairs(MARKER) do
+    changed[#changed + 1] = field
+    changed[#changed + 1] = value
+  end
+  if #changed > 0 then
+    redis.call('HSET', P .. 'board', unpack(changed))
+    MARKER = {}
+  end
 end
 
 -- Run before every wrapped script: refuse while the board is halted, and send
@@ -109,8 +139,11 @@ end
 -- client checks the run id once per connection instead (jobboard/redis/session.py):
 -- a restarted or promoted server is always reached over a new connection.
 local function guard(P, known_run, known_epoch, check_run)
-  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until',
-    'reap_at', 'due_at')
+  local fields = {'run_id', 'epoch', 'gen', 'halted', 'settle_until', 'reap_at', 'due_at'}
+  for _, name in ipairs(COUNTED) do
+    fields[#fields + 1] = 'count:' .. name
+  end
+  local b = redis.call('HMGET', P .. 'board', unpack(fields))
   if b[4] then
     return fail('HALTED ' .. b[4])
   end
@@ -120,6 +153,9 @@ local function guard(P, known_run, known_epoch, check_run)
   end
   EPOCH, GEN = known_epoch, tonumber(b[3]) or 0
   BOUNDS.reap_at, BOUNDS.due_at = tonumber(b[6]), tonumber(b[7])
+  for i, name in ipairs(COUNTED) do
+    COUNTS[name] = tonumber(b[7 + i]) or 0
+  end
   local settle = tonumber(b[5])
   if settle and settle > now() then
     SETTLING = settle
@@ -234,7 +270,7 @@ local function lower(P, name, at)
   local bound = BOUNDS[name]
   if bound and at < bound then
     BOUNDS[name] = at
-    redis.call('HSET', P .. 'board', name, fmt(at))
+    MARKER[name] = fmt(at)
   end
 end
 
@@ -242,7 +278,7 @@ end
 local function rebound(P, name, index)
   local head = redis.call('ZRANGE', P .. index, 0, 0, 'WITHSCORES')
   BOUNDS[name] = tonumber(head[2]) or NEVER
-  redis.call('HSET', P .. 'board', name, fmt(BOUNDS[name]))
+  MARKER[name] = fmt(BOUNDS[name])
 end
 
 -- The reaper and promotion steps of a claim, each only when its bound says an
