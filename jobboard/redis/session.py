@@ -57,16 +57,27 @@ _RUN_ID = re.compile(r"run_id:([0-9a-f]+)")
 _SPARE_CONNECTIONS = 4
 #: Scripts run without the guard (they are how a client checks the board).
 _UNGUARDED = frozenset({"hello", "reset"})
+#: Scripts that skip reading the marker when the client checks each connection it
+#: opens (``_on_connection``): their fence alone refuses a write under a claim that
+#: a halt or a reset voided, since both end every claim (``void_claims``).
+_UNREAD_OK = frozenset({"save_progress"})
 
 #: Around every other script: take off the client's known run and epoch and
-#: whether the server's run id must be read here, check them (``guard``), run
-#: the script's body, write what it changed in the board's marker (one HSET:
-#: gen, counters, bounds), reply ``{gen, reply}``.
+#: whether the server's run id must be read here, check them (``guard``; a script
+#: of ``_UNREAD_OK`` skips it when the run id need not be read), run the script's
+#: body, write what it changed in the board's marker (one HSET: gen, counters,
+#: bounds), reply ``{gen, reply}``.
 _GUARD_HEAD = """
-local CHECK_RUN = table.remove(ARGV) == '1'
+local MODE = table.remove(ARGV)  -- '1': read the run id, '0': skip what may be, '2': not the marker
+local CHECK_RUN = MODE == '1'
 local KNOWN_EPOCH = tonumber(table.remove(ARGV))
 local KNOWN_RUN = table.remove(ARGV)
-local refusal = guard(ARGV[1], KNOWN_RUN, KNOWN_EPOCH, CHECK_RUN)
+local refusal
+if UNREAD_OK and MODE == '0' then
+  UNREAD, EPOCH = true, KNOWN_EPOCH
+else
+  refusal = guard(ARGV[1], KNOWN_RUN, KNOWN_EPOCH, CHECK_RUN)
+end
 if refusal then
   return refusal
 end
@@ -94,7 +105,8 @@ def _script_source(name: str) -> str:
     lib, body = (folder / "_lib.lua").read_text(), (folder / f"{name}.lua").read_text()
     if name in _UNGUARDED:
         return lib + "\n" + body
-    return lib + _GUARD_HEAD + body + _GUARD_TAIL
+    unread = f"\nlocal UNREAD_OK = {'true' if name in _UNREAD_OK else 'false'}"
+    return lib + unread + _GUARD_HEAD + body + _GUARD_TAIL
 
 
 class RedisSession(JobBoard):
@@ -281,15 +293,17 @@ class RedisSession(JobBoard):
         cls, template = REFUSALS[code]
         return cls(template.format(job=repr(job_id), rest=rest, board=repr(self.name)))
 
-    def _script(self, name: str, key: str, *args: Any) -> Any:
+    def _script(self, name: str, key: str, *args: Any, read_marker: bool = False) -> Any:
         """Run a guarded script with this client's knowledge of the board; a
         ``RECHECK`` answer (the server restarted, or the epoch moved) runs
-        :meth:`_hello` and the script again."""
+        :meth:`_hello` and the script again. ``read_marker``: a script that may skip
+        the marker (``_UNREAD_OK``) reads it this time."""
         script = self._scripts[name]
         pool = self._direct_pool
         for _ in range(3):
             try:
-                tail = (self._run_id, self._epoch, self._check_run)
+                mode = "2" if read_marker and self._check_run == "0" else self._check_run
+                tail = (self._run_id, self._epoch, mode)
                 if pool is not None and isinstance(script, Script):
                     reply = self._evalsha(pool, script, key, (self._prefix, *args, *tail))
                 else:

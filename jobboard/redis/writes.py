@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from jobboard import errors
 from jobboard.changes import Ending, Release
 from jobboard.model import Job, JobRef, JobState
 from jobboard.redis.decoding import pairs, readable_job
@@ -26,14 +27,31 @@ class RedisWrites(RedisReads):
     def _store_progress(
         self, job_id: str, who: str, token: int, atom_name: str, encoded: str
     ) -> None:
-        self._call(
-            "save_progress",
-            job_id,
-            lambda: self._script(
-                "save_progress", self._job_key(job_id), job_id, who, token, 0, atom_name, encoded
-            ),
-            safe=False,
-        )
+        # The board's own client sends this script without a marker check (see
+        # _UNREAD_OK in session.py) unless it knows the board halted (it may have
+        # been reset since); a halt learnt while connecting for it is told here.
+        halted = self._halted is not None
+        try:
+            self._call(
+                "save_progress",
+                job_id,
+                lambda: self._script(
+                    "save_progress",
+                    self._job_key(job_id),
+                    job_id,
+                    who,
+                    token,
+                    0,
+                    atom_name,
+                    encoded,
+                    read_marker=halted,
+                ),
+                safe=False,
+            )
+        except errors.BoardError:
+            if not halted and self._halted is not None:
+                self._halt(self._halted)
+            raise
 
     def _finish(self, end: Ending, progress: Mapping[str, str] | None = None) -> Job:
         job_id = end.job_id
