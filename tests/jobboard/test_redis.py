@@ -532,3 +532,19 @@ def test_claims_skip_the_reaper_until_a_lease_can_end_and_never_miss_one(private
 
     wait_until(both_taken, timeout=10)
     admin.close()
+
+
+def test_a_lease_index_behind_its_job_is_fixed_not_reaped(private_board):
+    board, server = private_board(lease=60)
+    admin = redis.Redis(port=server.port)
+    who = unique_owner("a")
+    claim = board.claim(board.post("j", "f"), who)
+    p = prefix(board)
+    admin.zadd(f"{p}leases", {claim.job_id: 1.0})  # the index says the lease ended long ago
+    admin.hdel(f"{p}board", "reap_at")  # and the marker does not say otherwise
+
+    assert board.claim_next(unique_owner("b")) is None  # the reaper step meets it
+    assert board.get(claim.job_id).owner == who  # still claimed: its lease runs
+    assert admin.zscore(f"{p}leases", claim.job_id) == pytest.approx(claim.expires_at, abs=1)
+    assert float(admin.hget(f"{p}board", "reap_at")) == pytest.approx(claim.expires_at, abs=1)
+    admin.close()

@@ -213,6 +213,16 @@ local function dequeue(P, id, flow, emptied)
   end
 end
 
+-- An entry scored `at` joins the index whose bound is `name` (reap_at: leases,
+-- due_at: scheduled): keep the bound at or below it.
+local function lower(P, name, at)
+  local bound = BOUNDS[name]
+  if bound and at < bound then
+    BOUNDS[name] = at
+    MARKER[name] = fmt(at)
+  end
+end
+
 -- Make a scheduled job whose due time came waiting, in its place by (priority, post order).
 -- Returns true when the job was made waiting.
 local function promote_one(P, id, t)
@@ -283,16 +293,6 @@ local function reap(P, t, batch)
   local due = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', fmt(t), 'LIMIT', 0, batch)
   for _, id in ipairs(due) do
     lapse(P, id, t)
-  end
-end
-
--- An entry scored `at` joins the index whose bound is `name` (reap_at: leases,
--- due_at: scheduled): keep the bound at or below it.
-local function lower(P, name, at)
-  local bound = BOUNDS[name]
-  if bound and at < bound then
-    BOUNDS[name] = at
-    MARKER[name] = fmt(at)
   end
 end
 
