@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import redis
 import tenacity
+from hiredis import pack_command
 from redis.commands.core import Script
 
 from jobboard import errors
@@ -351,7 +352,7 @@ class RedisSession(JobBoard):
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 connection.disconnect()
         try:
-            connection.send_command("EVALSHA", script.sha, 1, key, *args)
+            connection.send_packed_command([pack_command(("EVALSHA", script.sha, 1, key, *args))])
             try:
                 return connection.read_response()
             except redis.exceptions.NoScriptError:
