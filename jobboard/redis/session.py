@@ -69,7 +69,8 @@ _UNREAD_OK = frozenset({"save_progress"})
 #: body, write what it changed in the board's marker (one HSET: gen, counters,
 #: bounds), reply ``{gen, reply}``.
 _GUARD_HEAD = """
-local MODE = table.remove(ARGV)  -- '1': read the run id, '0': skip what may be, '2': not the marker
+-- '1': read the run id too; '0': a script of _UNREAD_OK skips the marker; '2': it reads it
+local MODE = table.remove(ARGV)
 local CHECK_RUN = MODE == '1'
 local KNOWN_EPOCH = tonumber(table.remove(ARGV))
 local KNOWN_RUN = table.remove(ARGV)
