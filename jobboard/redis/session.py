@@ -76,7 +76,7 @@ local KNOWN_EPOCH = tonumber(table.remove(ARGV))
 local KNOWN_RUN = table.remove(ARGV)
 local refusal
 if UNREAD_OK and MODE == '0' then
-  UNREAD, EPOCH = true, KNOWN_EPOCH
+  EPOCH = KNOWN_EPOCH
 else
   refusal = guard(ARGV[1], KNOWN_RUN, KNOWN_EPOCH, CHECK_RUN)
 end

@@ -19,6 +19,7 @@ from jobboard import (
     ClaimStatus,
     InvalidJob,
     JobState,
+    NotOwner,
     unique_owner,
 )
 from jobboard.redis import RedisBoard
@@ -548,3 +549,19 @@ def test_a_lease_index_behind_its_job_is_fixed_not_reaped(private_board):
     assert admin.zscore(f"{p}leases", claim.job_id) == pytest.approx(claim.expires_at, abs=1)
     assert float(admin.hget(f"{p}board", "reap_at")) == pytest.approx(claim.expires_at, abs=1)
     admin.close()
+
+
+def test_a_lease_ended_by_a_progress_write_is_counted(private_board):
+    """save_progress of the board's own client does not read the marker: the lapse it
+    finds is still counted, and the board's gen still moves."""
+    board, _ = private_board()
+    who = unique_owner("a")
+    claim = board.claim(board.post("j", "f"), who, lease=0.2)
+    gen = board._gen
+    wait_until(lambda: board.get(claim.job_id).state is JobState.WAITING, timeout=5)
+    with pytest.raises(NotOwner):
+        board.save_progress(claim, who, claim.token, "t", {"state": "SUCCESS"})
+    assert board.counters()["expired"] == 1
+    assert board.counters()["claimed"] == board.counters()["posted"] == 1
+    board.claim_next(unique_owner("b"))  # a reply that carries the gen
+    assert board._gen == gen + 2  # the lapse, then the new claim

@@ -101,14 +101,15 @@ local COUNTED = {'posted', 'claimed', 'consumed', 'failed', 'cancelled', 'trashe
 -- Their values (nil when not read: count() reads it first).
 local COUNTS = {}
 
--- Set by a script that runs without reading the marker (save_progress of a client
--- that checks every connection it opens: see session.py): its changes go to gen at once.
-local UNREAD = false
+-- Set by guard() once it read the marker: the script's marker writes wait in MARKER
+-- until it ends. A script that did not read it (hello, reset, and save_progress of a
+-- client that checks every connection it opens: see session.py) writes them at once.
+local MARKED = false
 
 -- One more change on the board: clients remember the highest gen they saw, and a
 -- data set that comes back from a restart with a lower one went backwards.
 local function bump(P)
-  if UNREAD then
+  if not MARKED then
     GEN = redis.call('HINCRBY', P .. 'board', 'gen', 1)
     return
   end
@@ -118,11 +119,15 @@ end
 
 -- Count `n` (1) more of an event: a change like any other.
 local function count(P, name, n)
-  if not COUNTS[name] then
-    COUNTS[name] = tonumber(redis.call('HGET', P .. 'board', 'count:' .. name)) or 0
+  if not MARKED then
+    redis.call('HINCRBY', P .. 'board', 'count:' .. name, n or 1)
+  else
+    if not COUNTS[name] then
+      COUNTS[name] = tonumber(redis.call('HGET', P .. 'board', 'count:' .. name)) or 0
+    end
+    COUNTS[name] = COUNTS[name] + (n or 1)
+    MARKER['count:' .. name] = COUNTS[name]
   end
-  COUNTS[name] = COUNTS[name] + (n or 1)
-  MARKER['count:' .. name] = COUNTS[name]
   bump(P)
 end
 
@@ -161,6 +166,7 @@ local function guard(P, known_run, known_epoch, check_run)
   end
   EPOCH, GEN = known_epoch, tonumber(b[3]) or 0
   BOUNDS.reap_at, BOUNDS.due_at = tonumber(b[6]), tonumber(b[7])
+  MARKED = true
   for i, name in ipairs(COUNTED) do
     COUNTS[name] = tonumber(b[7 + i]) or 0
   end
@@ -281,7 +287,7 @@ end
 
 -- End every claim at once (hello halting the board, an operator's reset): a write
 -- fenced by a claim from before is then refused by the job itself, even by a
--- script that does not read the marker (save_progress, see UNREAD).
+-- script that does not read the marker (save_progress, see MARKED).
 local function void_claims(P, t, why)
   for _, id in ipairs(redis.call('ZRANGE', P .. 'leases', 0, -1)) do
     lapse(P, id, t, why)

@@ -3,7 +3,7 @@
 -- ARGV     P, id, who, token, "0" (never forced), atom name, record JSON
 -- Keys     job:<id> (checked), progress:<id> (written), board (gen); an expired
 --          lease found here is ended (publishes "expired") and the write refused.
---          Sent by the board's own client it does not read the marker (UNREAD in
+--          Sent by the board's own client it does not read the marker (MARKED in
 --          _lib.lua): a halt or a reset ends every claim, so the fence refuses.
 -- Returns  1, or an error NOTFOUND | FINISHED | NOTCLAIMED | STALE | MISMATCH | NOTOWNER.
 local f, err, P, id = fenced_head()
