@@ -7,6 +7,12 @@ One :class:`Conductor` serves the flows of its registry from one board::
         │                                 │ every finished task ─▶ save_progress(token)
         │                                 ▼
         └── heartbeat renews every lease ── consume / fail / abandon / trash
+                                              │
+                          the worker claims its next job itself ◀─┘
+
+A worker that finished a job claims the next one on its own thread while
+there is work, so a busy conductor hands no job between threads; the claim
+loop only fills free slots and waits on the board once a claim found nothing.
 
 Outcomes: success consumes the job with the flow's outputs; a task failure
 (after the engine reverted) fails it; a cancel request stops the engine at the
@@ -44,6 +50,7 @@ from jobboard import (
     BoardError,
     BoardEvent,
     BoardUnavailable,
+    Claim,
     Job,
     JobBoard,
     schedules,
@@ -136,6 +143,12 @@ class Conductor:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        #: Slots whose worker is claiming its next job (counted as busy).
+        self._claiming = 0
+        #: Set (under the lock) when a worker's own claim found nothing to claim.
+        self._nothing_left = False
+        #: Set once the drain timeout has passed: a job claimed later stops at once.
+        self._stop_tasks = threading.Event()
         self._paused: frozenset[str] = frozenset()
         self.last_heartbeat: float | None = None
         self.stats: dict[str, int] = {k: 0 for k in ConductorEvents.ALL}
@@ -145,6 +158,7 @@ class Conductor:
     def run(self) -> None:
         """Claim and run jobs until :meth:`stop`; returns after the shutdown described above."""
         self._stopped.clear()
+        self._stop_tasks.clear()
         # Daemon workers: a task that ignores every stop cannot keep the process alive.
         for n in range(self.max_simultaneous_jobs):
             threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
@@ -242,18 +256,26 @@ class Conductor:
         """The served flows that are not paused (as last read; no round trip)."""
         return [f for f in self._flow_names if f not in self._paused]
 
+    def _busy(self) -> int:
+        """Slots in use: jobs running and workers claiming their next job (lock held)."""
+        return len(self._running) + self._claiming
+
     def _claim_loop(self) -> None:
         while not self._stopping.is_set():
             with self._slot_free:
-                while (
-                    len(self._running) >= self.max_simultaneous_jobs and not self._stopping.is_set()
-                ):
+                self._nothing_left = False
+                while self._busy() >= self.max_simultaneous_jobs and not self._stopping.is_set():
                     self._slot_free.wait(self.IDLE_WAIT)
+                # A worker's own claim found nothing while we waited: wait for work at once.
+                nothing_left = self._nothing_left
             if self._stopping.is_set():
                 break
             flows = self._claimable_flows()
             if not flows:  # every flow paused
                 self._stopping.wait(self.IDLE_WAIT)
+                continue
+            if nothing_left:
+                self._wait_for_work(flows)
                 continue
             try:
                 claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
@@ -264,12 +286,17 @@ class Conductor:
             if claim is None:
                 self._wait_for_work(flows)
                 continue
-            job = claim.job if claim.job is not None else self.board.get(claim.job_id)
-            running = RunningJob(self, claim, job)
-            with self._lock:
-                self._running[claim.job_id] = running
-            self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
-            self._jobs.put(running)  # a worker is free: the loop claims only into a free slot
+            # A worker is free: the loop claims only into a free slot.
+            self._jobs.put(self._start_job(claim))
+
+    def _start_job(self, claim: Claim) -> RunningJob:
+        """Count a new claim as running (before anything can look for it) and announce it."""
+        job = claim.job if claim.job is not None else self.board.get(claim.job_id)
+        running = RunningJob(self, claim, job)
+        with self._lock:
+            self._running[claim.job_id] = running
+        self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
+        return running
 
     def _wait_for_work(self, flows: list[str]) -> None:
         """Block until the board says a job may be waiting (or we stop).
@@ -294,7 +321,9 @@ class Conductor:
 
     def _worker(self) -> None:
         while (running := self._jobs.get()) is not None:
-            self._run_job(running)
+            while running is not None:
+                self._run_job(running)
+                running = self._claim_here()
 
     def _run_job(self, running: RunningJob) -> None:
         try:
@@ -306,8 +335,41 @@ class Conductor:
             with self._slot_free:
                 if self._running.get(running.claim.job_id) is running:
                     del self._running[running.claim.job_id]
-                self._slot_free.notify_all()
+                # The slot stays busy: this worker claims its next job (_claim_here).
+                self._claiming += 1
             running.done.set()
+
+    def _claim_here(self) -> RunningJob | None:
+        """Claim the next job on this worker's thread, its slot still counted busy.
+
+        Saves handing each job from the claim loop's thread to a worker's.
+        None (the slot freed, the claim loop told) when stopping, when every
+        flow is paused, on a board error (the claim loop retries and backs
+        off) or when nothing was claimable (the claim loop then waits for work).
+        """
+        running = None
+        found_nothing = False
+        try:
+            flows = self._claimable_flows()
+            if flows and not self._stopping.is_set():
+                claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
+                if claim is None:
+                    found_nothing = True
+                else:
+                    running = self._start_job(claim)
+                    if self._stop_tasks.is_set():  # claimed while the drain was ending
+                        running.stop(SHUTDOWN)
+        except BoardError as err:
+            self._board_error("claim", err)
+        except Exception:  # noqa: BLE001 - the worker must go on serving its slot
+            LOG.exception("claiming the next job on a worker failed")
+        finally:
+            with self._slot_free:
+                self._claiming -= 1
+                if running is None:
+                    self._nothing_left = found_nothing
+                    self._slot_free.notify_all()
+        return running
 
     # -- what the board tells us ---------------------------------------------
 
@@ -430,6 +492,7 @@ class Conductor:
     def _drain(self) -> None:
         """Let running jobs finish; then stop their tasks; then leave the stuck ones behind."""
         self._wait_for_jobs(self.drain_timeout)
+        self._stop_tasks.set()
         leftovers = self.running_jobs
         for running in leftovers:
             running.stop(SHUTDOWN)
@@ -445,8 +508,10 @@ class Conductor:
 
     def _wait_for_jobs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.running_jobs and time.monotonic() < deadline and not self._abort.is_set():
+        while time.monotonic() < deadline and not self._abort.is_set():
             with self._slot_free:
+                if not self._busy():
+                    return
                 self._slot_free.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
     # -- events -------------------------------------------------------------
