@@ -517,14 +517,16 @@ class Conductor:
     # -- events -------------------------------------------------------------
 
     def _emit(self, event_kind: str | None, job: Job | None, /, **details: Any) -> None:
+        """Count an event, log it (its record built only when its level is on) and tell
+        the notifier's listeners (its details completed only when there are some)."""
         event = event_kind or details.pop("event")
         self.stats[event] = self.stats.get(event, 0) + 1
-        if job is not None:
-            details.update(job_id=job.id, job_name=job.name, flow=job.flow)
-            if event in LOGGED_EVENTS:
+        if job is not None and event in LOGGED_EVENTS:
+            level = _EVENT_LEVELS.get(event, logging.INFO)
+            if LOG.isEnabledFor(level):
                 why = details.get("error") or details.get("reason")
                 LOG.log(
-                    _EVENT_LEVELS.get(event, logging.INFO),
+                    level,
                     "job %s flow=%s conductor=%s: %s%s",
                     job.id,
                     job.flow,
@@ -538,6 +540,10 @@ class Conductor:
                         "event": event,
                     },
                 )
+        if not self.notifier.has_listeners():
+            return
+        if job is not None:
+            details.update(job_id=job.id, job_name=job.name, flow=job.flow)
         details["conductor"] = self.name
         self.notifier.notify(event, details)
 
