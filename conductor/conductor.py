@@ -415,8 +415,9 @@ class Conductor:
             self._promote_schedules()
             for running in self.running_jobs:
                 running.notice()
-                if running.progress is not None:
-                    running.progress.flush()
+                progress = running.progress  # read once: dropped when the job is done
+                if progress is not None:
+                    progress.flush()
             if time.monotonic() >= next_entity:
                 next_entity = time.monotonic() + self.ENTITY_REFRESH
                 self._refresh_paused()

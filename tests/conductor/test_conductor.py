@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections import Counter
@@ -187,6 +188,28 @@ def test_a_worker_claims_its_next_jobs_itself_and_an_idle_conductor_still_wakes(
     wait_until(lambda: _finished(board, late.id), timeout=10)
     assert board.get(late.id).state is JobState.COMPLETE
     assert conductor.stats[ConductorEvents.CLAIMED] == 6
+
+
+def test_finished_jobs_leave_nothing_to_the_cycle_collector(board, conductors):
+    conductor = conductors.start(board)
+    warm = board.post("warm", "steps", {"spec": {}})
+    wait_until(lambda: _finished(board, warm.id), timeout=10)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        jobs = [board.post(f"j{n}", "steps", {"spec": {}}) for n in range(10)]
+        wait_until(lambda: all(_finished(board, j.id) for j in jobs), timeout=30)
+        wait_until(lambda: not conductor.running_jobs, timeout=10)
+        gc.collect()
+        kinds = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    # Freed by reference counting as each job ended: none waited for a collection.
+    job_objects = {"RunningJob", "SerialActionEngine", "AtomRuntime", "BoardProgress", "JobContext"}
+    assert not kinds & job_objects
 
 
 def test_only_served_flows_are_claimed(board, conductors):

@@ -141,7 +141,18 @@ class ActionEngine(EngineCore):
             finally:
                 reset_current(token)
         finally:
+            if self.storage.flow_state in states.FINISHED_FLOW_STATES:
+                self._unlink()
             self._run_lock.release()
+
+    def _unlink(self) -> None:
+        """A finished flow never schedules again: drop the links from atoms to later ones
+        (successors, retry members, deciders), the compiled graph's only cycles, so that
+        the engine is freed by reference counting, not left to the cycle collector."""
+        for rt in self._atoms:
+            rt.succs = []
+            rt.members = ()
+            rt.deciders = ()
 
     def suspend(self) -> None:
         """Stop launching atoms; ``run()`` returns once the running ones finish (``SUSPENDED``).
