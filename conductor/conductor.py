@@ -7,6 +7,12 @@ One :class:`Conductor` serves the flows of its registry from one board::
         │                                 │ every finished task ─▶ save_progress(token)
         │                                 ▼
         └── heartbeat renews every lease ── consume / fail / abandon / trash
+                                              │
+                          the worker claims its next job itself ◀─┘
+
+A worker that finished a job claims the next one on its own thread while
+there is work, so a busy conductor hands no job between threads; the claim
+loop only fills free slots and waits on the board once a claim found nothing.
 
 Outcomes: success consumes the job with the flow's outputs; a task failure
 (after the engine reverted) fails it; a cancel request stops the engine at the
@@ -28,15 +34,14 @@ way, marks it unhealthy and sets :attr:`Conductor.fatal_error`.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from conductor.events import LOGGED_EVENTS, ConductorEvents
+from conductor.heartbeat import Heartbeat
 from conductor.registry import FlowRegistry, RegistryError
 from conductor.running import CANCELLED, SHUTDOWN, RunningJob
 from conductor.types.notifier import Notifier
@@ -44,9 +49,9 @@ from jobboard import (
     BoardError,
     BoardEvent,
     BoardUnavailable,
+    Claim,
     Job,
     JobBoard,
-    schedules,
     unique_owner,
 )
 
@@ -67,7 +72,7 @@ _EVENT_LEVELS = {
 }
 
 
-class Conductor:
+class Conductor(Heartbeat):
     """Claims jobs of the registered flows from a board and runs them.
 
     ``flows`` is a :class:`FlowRegistry` or a mapping of name -> factory.
@@ -77,10 +82,6 @@ class Conductor:
     how long a told-to-stop task is waited for before its job is abandoned.
     """
 
-    #: Renew leases when this fraction of the lease has passed.
-    RENEW_FRACTION = 1 / 3
-    #: How often to refresh this conductor's registration (seconds).
-    ENTITY_REFRESH = 5.0
     #: Longest single block in ``board.wait`` so stop requests are seen promptly.
     IDLE_WAIT = 1.0
     #: The same on a board whose wait ``stop()`` interrupts (``WAIT_INTERRUPTIBLE``):
@@ -136,6 +137,12 @@ class Conductor:
         self._stopped = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        #: Slots whose worker is claiming its next job (counted as busy).
+        self._claiming = 0
+        #: Set (under the lock) when a worker's own claim found nothing to claim.
+        self._nothing_left = False
+        #: Set once the drain timeout has passed: a job claimed later stops at once.
+        self._stop_tasks = threading.Event()
         self._paused: frozenset[str] = frozenset()
         self.last_heartbeat: float | None = None
         self.stats: dict[str, int] = {k: 0 for k in ConductorEvents.ALL}
@@ -145,6 +152,7 @@ class Conductor:
     def run(self) -> None:
         """Claim and run jobs until :meth:`stop`; returns after the shutdown described above."""
         self._stopped.clear()
+        self._stop_tasks.clear()
         # Daemon workers: a task that ignores every stop cannot keep the process alive.
         for n in range(self.max_simultaneous_jobs):
             threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
@@ -226,34 +234,30 @@ class Conductor:
 
     # -- the claim loop -----------------------------------------------------
 
-    def _refresh_paused(self) -> None:
-        """Read the board's paused flows (the heartbeat does it at each registration refresh,
-        so a pause costs no round trip of its own on the claim path)."""
-        try:
-            paused = frozenset(self.board.paused_flows())
-        except BoardError as err:  # keep the last known set; claims report the outage
-            LOG.debug("could not read paused flows: %s", err)
-            return
-        for flow in sorted((paused ^ self._paused) & set(self._flow_names)):
-            LOG.info("flow %s %s", flow, "paused: not claiming it" if flow in paused else "resumed")
-        self._paused = paused
-
     def _claimable_flows(self) -> list[str]:
         """The served flows that are not paused (as last read; no round trip)."""
         return [f for f in self._flow_names if f not in self._paused]
 
+    def _busy(self) -> int:
+        """Slots in use: jobs running and workers claiming their next job (lock held)."""
+        return len(self._running) + self._claiming
+
     def _claim_loop(self) -> None:
         while not self._stopping.is_set():
             with self._slot_free:
-                while (
-                    len(self._running) >= self.max_simultaneous_jobs and not self._stopping.is_set()
-                ):
+                self._nothing_left = False
+                while self._busy() >= self.max_simultaneous_jobs and not self._stopping.is_set():
                     self._slot_free.wait(self.IDLE_WAIT)
+                # A worker's own claim found nothing while we waited: wait for work at once.
+                nothing_left = self._nothing_left
             if self._stopping.is_set():
                 break
             flows = self._claimable_flows()
             if not flows:  # every flow paused
                 self._stopping.wait(self.IDLE_WAIT)
+                continue
+            if nothing_left:
+                self._wait_for_work(flows)
                 continue
             try:
                 claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
@@ -264,12 +268,17 @@ class Conductor:
             if claim is None:
                 self._wait_for_work(flows)
                 continue
-            job = claim.job if claim.job is not None else self.board.get(claim.job_id)
-            running = RunningJob(self, claim, job)
-            with self._lock:
-                self._running[claim.job_id] = running
-            self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
-            self._jobs.put(running)  # a worker is free: the loop claims only into a free slot
+            # A worker is free: the loop claims only into a free slot.
+            self._jobs.put(self._start_job(claim))
+
+    def _start_job(self, claim: Claim) -> RunningJob:
+        """Count a new claim as running (before anything can look for it) and announce it."""
+        job = claim.job if claim.job is not None else self.board.get(claim.job_id)
+        running = RunningJob(self, claim, job)
+        with self._lock:
+            self._running[claim.job_id] = running
+        self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
+        return running
 
     def _wait_for_work(self, flows: list[str]) -> None:
         """Block until the board says a job may be waiting (or we stop).
@@ -294,7 +303,9 @@ class Conductor:
 
     def _worker(self) -> None:
         while (running := self._jobs.get()) is not None:
-            self._run_job(running)
+            while running is not None:
+                self._run_job(running)
+                running = self._claim_here()
 
     def _run_job(self, running: RunningJob) -> None:
         try:
@@ -306,8 +317,41 @@ class Conductor:
             with self._slot_free:
                 if self._running.get(running.claim.job_id) is running:
                     del self._running[running.claim.job_id]
-                self._slot_free.notify_all()
+                # The slot stays busy: this worker claims its next job (_claim_here).
+                self._claiming += 1
             running.done.set()
+
+    def _claim_here(self) -> RunningJob | None:
+        """Claim the next job on this worker's thread, its slot still counted busy.
+
+        Saves handing each job from the claim loop's thread to a worker's.
+        None (the slot freed, the claim loop told) when stopping, when every
+        flow is paused, on a board error (the claim loop retries and backs
+        off) or when nothing was claimable (the claim loop then waits for work).
+        """
+        running = None
+        found_nothing = False
+        try:
+            flows = self._claimable_flows()
+            if flows and not self._stopping.is_set():
+                claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
+                if claim is None:
+                    found_nothing = True
+                else:
+                    running = self._start_job(claim)
+                    if self._stop_tasks.is_set():  # claimed while the drain was ending
+                        running.stop(SHUTDOWN)
+        except BoardError as err:
+            self._board_error("claim", err)
+        except Exception:  # noqa: BLE001 - the worker must go on serving its slot
+            LOG.exception("claiming the next job on a worker failed")
+        finally:
+            with self._slot_free:
+                self._claiming -= 1
+                if running is None:
+                    self._nothing_left = found_nothing
+                    self._slot_free.notify_all()
+        return running
 
     # -- what the board tells us ---------------------------------------------
 
@@ -332,104 +376,12 @@ class Conductor:
         elif event.kind in _CLAIM_EVENTS:
             running.notice()
 
-    # -- heartbeat ----------------------------------------------------------
-
-    def _heartbeat_main(self) -> None:
-        """The heartbeat thread; if it ever dies the conductor must not run on without renewals."""
-        try:
-            self._heartbeat_loop()
-        except BaseException as err:  # noqa: BLE001 - reported, then the conductor stops
-            LOG.critical("heartbeat thread died; stopping the conductor", exc_info=True)
-            self.fatal_error = f"heartbeat thread died: {type(err).__name__}: {err}"
-            self._stopping.set()
-            self._abort.set()
-            self._wake_claim_loop()
-
-    def _heartbeat_loop(self) -> None:
-        interval = max(0.05, self.lease * self.RENEW_FRACTION)
-        next_entity = time.monotonic() + self.ENTITY_REFRESH
-        while not self._stopped.wait(interval):
-            self._renew()
-            self._promote_schedules()
-            for running in self.running_jobs:
-                running.notice()
-                if running.progress is not None:
-                    running.progress.flush()
-            if time.monotonic() >= next_entity:
-                next_entity = time.monotonic() + self.ENTITY_REFRESH
-                self._refresh_paused()
-                self._register()
-            else:
-                self.last_heartbeat = time.monotonic()
-
-    def _renew(self) -> None:
-        claims = [r.claim for r in self.running_jobs if not (r.abandoned or r.loss_reported)]
-        if not claims:
-            return
-        started = time.monotonic()
-        try:
-            renewed = self.board.renew(claims, lease=self._claim_lease)
-        except BoardError as err:
-            self._board_error("renew", err)
-            return
-        self._emit(
-            None,
-            None,
-            event=ConductorEvents.RENEWED,
-            seconds=time.monotonic() - started,
-            count=len(claims),
-        )
-        for job_id, claim in renewed.items():
-            held = self._running.get(job_id)
-            # A job finished while the renewal was in flight is not a loss.
-            if (
-                claim is None
-                and held is not None
-                and held.engine is not None
-                and self.board.held_claim(job_id) is not None
-            ):
-                held.claim_lost("lease renewal refused")
-
-    def _promote_schedules(self) -> None:
-        """Post the due ticks of the board's schedules for the flows served here.
-
-        Runs on the heartbeat; every conductor may race on a tick, the tick's
-        dedupe key and the compare-and-set on ``next_at`` make it one job.
-        """
-        try:
-            for job in schedules.promote_due(self.board, self._flow_names):
-                LOG.debug("schedule tick posted as job %s", job.id)
-        except BoardError as err:
-            self._board_error("promote schedules", err)
-        except Exception:  # noqa: BLE001 - a bad schedule must never stop the heartbeat
-            LOG.exception("promoting schedules failed; retried on the next heartbeat")
-
-    def _register(self) -> None:
-        metadata = {
-            "name": self.name,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "flows": self._flow_names,
-            "running": len(self._running),
-            "max_jobs": self.max_simultaneous_jobs,
-            "engine": self.engine_kind,
-            "lease": self.lease,
-            # The longest gap between two registrations: `jobboard conductors` flags a
-            # conductor stale after two of them.
-            "heartbeat_interval": self.ENTITY_REFRESH + self.lease * self.RENEW_FRACTION,
-            "paused": sorted(self._paused & set(self._flow_names)),
-        }
-        try:
-            self.board.register_entity(self.owner, "conductor", metadata)
-            self.last_heartbeat = time.monotonic()
-        except BoardError as err:
-            self._board_error("register", err)
-
     # -- shutdown -----------------------------------------------------------
 
     def _drain(self) -> None:
         """Let running jobs finish; then stop their tasks; then leave the stuck ones behind."""
         self._wait_for_jobs(self.drain_timeout)
+        self._stop_tasks.set()
         leftovers = self.running_jobs
         for running in leftovers:
             running.stop(SHUTDOWN)
@@ -445,21 +397,25 @@ class Conductor:
 
     def _wait_for_jobs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.running_jobs and time.monotonic() < deadline and not self._abort.is_set():
+        while time.monotonic() < deadline and not self._abort.is_set():
             with self._slot_free:
+                if not self._busy():
+                    return
                 self._slot_free.wait(min(0.1, max(0.0, deadline - time.monotonic())))
 
     # -- events -------------------------------------------------------------
 
     def _emit(self, event_kind: str | None, job: Job | None, /, **details: Any) -> None:
+        """Count an event, log it (its record built only when its level is on) and tell
+        the notifier's listeners (its details completed only when there are some)."""
         event = event_kind or details.pop("event")
         self.stats[event] = self.stats.get(event, 0) + 1
-        if job is not None:
-            details.update(job_id=job.id, job_name=job.name, flow=job.flow)
-            if event in LOGGED_EVENTS:
+        if job is not None and event in LOGGED_EVENTS:
+            level = _EVENT_LEVELS.get(event, logging.INFO)
+            if LOG.isEnabledFor(level):
                 why = details.get("error") or details.get("reason")
                 LOG.log(
-                    _EVENT_LEVELS.get(event, logging.INFO),
+                    level,
                     "job %s flow=%s conductor=%s: %s%s",
                     job.id,
                     job.flow,
@@ -473,6 +429,10 @@ class Conductor:
                         "event": event,
                     },
                 )
+        if not self.notifier.has_listeners():
+            return
+        if job is not None:
+            details.update(job_id=job.id, job_name=job.name, flow=job.flow)
         details["conductor"] = self.name
         self.notifier.notify(event, details)
 

@@ -188,6 +188,11 @@ class ConductorMetrics:
             registry=reg,
         )
         ProcessCollector(registry=reg)
+        # Labelled children and event spellings, looked up once (every job counts
+        # two events and one duration per task; ``labels()`` takes a lock each time).
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+        self._names: dict[str, str | None] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
@@ -202,19 +207,27 @@ class ConductorMetrics:
         False (and counts nothing) for an event kind that has no counter, so a
         daemon can forward every notifier event without filtering.
         """
-        name = kind.strip().lower().replace("-", "_").replace(" ", "_")
-        name = name.removeprefix("job_")
-        counter = self.EVENTS.get(name)
+        try:
+            counter = self._names[kind]
+        except KeyError:
+            name = kind.strip().lower().replace("-", "_").replace(" ", "_")
+            counter = self._names[kind] = self.EVENTS.get(name.removeprefix("job_"))
         if counter is None:
             log.debug("no metric for conductor event %r", kind)
             return False
-        flow = labels.get("flow") or self.UNKNOWN_FLOW
-        self.job_counters[counter].labels(flow=str(flow)).inc()
+        flow = str(labels.get("flow") or self.UNKNOWN_FLOW)
+        child = self._counted.get((counter, flow))
+        if child is None:
+            child = self._counted[counter, flow] = self.job_counters[counter].labels(flow=flow)
+        child.inc()
         return True
 
     def observe_task(self, flow: str, task: str, seconds: float) -> None:
         """Record one task execution's duration."""
-        self.task_duration.labels(flow=flow, task=task).observe(seconds)
+        child = self._timed.get((flow, task))
+        if child is None:
+            child = self._timed[flow, task] = self.task_duration.labels(flow=flow, task=task)
+        child.observe(seconds)
 
     def observe_renewal(self, seconds: float) -> None:
         """Record the latency of one lease renewal round trip."""

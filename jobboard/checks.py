@@ -28,8 +28,13 @@ FLOW_RE = _FLOW_RE
 _ATOM_RE = re.compile(r"^[^\x00-\x1f]{1,200}$")
 
 
+#: One encoder for every payload (``json.dumps`` with options builds a new one per call).
+#: Its output is ASCII (``ensure_ascii``), so its length is its size in bytes.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, sort_keys=False)
+    return _ENCODER.encode(value)
 
 
 
@@ -115,9 +120,9 @@ class BoardChecks:
                 field=field_name,
                 job=job,
             ) from err
-        if len(text.encode()) > self.max_payload:
+        if len(text) > self.max_payload:
             raise errors.InvalidJob(
-                f"job {shown(job)}: field {shown(field_name)} is {len(text.encode())} bytes encoded, "
+                f"job {shown(job)}: field {shown(field_name)} is {len(text)} bytes encoded, "
                 f"over the limit of {self.max_payload}",
                 field=field_name,
                 job=job,
@@ -284,7 +289,7 @@ class BoardChecks:
             raise errors.InvalidJob(
                 f"job {shown(job_id)}: field 'record' must be a JSON object", field="record", job=job_id
             )
-        return self._encode(dict(record), "record", job_id)
+        return self._encode(record if type(record) is dict else dict(record), "record", job_id)
 
     def _validate_error(self, job_id: str, error: Any, field_name: str = "error") -> str:
         if not isinstance(error, str):

@@ -229,6 +229,8 @@ JobRef = Job | Claim | str
 
 def job_id_of(job: JobRef) -> str:
     """The id a job reference (a job, a claim or an id) names."""
+    if type(job) is str and job:  # the most frequent reference, checked first
+        return job
     if isinstance(job, Job):
         return job.id
     if isinstance(job, Claim):

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conductor.listeners.base import Listener
+from conductor.types.notifier import ANY
 
 if TYPE_CHECKING:
     from conductor.engines.action_engine.engine import ActionEngine
@@ -67,15 +68,37 @@ class CheckingClaimListener(Listener):
         self._on_job_loss = on_job_loss or _suspend_engine
         self._job_id = getattr(job, "id", None) or getattr(job, "job_id", None) or str(job)
         self._clock = clock
+        # Looked up once: these run on every transition of the job.
+        self._status_of: Callable[[str], Any] | None = getattr(board, "claim_status", None)
+        self._cancel_of: Callable[[str], bool] | None = getattr(board, "cancel_requested", None)
         # A conductor reports cancels and losses itself, once per job: then these are DEBUG.
         self._level = logging.INFO if report else logging.DEBUG
         self._cancel_sent = False
         self._loss_reported = False
 
     def register(self) -> None:
-        """Attach the receivers and the engine's start guard."""
-        super().register()
+        """Attach the receivers and the engine's start guard.
+
+        Unless a subclass changes a receiver, one callback per notifier hears
+        every flow, task and retry transition (no per-kind filtering per event).
+        """
+        if self._registrations:
+            return
+        if self._own_receivers():
+            engine = self._engine
+            for notifier in (engine.notifier, engine.atom_notifier):
+                notifier.register(ANY, self._check)
+                self._registrations.append((notifier, ANY, self._check, None))
+        else:
+            super().register()
         self._engine.add_start_guard(self._may_start)
+
+    @classmethod
+    def _own_receivers(cls) -> bool:
+        return all(
+            getattr(cls, name) is getattr(CheckingClaimListener, name)
+            for name in ("_flow_receiver", "_task_receiver", "_retry_receiver")
+        )
 
     def deregister(self) -> None:
         """Detach the receivers and the start guard."""
@@ -89,7 +112,7 @@ class CheckingClaimListener(Listener):
         deadline, pushed claim-loss events and the connection state): no round
         trip. Other boards are asked with ``find_owner``.
         """
-        status = getattr(self._board, "claim_status", None)
+        status = self._status_of
         if status is None:
             return "lost" if self._board.find_owner(self._job) != self._owner else None
         value = status(self._job_id)
@@ -113,12 +136,12 @@ class CheckingClaimListener(Listener):
 
     def _cancel_requested(self) -> bool:
         """Whether a cancel of the job has reached this process (pushed, local)."""
-        check = getattr(self._board, "cancel_requested", None)
-        return bool(check is not None and check(self._job_id))
+        check = self._cancel_of
+        return check is not None and bool(check(self._job_id))
 
     def _check(self, state: str, details: dict[str, Any]) -> bool:
         """Act on a cancel or a loss; true if the job may go on."""
-        if self._cancel_requested() and not self._cancel_sent:
+        if not self._cancel_sent and self._cancel_requested():
             self._cancel_sent = True
             LOG.log(
                 self._level,

@@ -28,7 +28,7 @@ DetailsFilter = Callable[[Mapping[str, Any]], bool]
 class _Entry:
     """One registration: a callback, its extra arguments and optional details filter."""
 
-    __slots__ = ("callback", "args", "kwargs", "details_filter")
+    __slots__ = ("callback", "args", "kwargs", "details_filter", "plain")
 
     def __init__(
         self,
@@ -41,6 +41,8 @@ class _Entry:
         self.args = tuple(args)
         self.kwargs = dict(kwargs)
         self.details_filter = details_filter
+        #: Called as ``callback(event_type, details)``: no filter, no extra arguments.
+        self.plain = details_filter is None and not self.args and not self.kwargs
 
     def is_equivalent(self, callback: Callback, details_filter: DetailsFilter | None) -> bool:
         return self.callback == callback and self.details_filter == details_filter
@@ -54,6 +56,9 @@ class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[_Entry, ...]] = {}
+        # event type -> the entries it calls (its own, then ANY's); rebuilt lazily
+        # after each change, so that notifying concatenates nothing.
+        self._targets: dict[str, tuple[_Entry, ...]] = {}
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._entries.values())
@@ -79,6 +84,7 @@ class Notifier:
                 raise ValueError(f"{callback!r} is already registered for {event_type!r}")
             entry = _Entry(callback, args or (), kwargs or {}, details_filter)
             self._entries = {**self._entries, event_type: current + (entry,)}
+            self._targets = {}
 
     def deregister(
         self, event_type: str, callback: Callback, details_filter: DetailsFilter | None = None
@@ -95,6 +101,7 @@ class Notifier:
             else:
                 del entries[event_type]
             self._entries = entries
+            self._targets = {}
             return True
 
     def deregister_event(self, event_type: str) -> int:
@@ -103,6 +110,7 @@ class Notifier:
             entries = dict(self._entries)
             removed = entries.pop(event_type, ())
             self._entries = entries
+            self._targets = {}
             return len(removed)
 
     def is_registered(
@@ -123,6 +131,7 @@ class Notifier:
         """Forget every registration."""
         with self._lock:
             self._entries = {}
+            self._targets = {}
 
     def has_listeners(self) -> bool:
         """Whether anything is registered at all (cheap: used on the hot path)."""
@@ -130,14 +139,20 @@ class Notifier:
 
     def notify(self, event_type: str, details: Mapping[str, Any]) -> None:
         """Call the callbacks of ``event_type`` and of :data:`ANY`; log (never raise) errors."""
+        targets = self._targets  # read before the entries (both replaced on a change)
         entries = self._entries
         if not entries:
             return
-        specific = entries.get(event_type, ())
-        generic = entries.get(ANY, ()) if event_type != ANY else ()
-        for entry in specific + generic if specific and generic else specific or generic:
+        called = targets.get(event_type)
+        if called is None:
+            specific = entries.get(event_type, ())
+            generic = entries.get(ANY, ()) if event_type != ANY else ()
+            called = targets[event_type] = specific + generic
+        for entry in called:
             try:
-                if entry.details_filter is None or entry.details_filter(details):
+                if entry.plain:
+                    entry.callback(event_type, details)
+                elif entry.details_filter is None or entry.details_filter(details):
                     entry.callback(event_type, details, *entry.args, **entry.kwargs)
             except Exception:
                 LOG.warning(

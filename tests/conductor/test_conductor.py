@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections import Counter
@@ -160,6 +161,55 @@ def test_stop_past_drain_timeout_abandons_and_keeps_progress(board, conductors, 
     wait_until(lambda: _finished(board, job.id), timeout=10)
     assert board.get(job.id).state is JobState.COMPLETE
     assert Counter(r["task"] for r in _events("done", job.id))["one"] == 1
+
+
+def test_a_worker_claims_its_next_jobs_itself_and_an_idle_conductor_still_wakes(
+    board, conductors, tmp_path
+):
+    gate = tmp_path / "gate"
+    conductor = conductors.start(board)
+    claimed_on: dict[str, str] = {}
+    conductor.notifier.register(
+        ConductorEvents.CLAIMED,
+        lambda _event, details: claimed_on.setdefault(
+            details["job_id"], threading.current_thread().name
+        ),
+    )
+    first = board.post("first", "steps", {"spec": {"block_at": "one", "gate": str(gate)}})
+    wait_until(lambda: _events("start", first.id), timeout=10)
+    rest = [board.post(f"j{n}", "steps", {"spec": {}}) for n in range(4)]
+    gate.touch()
+    wait_until(lambda: all(_finished(board, j.id) for j in rest), timeout=30)
+    # The claim loop claimed the first job; the busy worker claimed the others itself.
+    assert claimed_on[first.id] == "run-c"
+    assert {claimed_on[j.id] for j in rest} == {"c-job-0"}
+    # Its last claim found nothing: the claim loop waits for work and takes a later post.
+    late = board.post("late", "steps", {"spec": {}})
+    wait_until(lambda: _finished(board, late.id), timeout=10)
+    assert board.get(late.id).state is JobState.COMPLETE
+    assert conductor.stats[ConductorEvents.CLAIMED] == 6
+
+
+def test_finished_jobs_leave_nothing_to_the_cycle_collector(board, conductors):
+    conductor = conductors.start(board)
+    warm = board.post("warm", "steps", {"spec": {}})
+    wait_until(lambda: _finished(board, warm.id), timeout=10)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        jobs = [board.post(f"j{n}", "steps", {"spec": {}}) for n in range(10)]
+        wait_until(lambda: all(_finished(board, j.id) for j in jobs), timeout=30)
+        wait_until(lambda: not conductor.running_jobs, timeout=10)
+        gc.collect()
+        kinds = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    # Freed by reference counting as each job ended: none waited for a collection.
+    job_objects = {"RunningJob", "SerialActionEngine", "AtomRuntime", "BoardProgress", "JobContext"}
+    assert not kinds & job_objects
 
 
 def test_only_served_flows_are_claimed(board, conductors):

@@ -10,7 +10,6 @@ them, and every input nobody provides is reported in a single error.
 from __future__ import annotations
 
 import heapq
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from conductor.engines.action_engine.runtime import (
     AtomRuntime,
     Binding,
     Decider,
+    new_uuid,
 )
 from conductor.exceptions import (
     DependencyCycle,
@@ -110,7 +110,7 @@ class _Builder:
     # -- atoms -------------------------------------------------------------------------------
 
     def atom(self, atom: Atom, visible: Mapping[str, Provider], scope: AtomRuntime | None) -> Built:
-        rt = AtomRuntime(len(self.atoms), atom, str(uuid.uuid4()), scope)
+        rt = AtomRuntime(len(self.atoms), atom, new_uuid(), scope)
         self.atoms.append(rt)
         self.bind(rt, visible)
         if rt.provides_single:

@@ -19,7 +19,6 @@ import heapq
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,7 +32,7 @@ from conductor.engines.action_engine.core import (
     NO_ATOM,
     EngineCore,
 )
-from conductor.engines.action_engine.runtime import AtomRuntime, Outcome, execute_atom
+from conductor.engines.action_engine.runtime import AtomRuntime, Outcome, execute_atom, new_uuid
 from conductor.exceptions import Failure, InvalidState, TaskCancelled
 from conductor.flow import Flow
 from conductor.storage import ProgressBackend, Storage
@@ -79,9 +78,7 @@ class ActionEngine(EngineCore):
         self._flow = flow
         compilation = compile_flow(flow, store or {})
         self._atoms = compilation.atoms
-        self.storage = Storage(
-            flow.name, str(uuid.uuid4()), store, self._atoms, compilation.providers
-        )
+        self.storage = Storage(flow.name, new_uuid(), store, self._atoms, compilation.providers)
         self.notifier = Notifier()
         self.atom_notifier = Notifier()
         self._progress = progress
@@ -144,7 +141,18 @@ class ActionEngine(EngineCore):
             finally:
                 reset_current(token)
         finally:
+            if self.storage.flow_state in states.FINISHED_FLOW_STATES:
+                self._unlink()
             self._run_lock.release()
+
+    def _unlink(self) -> None:
+        """A finished flow never schedules again: drop the links from atoms to later ones
+        (successors, retry members, deciders), the compiled graph's only cycles, so that
+        the engine is freed by reference counting, not left to the cycle collector."""
+        for rt in self._atoms:
+            rt.succs = []
+            rt.members = ()
+            rt.deciders = ()
 
     def suspend(self) -> None:
         """Stop launching atoms; ``run()`` returns once the running ones finish (``SUSPENDED``).

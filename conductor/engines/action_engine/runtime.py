@@ -11,6 +11,7 @@ the results of atoms that finished before it was submitted.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,21 @@ Binding = tuple[str, int, Any, str, "str | None", int, bool]
 Outcome = tuple["AtomRuntime", "bool | None", Any, TaskInfo]
 
 _now = time.time
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID string naming a flow or an atom in one engine.
+
+    An identifier, not a secret: drawn from :mod:`random` (seeded from the OS,
+    reseeded in a forked child), about five times cheaper than
+    ``str(uuid.uuid4())``, which reads the OS's random source each time and
+    costs several microseconds per atom of every job.
+    """
+    h = "%032x" % ((random.getrandbits(128) & _UUID_CLEAR) | _UUID_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Decider:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import pytest
 
 from conductor import engines, states
@@ -255,3 +258,28 @@ def test_declared_outputs_must_be_present(load):
     eng, _ = load(flow)
     with pytest.raises(Exception, match="sequence of 2 values, got int"):
         eng.run()
+
+
+def test_flow_and_atom_uuids_are_random_version_4_uuids_distinct_per_engine():
+    def uuids() -> list[str]:
+        eng = engines.load(linear_flow.Flow("f").add(Add("a"), Add("b")), {"x": 1, "y": 2})
+        storage = eng.storage
+        return [storage.flow_uuid, storage.get_atom_uuid("a"), storage.get_atom_uuid("b")]
+
+    seen = uuids() + uuids()
+    assert len(set(seen)) == len(seen)
+    for text in seen:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    # A forked child (a conductor started by a supervisor that forks) draws other ids.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, ",".join(uuids()).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 4096).decode().split(",")
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = uuids()
+    assert len(child) == 3 and not set(child) & set(parent)

@@ -1,0 +1,170 @@
+"""The conductor's heartbeat: renew every lease in one round trip, refresh the registration.
+
+:class:`Heartbeat` is part of :class:`~conductor.conductor.Conductor` (kept apart
+so that neither grows past a readable size). Its thread wakes every ``lease *
+RENEW_FRACTION`` seconds: it renews the leases of the running jobs, posts due
+schedule ticks, has each running job look at the board's local view (a cancel,
+a lost claim) and flushes its progress reports; every ``ENTITY_REFRESH``
+seconds it re-reads the paused flows and refreshes the conductor's entity. A
+heartbeat thread that dies stops the conductor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from conductor.events import ConductorEvents
+from conductor.running import RunningJob
+from jobboard import BoardError, Job, JobBoard, schedules
+
+__all__ = ["Heartbeat"]
+
+LOG = logging.getLogger("conductor.conductor")
+
+
+class Heartbeat:
+    """The heartbeat half of a conductor (see the module docstring)."""
+
+    #: Renew leases when this fraction of the lease has passed.
+    RENEW_FRACTION = 1 / 3
+    #: How often to refresh this conductor's registration (seconds).
+    ENTITY_REFRESH = 5.0
+
+    # What the conductor provides.
+    name: str
+    owner: str
+    board: JobBoard
+    lease: float
+    max_simultaneous_jobs: int
+    engine_kind: str
+    fatal_error: str | None
+    last_heartbeat: float | None
+    _claim_lease: float | None
+    _flow_names: list[str]
+    _paused: frozenset[str]
+    _running: dict[str, RunningJob]
+    _stopping: threading.Event
+    _abort: threading.Event
+    _stopped: threading.Event
+
+    @property
+    def running_jobs(self) -> list[RunningJob]:
+        raise NotImplementedError
+
+    def _wake_claim_loop(self) -> None:
+        raise NotImplementedError
+
+    def _emit(self, event_kind: str | None, job: Job | None, /, **details: Any) -> None:
+        raise NotImplementedError
+
+    def _board_error(self, operation: str, err: BoardError) -> None:
+        raise NotImplementedError
+
+    def _refresh_paused(self) -> None:
+        """Read the board's paused flows (the heartbeat does it at each registration refresh,
+        so a pause costs no round trip of its own on the claim path)."""
+        try:
+            paused = frozenset(self.board.paused_flows())
+        except BoardError as err:  # keep the last known set; claims report the outage
+            LOG.debug("could not read paused flows: %s", err)
+            return
+        for flow in sorted((paused ^ self._paused) & set(self._flow_names)):
+            LOG.info("flow %s %s", flow, "paused: not claiming it" if flow in paused else "resumed")
+        self._paused = paused
+
+    def _heartbeat_main(self) -> None:
+        """The heartbeat thread; if it ever dies the conductor must not run on without renewals."""
+        try:
+            self._heartbeat_loop()
+        except BaseException as err:  # noqa: BLE001 - reported, then the conductor stops
+            LOG.critical("heartbeat thread died; stopping the conductor", exc_info=True)
+            self.fatal_error = f"heartbeat thread died: {type(err).__name__}: {err}"
+            self._stopping.set()
+            self._abort.set()
+            self._wake_claim_loop()
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.05, self.lease * self.RENEW_FRACTION)
+        next_entity = time.monotonic() + self.ENTITY_REFRESH
+        while not self._stopped.wait(interval):
+            self._renew()
+            self._promote_schedules()
+            for running in self.running_jobs:
+                running.notice()
+                progress = running.progress  # read once: dropped when the job is done
+                if progress is not None:
+                    progress.flush()
+            if time.monotonic() >= next_entity:
+                next_entity = time.monotonic() + self.ENTITY_REFRESH
+                self._refresh_paused()
+                self._register()
+            else:
+                self.last_heartbeat = time.monotonic()
+
+    def _renew(self) -> None:
+        claims = [r.claim for r in self.running_jobs if not (r.abandoned or r.loss_reported)]
+        if not claims:
+            return
+        started = time.monotonic()
+        try:
+            renewed = self.board.renew(claims, lease=self._claim_lease)
+        except BoardError as err:
+            self._board_error("renew", err)
+            return
+        self._emit(
+            None,
+            None,
+            event=ConductorEvents.RENEWED,
+            seconds=time.monotonic() - started,
+            count=len(claims),
+        )
+        for job_id, claim in renewed.items():
+            held = self._running.get(job_id)
+            # A job finished while the renewal was in flight is not a loss.
+            if (
+                claim is None
+                and held is not None
+                and held.engine is not None
+                and self.board.held_claim(job_id) is not None
+            ):
+                held.claim_lost("lease renewal refused")
+
+    def _promote_schedules(self) -> None:
+        """Post the due ticks of the board's schedules for the flows served here.
+
+        Runs on the heartbeat; every conductor may race on a tick, the tick's
+        dedupe key and the compare-and-set on ``next_at`` make it one job.
+        """
+        try:
+            for job in schedules.promote_due(self.board, self._flow_names):
+                LOG.debug("schedule tick posted as job %s", job.id)
+        except BoardError as err:
+            self._board_error("promote schedules", err)
+        except Exception:  # noqa: BLE001 - a bad schedule must never stop the heartbeat
+            LOG.exception("promoting schedules failed; retried on the next heartbeat")
+
+    def _register(self) -> None:
+        metadata = {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "flows": self._flow_names,
+            "running": len(self._running),
+            "max_jobs": self.max_simultaneous_jobs,
+            "engine": self.engine_kind,
+            "lease": self.lease,
+            # The longest gap between two registrations: `jobboard conductors` flags a
+            # conductor stale after two of them.
+            "heartbeat_interval": self.ENTITY_REFRESH + self.lease * self.RENEW_FRACTION,
+            "paused": sorted(self._paused & set(self._flow_names)),
+        }
+        try:
+            self.board.register_entity(self.owner, "conductor", metadata)
+            self.last_heartbeat = time.monotonic()
+        except BoardError as err:
+            self._board_error("register", err)
