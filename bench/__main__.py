@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--zk-tick-ms",
         type=int,
-        default=500,
-        help="ZooKeeper's tickTime in ms (default 500): sessions expire on its ticks",
+        default=100,
+        help="ZooKeeper's tickTime in ms (default 100): a dead session ends on the first tick "
+        "after its timeout, so failover takes up to one tick more than the session",
     )
     add("--herd-k", type=_ints, default=None, help="idle conductor counts (default 1,2,4,8,16)")
     add("--rate", type=float, default=5.0, help="arrival rate at low load, jobs/s (default 5)")

@@ -45,7 +45,7 @@ class BenchZooKeeper(ZooKeeperServer):
 class Servers:
     """The servers one bench run needs, started lazily and stopped together."""
 
-    def __init__(self, zk_tick_ms: int = 500) -> None:
+    def __init__(self, zk_tick_ms: int = 100) -> None:
         self.redis: RedisServer | None = None
         self.zookeeper: BenchZooKeeper | None = None
         #: ZooKeeper's tickTime: a dead session's nodes go at the first tick after
