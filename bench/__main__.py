@@ -27,6 +27,7 @@ from typing import Any
 
 from bench import backlog, failover, lowload, peer, throughput
 from bench.common import figure_line
+from bench.fleet import compile_project
 from bench.report import render
 from bench.servers import BACKENDS, Servers
 
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--kills", type=int, default=None, help="failover kills per backend (default 20)")
     add("--lease", type=float, default=1.0, help="lease of the failover runs (default 1 s)")
     add("--session-timeout", type=float, default=4.0, help="ZooKeeper session of failover runs")
+    add(
+        "--zk-tick-ms",
+        type=int,
+        default=100,
+        help="ZooKeeper's tickTime in ms (default 100): a dead session ends on the first tick "
+        "after its timeout, so failover takes up to one tick more than the session",
+    )
     add("--herd-k", type=_ints, default=None, help="idle conductor counts (default 1,2,4,8,16)")
     add("--rate", type=float, default=5.0, help="arrival rate at low load, jobs/s (default 5)")
     add("--herd-jobs", type=int, default=None, help="jobs per herd run (default 40)")
@@ -131,7 +139,8 @@ def machine_notes(args: argparse.Namespace, peer_version: str | None) -> list[st
         f"command: python -m bench {' '.join(sys.argv[1:])}".rstrip(),
         f"machine: {cmd('nproc')} cores, memory {memory[1].split()[1] if len(memory) > 1 else '?'}, "
         f"load average at start {os.getloadavg()[0]:.2f}, Python {platform.python_version()}, "
-        f"{cmd('redis-server', '--version').split(' sha=')[0]}, ZooKeeper 3.8 (fsync on)",
+        f"{cmd('redis-server', '--version').split(' sha=')[0]}, ZooKeeper 3.8 (fsync on, "
+        f"tickTime {args.zk_tick_ms} ms)",
         f"peer: {'TaskFlow ' + peer_version if peer_version else 'not run'}",
     ]
 
@@ -227,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         peer_backends = tuple(b for b in args.backends if b in ("redis", "zookeeper"))
     notes = machine_notes(args, peer_version)
     print("\n".join(notes), flush=True)
-    servers = Servers()
+    compile_project()
+    servers = Servers(zk_tick_ms=args.zk_tick_ms)
     started = time.monotonic()
     try:
         servers.start(args.backends)

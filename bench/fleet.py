@@ -16,6 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOWS_MODULE = "bench.flows"
 
 
+def compile_project() -> None:
+    """Byte-compile the project's packages, as an installed copy is: otherwise, with
+    ``PYTHONDONTWRITEBYTECODE`` set or in a fresh checkout, every conductor the
+    bench starts compiles every module it imports (0.1-0.3 s of CPU per start)."""
+    import compileall
+
+    for package in ("conductor", "jobboard", "bench"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+
+
 def child_env() -> dict[str, str]:
     """The environment of conductor processes: this checkout first on the import path."""
     env = dict(os.environ)

@@ -103,6 +103,13 @@ def _get(key: str) -> Callable[[Figure], Any]:
     return lambda row: row.get(key)
 
 
+def _pair(first: str, second: str) -> Callable[[Figure], Any]:
+    """Two figures in one cell (``a / b``), or None when the row has neither."""
+    return lambda row: (
+        f"{fmt(row.get(first))} / {fmt(row.get(second))}" if first in row or second in row else None
+    )
+
+
 def _simple(
     figures: list[Figure], name: str, title: str, columns: list[tuple[str, Callable[[Figure], Any]]]
 ) -> list[str]:
@@ -155,6 +162,9 @@ def render(figures: list[Figure], notes: list[str]) -> str:
                 ("kills", lambda r: r["kills"]),
                 ("median s", lambda r: r["median_s"]),
                 ("max s", lambda r: r["max_s"]),
+                ("ZooKeeper tick ms", _get("tick_ms")),
+                ("kill -> expiry median / max s", _pair("expiry_median_s", "expiry_max_s")),
+                ("expiry -> claim median / max ms", _pair("notice_median_ms", "notice_max_ms")),
             ],
         )
     )

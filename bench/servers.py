@@ -45,9 +45,12 @@ class BenchZooKeeper(ZooKeeperServer):
 class Servers:
     """The servers one bench run needs, started lazily and stopped together."""
 
-    def __init__(self) -> None:
+    def __init__(self, zk_tick_ms: int = 100) -> None:
         self.redis: RedisServer | None = None
         self.zookeeper: BenchZooKeeper | None = None
+        #: ZooKeeper's tickTime: a dead session's nodes go at the first tick after
+        #: its timeout, so failover takes up to one tick more than the session.
+        self.zk_tick_ms = zk_tick_ms
         self.tmp = Path(tempfile.mkdtemp(prefix="conductor-bench-"))
 
     def start(self, backends: tuple[str, ...]) -> None:
@@ -60,7 +63,7 @@ class Servers:
         if "zookeeper" in backends and self.zookeeper is None:
             if ZooKeeperServer.binary() is None:
                 raise SystemExit("bench: ZooKeeper (java + zookeeper.jar) is not installed")
-            self.zookeeper = BenchZooKeeper(tick_time=500, max_session_timeout=60_000)
+            self.zookeeper = BenchZooKeeper(tick_time=self.zk_tick_ms, max_session_timeout=60_000)
             self.zookeeper.start(timeout=60)
 
     def url(self, backend: str, *, session_timeout: float = 4.0, **options: object) -> str:

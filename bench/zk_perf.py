@@ -39,6 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import jobboard  # noqa: E402
+from bench.fleet import compile_project  # noqa: E402
 from jobboard import JobPriority  # noqa: E402
 from tests.servers import ZooKeeperServer, four_letter_word  # noqa: E402
 
@@ -161,8 +162,8 @@ class Fleet:
 
 
 @contextmanager
-def server() -> Iterator[ZooKeeperServer]:
-    zk = ZooKeeperServer(tick_time=500, max_session_timeout=60_000)
+def server(tick_ms: int = 500) -> Iterator[ZooKeeperServer]:
+    zk = ZooKeeperServer(tick_time=tick_ms, max_session_timeout=60_000)
     write_config = zk.write_config
 
     def with_mntr() -> Any:
@@ -355,8 +356,10 @@ def main() -> None:
     parser.add_argument("--backlog", default="0,100000")
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--zk-tick-ms", type=int, default=500, help="ZooKeeper's tickTime")
     args = parser.parse_args()
-    with server() as zk:
+    compile_project()
+    with server(args.zk_tick_ms) as zk:
         if args.what == "startup":
             for size in args.backlog.split(","):
                 startup(zk, int(size), args.starts)

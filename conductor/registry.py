@@ -13,7 +13,6 @@ import inspect
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
 from typing import Any
 
 __all__ = ["FlowRegistry", "RegistryError", "flow", "default_registry"]
@@ -132,6 +131,8 @@ class FlowRegistry:
     @classmethod
     def from_entry_points(cls, group: str = ENTRY_POINT_GROUP) -> FlowRegistry:
         """Flows installed by packages under an entry point group (name -> factory)."""
+        from importlib import metadata  # costs ~25 ms to import: only when asked for
+
         registry = cls()
         for ep in metadata.entry_points(group=group):
             registry.add(ep.name, ep.load())

@@ -23,11 +23,11 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import tenacity
-
 from conductor.atom import Atom
 
 if TYPE_CHECKING:
+    import tenacity
+
     from conductor.failure import Failure
 
 __all__ = [
@@ -253,6 +253,8 @@ class RetryPolicy:
     ):
         if attempts < 1:
             raise ValueError(f"a retry policy needs at least one attempt, got {attempts!r}")
+        import tenacity  # loaded by the first policy: a daemon starts without it
+
         if stop is None:
             stop = tenacity.stop_after_attempt(attempts)
             if deadline is not None:
@@ -270,6 +272,8 @@ class RetryPolicy:
 
     def new_state(self) -> tenacity.RetryCallState:
         """A fresh tenacity call state for one task run."""
+        import tenacity
+
         return tenacity.RetryCallState(self._retrying, None, (), {})
 
     def next_delay(self, state: tenacity.RetryCallState, error: BaseException) -> float | None:

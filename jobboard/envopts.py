@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from importlib import metadata
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -57,15 +56,30 @@ def env_name(prefix: str, option: str) -> str:
 
 def package_version() -> str:
     """The installed version of the distribution holding both commands."""
+    from importlib import metadata  # read only for --version: it costs ~25 ms to import
+
     try:
         return metadata.version("conductor")
     except metadata.PackageNotFoundError:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, reading the package's metadata only when it is given."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"{parser.prog} {package_version()}")
+        parser.exit()
+
+
 def add_version(parser: argparse.ArgumentParser) -> None:
     """``--version``: print the command's name and the package version."""
-    parser.add_argument("--version", action="version", version=f"{parser.prog} {package_version()}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show program's version number and exit"
+    )
 
 
 def add_board_file(parser: argparse.ArgumentParser, *mirrors: argparse.ArgumentParser) -> None:

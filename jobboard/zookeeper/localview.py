@@ -12,7 +12,7 @@ import heapq
 import random
 import re
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
 from jobboard.zookeeper.nodes import VIEW_KINDS, due_of, id_parts, is_scheduled, parse_id
@@ -51,7 +51,7 @@ class View:
     BATCH = 64
 
     def listing(
-        self, kind: str, children: Iterable[str], pzxid: int, sent_gen: int
+        self, kind: str, children: Collection[str], pzxid: int, sent_gen: int
     ) -> tuple[set[str], set[str]] | None:
         """Apply a children listing; returns (added, removed) or None if it was older
         (or the same: an unchanged ``pzxid`` means unchanged children)."""
@@ -60,9 +60,13 @@ class View:
         self.pzxid[kind] = pzxid
         old = self.members[kind]
         members = set(children)
-        fresh = members - old  # only names not seen before are looked at
+        fresh = members - old if old else members  # only names not seen before are looked at
         if len(fresh) >= self.BATCH:
-            members.difference_update(self._push_batch(sorted(fresh), kind == "jobs"))
+            # A folder is listed in the server's hash order, which holds long sorted
+            # runs: the listing (no name twice) sorts three times faster than a set.
+            whole = fresh is members and len(members) == len(children)
+            ordered = sorted(children if whole else fresh)
+            members.difference_update(self._push_batch(ordered, kind == "jobs"))
         else:
             members.difference_update([c for c in fresh if parse_id(c) is None])
             if kind == "jobs":

@@ -40,6 +40,7 @@ from kazoo.security import ACL
 from jobboard import errors
 from jobboard.base import JobBoard
 from jobboard.model import Claim, ClaimStatus, Entity
+from jobboard.zookeeper.listing import list_children_async
 from jobboard.zookeeper.liveness import ServerTime, SessionClock
 from jobboard.zookeeper.nodes import FOLDERS, dump, load
 
@@ -394,7 +395,7 @@ class ZkSession(JobBoard):
         """
         client = self.client
         pending = [
-            client.get_children_async(path, include_data=True)
+            list_children_async(client, path)
             if op == "listing"
             else getattr(client, f"{op}_async")(path)
             for op, path in calls

@@ -24,6 +24,7 @@ from kazoo.protocol.states import EventType, ZnodeStat
 
 from jobboard import errors
 from jobboard.model import BoardEvent, Job, JobRef
+from jobboard.zookeeper.listing import list_children_async
 from jobboard.zookeeper.localview import View
 from jobboard.zookeeper.nodes import (
     VIEW_KINDS,
@@ -92,9 +93,7 @@ class ZkView(ZkPauses):
                 self._jobs_sent += 1
                 self._jobs_dirty = False
             sent_no = self._jobs_sent
-        result = self.client.get_children_async(
-            self._path(kind), watch=self._dir_watchers[kind], include_data=True
-        )
+        result = list_children_async(self.client, self._path(kind), self._dir_watchers[kind])
         result.rawlink(functools.partial(self._on_listing, kind, sent_gen, sent_no))
         return result, sent_gen
 
