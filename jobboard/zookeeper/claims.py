@@ -86,7 +86,7 @@ class ZkClaims(ZkLeases):
                 f"job {job_id!r} was trashed instead: a poison job, or its record does not read "
                 "(see its last_error)"
             )
-        self._busy(None, every=True)
+        self._took(None, length, every=True)
         return claim
 
     def claim_next(
@@ -128,7 +128,7 @@ class ZkClaims(ZkLeases):
                     self._view.push(job_id)
                 raise
             if claim is not None:
-                self._busy(flows)
+                self._took(flows, length)
                 return claim
 
     def _claim_id(

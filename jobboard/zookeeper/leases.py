@@ -109,13 +109,14 @@ class ZkLeases(ZkWaiters):
             place = self._place(flows)
             active = place is None or place.head
             lapse = self._next_lapse(flows) if active else None
+            leased = place is None and self._holds_lease()
             with self._changed:
                 if active and self._view.best(flows, pop=False) is not None:
                     return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if (remaining is not None and remaining <= 0) or self._closed:
                     return False
-                join = place is None
+                join = place is None and not leased
                 if lapse is not None:
                     until = lapse - self._time.now()
                     if until <= 0:

@@ -19,7 +19,13 @@ so that no job waits while an idle board sleeps:
   with watches and takes the job; the busy board stays out of the queues
   (with a live view) until it waits again;
 * a head that stops (``stop_waiting``, ``close``, or its session ending)
-  loses its node the same way.
+  loses its node the same way;
+* a board that takes a claim with a lease leaves every queue at once, and
+  waits out of them (with a live view) while it holds a leased claim: its
+  waiter node lives as long as its session, which may outlast the lease, and
+  a silent owner at the head would keep the board behind it from reaping the
+  lapsed lease until the session ended. Session-bound claims end with the
+  session, so a head keeps its place while it runs them.
 
 A board keeps one place per set of flows; ``claim_next`` of a board that is
 queued behind another returns None without a request.
@@ -204,6 +210,23 @@ class ZkWaiters(ZkWrites):
             self._apply_listing(kind, children, stat.pzxid, sent_gen)
         with self._lock:
             self._changed.notify_all()
+
+    def _holds_lease(self) -> bool:
+        """Whether this board holds a claim with a lease (it then stays out of queues)."""
+        with self._local_lock:
+            return any(
+                c.lease is not None and i not in self._lost for i, c in self._held.items()
+            )
+
+    def _took(
+        self, flows: frozenset[str] | None, lease: float | None, *, every: bool = False
+    ) -> None:
+        """A claim was made: a leased one takes this board out of every queue
+        (see the module docstring), a session-bound one makes it busy."""
+        if lease is None:
+            self._busy(flows, every=every)
+        elif self._places:
+            self.stop_waiting()
 
     def _busy(self, flows: frozenset[str] | None, *, every: bool = False) -> None:
         """A claim was made (by ``claim_next`` for ``flows``, or by ``claim``: ``every``
