@@ -50,6 +50,7 @@ from jobboard import (
     BoardEvent,
     BoardUnavailable,
     Claim,
+    ConsumedNext,
     Job,
     JobBoard,
     unique_owner,
@@ -305,7 +306,15 @@ class Conductor(Heartbeat):
         while (running := self._jobs.get()) is not None:
             while running is not None:
                 self._run_job(running)
-                running = self._claim_here()
+                running = self._claim_here(running.next)
+
+    def _next_flows(self) -> list[str] | None:
+        """The flows a worker's consume claims its next job of, in the same call
+        (``consume_and_claim_next``): those :meth:`_claim_here` would claim next
+        with; None when it would not claim (stopping, every flow paused)."""
+        if self._stopping.is_set():
+            return None
+        return self._claimable_flows() or None
 
     def _run_job(self, running: RunningJob) -> None:
         try:
@@ -321,26 +330,32 @@ class Conductor(Heartbeat):
                 self._claiming += 1
             running.done.set()
 
-    def _claim_here(self) -> RunningJob | None:
+    def _claim_here(self, claimed: ConsumedNext | None = None) -> RunningJob | None:
         """Claim the next job on this worker's thread, its slot still counted busy.
 
         Saves handing each job from the claim loop's thread to a worker's.
-        None (the slot freed, the claim loop told) when stopping, when every
-        flow is paused, on a board error (the claim loop retries and backs
-        off) or when nothing was claimable (the claim loop then waits for work).
+        ``claimed``: what the last job's consume claimed in its own call
+        (``consume_and_claim_next``), taken as this claim. None (the slot
+        freed, the claim loop told) when stopping, when every flow is paused,
+        on a board error (the claim loop retries and backs off) or when nothing
+        was claimable (the claim loop then waits for work).
         """
         running = None
         found_nothing = False
         try:
-            flows = self._claimable_flows()
-            if flows and not self._stopping.is_set():
+            claim = None
+            if claimed is not None:  # as if claim_next had answered
+                if claimed.claim_error is not None:
+                    raise claimed.claim_error
+                claim = claimed.claim
+                found_nothing = claim is None
+            elif (flows := self._claimable_flows()) and not self._stopping.is_set():
                 claim = self.board.claim_next(self.owner, flows, lease=self._claim_lease)
-                if claim is None:
-                    found_nothing = True
-                else:
-                    running = self._start_job(claim)
-                    if self._stop_tasks.is_set():  # claimed while the drain was ending
-                        running.stop(SHUTDOWN)
+                found_nothing = claim is None
+            if claim is not None:
+                running = self._start_job(claim)
+                if self._stop_tasks.is_set():  # claimed while the drain was ending
+                    running.stop(SHUTDOWN)
         except BoardError as err:
             self._board_error("claim", err)
         except Exception:  # noqa: BLE001 - the worker must go on serving its slot

@@ -34,6 +34,7 @@ from conductor.types.notifier import callable_name
 from jobboard import (
     BoardError,
     Claim,
+    ConsumedNext,
     InvalidJob,
     InvalidState,
     Job,
@@ -67,10 +68,16 @@ class Host(Protocol):
     engine_options: dict[str, Any]
     listener_factories: tuple[Callable[[Any], Any], ...]
     on_job_loss: Callable[[Any, str, dict[str, Any]], None] | None
+    _claim_lease: float | None
 
     def _emit(self, event_kind: str | None, job: Job | None, /, **details: Any) -> None: ...
 
     def _board_error(self, operation: str, err: BoardError) -> None: ...
+
+    def _next_flows(self) -> list[str] | None:
+        """The flows to claim the next job of in the consume's own call, or None
+        when the worker will not claim next (stopping, every flow paused)."""
+        ...
 
 
 class RunningJob:
@@ -103,6 +110,9 @@ class RunningJob:
         self.loss_reported = False
         #: How an operator ended the job while we held it ("cancelled: why"), or None.
         self.ended_by_operator: str | None = None
+        #: The consume's claim of the worker's next job (``consume_and_claim_next``),
+        #: or None when the consume did not claim (the worker then claims itself).
+        self.next: ConsumedNext | None = None
 
     # -- telling it to stop ----------------------------------------------------
 
@@ -319,9 +329,21 @@ class RunningJob:
         held = self.progress.take_held() if self.progress is not None else {}
         try:
             result = engine.storage.fetch_outputs()
-            host.board.consume(
-                job.id, claim.owner, claim.token, result=result, progress=held or None
-            )
+            flows = host._next_flows()
+            if flows is None:
+                host.board.consume(
+                    job.id, claim.owner, claim.token, result=result, progress=held or None
+                )
+            else:  # the worker claims its next job at once: in the consume's own call
+                self.next = host.board.consume_and_claim_next(
+                    job.id,
+                    claim.owner,
+                    claim.token,
+                    result=result,
+                    progress=held or None,
+                    flows=flows,
+                    lease=host._claim_lease,
+                )
         except InvalidJob as err:  # e.g. the result is too large or not JSON
             self._save_held(held)
             self._finish_failed(f"result rejected: {err}")

@@ -39,6 +39,7 @@ from jobboard.errors import (
     VersionConflict,
     WaitTimeout,
 )
+from jobboard.finishing import ConsumedNext
 from jobboard.model import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -73,6 +74,7 @@ __all__ = [
     "FINISHED_STATES",
     "Claim",
     "ClaimStatus",
+    "ConsumedNext",
     "Entity",
     "BoardEvent",
     "Versioned",

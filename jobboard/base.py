@@ -71,7 +71,7 @@ from typing import Any, ClassVar, Self
 
 from jobboard import errors
 from jobboard.changes import Ending, NewJob, Release
-from jobboard.finishing import Finishing
+from jobboard.finishing import ConsumedNext, Finishing
 from jobboard.model import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -97,6 +97,7 @@ __all__ = [
     "BoardEvent",
     "Claim",
     "ClaimStatus",
+    "ConsumedNext",
     "Entity",
     "Job",
     "JobBoard",
@@ -316,6 +317,42 @@ class JobBoard(Producing, FlowPauses, Finishing, abc.ABC):
         itself where the backend can (one transaction on ZooKeeper), else saved
         just before it. A conductor passes the last task's record here.
         """
+        return self._fenced_end(*self._consuming(job, who, token, result, progress))
+
+    def consume_and_claim_next(
+        self,
+        job: JobRef,
+        who: str,
+        token: int,
+        *,
+        result: Any = None,
+        progress: Mapping[str, Mapping[str, Any]] | None = None,
+        flows: Collection[str] | None = None,
+        lease: float | None = None,
+    ) -> ConsumedNext:
+        """``consume``, then, once it went through, ``claim_next(who, flows, lease=lease)``.
+
+        For a worker that takes its next job as soon as one ends: where the backend
+        can (Redis) both are one atomic call. The consume is fenced by ``token``
+        and raises as ``consume`` does, with no claim made; the new claim has a
+        fresh token and is tracked as one from ``claim_next``. Elsewhere the two
+        steps run one after the other; a claim step that fails after the consume
+        went through is told in :attr:`ConsumedNext.claim_error`, not raised.
+        """
+        end, records = self._consuming(job, who, token, result, progress)
+        if isinstance(flows, str):
+            flows = [flows]
+        return self._finish_and_claim_next(end, records, flows, lease)
+
+    def _consuming(
+        self,
+        job: JobRef,
+        who: str,
+        token: int,
+        result: Any,
+        progress: Mapping[str, Mapping[str, Any]] | None,
+    ) -> tuple[Ending, dict[str, str]]:
+        """The checked arguments of a consume: its ending and encoded records."""
         job_id = self._job_id(job)
         result_json = None if result is None else self._encode(result, "result", job_id)
         records = {
@@ -324,7 +361,7 @@ class JobBoard(Producing, FlowPauses, Finishing, abc.ABC):
         }
         self._check_owner_args(job_id, who, token, False)
         end = Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
-        return self._fenced_end(end, records)
+        return end, records
 
     def fail(
         self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False

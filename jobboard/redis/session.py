@@ -40,6 +40,7 @@ _SCRIPTS = (
     "post",
     "claim",
     "claim_next",
+    "consume_next",
     "renew",
     "save_progress",
     "finish",
@@ -52,6 +53,8 @@ _SCRIPTS = (
     "hello",
     "reset",
 )
+#: Scripts made of others: (local function, script whose body it runs), put before theirs.
+_STEPS = {"consume_next": (("claim_step", "claim_next"), ("finish_step", "finish"))}
 #: The server run's id in an INFO reply.
 _RUN_ID = re.compile(r"run_id:([0-9a-f]+)")
 #: Connections the board's own client keeps checked out for its scripts.
@@ -105,6 +108,8 @@ def _script_source(name: str) -> str:
     unless it is unguarded, the guard around it."""
     folder = resources.files("jobboard.redis") / "lua"
     lib, body = (folder / "_lib.lua").read_text(), (folder / f"{name}.lua").read_text()
+    for step, part in _STEPS.get(name, ()):
+        body = f"local function {step}()\n{(folder / f'{part}.lua').read_text()}\nend\n{body}"
     if name in _UNGUARDED:
         return lib + "\n" + body
     unread = f"\nlocal UNREAD_OK = {'true' if name in _UNREAD_OK else 'false'}"

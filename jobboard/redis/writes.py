@@ -8,6 +8,7 @@ a connection error says the outcome is unknown.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from jobboard import errors
 from jobboard.changes import Ending, Release
@@ -55,31 +56,33 @@ class RedisWrites(RedisReads):
 
     def _finish(self, end: Ending, progress: Mapping[str, str] | None = None) -> Job:
         job_id = end.job_id
-        records = [item for pair in (progress or {}).items() for item in pair]
         raw = self._call(
             _OP_OF_EVENT[end.event],
             job_id,
-            lambda: self._script(
-                "finish",
-                self._job_key(job_id),
-                job_id,
-                end.who,
-                "" if end.token is None else end.token,
-                int(end.force),
-                end.state.value,
-                end.event,
-                repr(self.retention),
-                int(end.result_json is not None),
-                end.result_json or "",
-                # A complete job keeps no earlier error: an empty one clears it.
-                int(end.error is not None or end.state is JobState.COMPLETE),
-                end.last_error("") or "",
-                *records,
-            ),
+            lambda: self._script("finish", self._job_key(job_id), *self._finish_args(end, progress)),
             safe=False,
         )
         self._untrack(job_id)
         return readable_job(job_id, pairs(raw))
+
+    def _finish_args(self, end: Ending, progress: Mapping[str, str] | None) -> list[Any]:
+        """The finish script's arguments but the prefix (see ``finish.lua``)."""
+        records = [item for pair in (progress or {}).items() for item in pair]
+        return [
+            end.job_id,
+            end.who,
+            "" if end.token is None else end.token,
+            int(end.force),
+            end.state.value,
+            end.event,
+            repr(self.retention),
+            int(end.result_json is not None),
+            end.result_json or "",
+            # A complete job keeps no earlier error: an empty one clears it.
+            int(end.error is not None or end.state is JobState.COMPLETE),
+            end.last_error("") or "",
+            *records,
+        ]
 
     def _finish_with_progress(self, end: Ending, progress: Mapping[str, str]) -> Job:
         """The last progress records go in the finishing script itself: one call,

@@ -273,6 +273,62 @@ def test_consume_stores_the_last_progress_records_under_its_fence(board):
     assert board.load_progress(job) == last
 
 
+def test_consume_and_claim_next_claims_the_next_job_once_the_consume_went_through(board):
+    # Given two waiting jobs of flow "f" and one of flow "g", the first claimed
+    who = unique_owner("a")
+    first = board.post("one", "f")
+    second = board.post("two", "f")
+    other = board.post("three", "g")
+    claim = board.claim(first, who)
+    # When its owner consumes it and claims the next job of "f" in one call
+    out = board.consume_and_claim_next(
+        first, who, claim.token, result={"n": 1}, progress={"t": {"state": "SUCCESS"}},
+        flows=["f"], lease=30,
+    )
+    # Then the first job is complete with its result and last record stored ...
+    assert out.job.state is JobState.COMPLETE and out.job.result == {"n": 1}
+    assert board.get(first).state is JobState.COMPLETE
+    assert board.load_progress(first) == {"t": {"state": "SUCCESS"}}
+    assert out.claim_error is None
+    # ... and the second is claimed as claim_next would: fresh token, owner, lease, held
+    nxt = out.claim
+    assert nxt is not None and nxt.job_id == second.id and nxt.owner == who
+    assert nxt.token > 0 and nxt.lease == 30
+    assert board.held_claim(second) is not None
+    assert board.claim_status(nxt) is ClaimStatus.OWNED
+    got = board.get(second)
+    assert got.state is JobState.CLAIMED and got.owner == who and got.token == nxt.token
+    assert board.get(other).state is JobState.WAITING
+    # And with nothing of "f" left, the next consume claims nothing
+    last = board.consume_and_claim_next(second, who, nxt.token, flows="f")
+    assert last.job.state is JobState.COMPLETE and last.claim is None
+    assert board.get(other).state is JobState.WAITING
+    assert board.held_claim(second) is None
+
+
+def test_consume_and_claim_next_refused_claims_nothing(board):
+    # Given a job taken over by a second owner, and another job waiting
+    job = board.post("j", "f")
+    waiting = board.post("w", "f")
+    first = board.claim(job, unique_owner("a"))
+    board.abandon(job, first.owner, first.token)
+    second = board.claim(job, unique_owner("b"))
+    # When the stale owner consumes and claims next, it is refused ...
+    with pytest.raises(NotOwner):
+        board.consume_and_claim_next(
+            job, first.owner, first.token, progress={"x": {"state": "SUCCESS"}}
+        )
+    # ... and nothing changed: no record stored, no claim made
+    assert board.load_progress(job) == {}
+    assert board.get(waiting).state is JobState.WAITING
+    assert board.get(job).owner == second.owner
+    assert board.held_claim(waiting) is None
+    # While the owner's own call still consumes it and claims the waiting job
+    out = board.consume_and_claim_next(job, second.owner, second.token, flows=None)
+    assert out.job.state is JobState.COMPLETE
+    assert out.claim is not None and out.claim.job_id == waiting.id
+
+
 def test_consume_fail_trash_finish_the_job(board):
     who = unique_owner("a")
     outcomes = {}

@@ -70,9 +70,14 @@ local BOUNDS = {}
 -- The bound of an empty index: later than any board time.
 local NEVER = 1e15
 
+-- The board time of this script, read once: one TIME per call, however many steps need it.
+local NOW = nil
 local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  end
+  return NOW
 end
 
 local function fmt(x)
