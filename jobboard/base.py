@@ -301,68 +301,6 @@ class JobBoard(Producing, FlowPauses, Finishing, abc.ABC):
     def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
         """Every progress record of the job, keyed by atom name."""
 
-    def consume(
-        self,
-        job: JobRef,
-        who: str,
-        token: int,
-        *,
-        result: Any = None,
-        progress: Mapping[str, Mapping[str, Any]] | None = None,
-    ) -> Job:
-        """Finish an owned job as complete with its JSON ``result``. Fenced.
-
-        ``progress`` (``{atom_name: record}``) stores the last progress records
-        as ``save_progress`` would, under the same fence: in the finishing write
-        itself where the backend can (one transaction on ZooKeeper), else saved
-        just before it. A conductor passes the last task's record here.
-        """
-        return self._fenced_end(*self._consuming(job, who, token, result, progress))
-
-    def consume_and_claim_next(
-        self,
-        job: JobRef,
-        who: str,
-        token: int,
-        *,
-        result: Any = None,
-        progress: Mapping[str, Mapping[str, Any]] | None = None,
-        flows: Collection[str] | None = None,
-        lease: float | None = None,
-    ) -> ConsumedNext:
-        """``consume``, then, once it went through, ``claim_next(who, flows, lease=lease)``.
-
-        For a worker that takes its next job as soon as one ends: where the backend
-        can (Redis) both are one atomic call. The consume is fenced by ``token``
-        and raises as ``consume`` does, with no claim made; the new claim has a
-        fresh token and is tracked as one from ``claim_next``. Elsewhere the two
-        steps run one after the other; a claim step that fails after the consume
-        went through is told in :attr:`ConsumedNext.claim_error`, not raised.
-        """
-        end, records = self._consuming(job, who, token, result, progress)
-        if isinstance(flows, str):
-            flows = [flows]
-        return self._finish_and_claim_next(end, records, flows, lease)
-
-    def _consuming(
-        self,
-        job: JobRef,
-        who: str,
-        token: int,
-        result: Any,
-        progress: Mapping[str, Mapping[str, Any]] | None,
-    ) -> tuple[Ending, dict[str, str]]:
-        """The checked arguments of a consume: its ending and encoded records."""
-        job_id = self._job_id(job)
-        result_json = None if result is None else self._encode(result, "result", job_id)
-        records = {
-            name: self._validate_atom(job_id, name, record)
-            for name, record in (progress or {}).items()
-        }
-        self._check_owner_args(job_id, who, token, False)
-        end = Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
-        return end, records
-
     def fail(
         self, job: JobRef, who: str, token: int, *, error: str, cancelled: bool = False
     ) -> Job:

@@ -1,12 +1,12 @@
-"""Finishing a job and storing progress: the backend hooks, and two optional parts.
+"""Finishing a job and storing progress: consume, the backend hooks, two optional parts.
 
-:class:`Finishing` is part of :class:`~jobboard.base.JobBoard`: the hooks a
-backend implements to write progress and to end a job (fenced, atomically),
-the default of ``consume``'s last progress records (saved, then the job
-ended; a backend that can do both in one atomic write overrides it), and
-``stop_waiting``, which only a backend that queues idle waiters needs. Also
-:class:`ConsumedNext`, what ``consume_and_claim_next`` returns, and its
-two-step default (a backend that can do both in one atomic call overrides it).
+:class:`Finishing` is part of :class:`~jobboard.base.JobBoard`: ``consume`` and
+``consume_and_claim_next`` (with :class:`ConsumedNext`, what the latter returns),
+the hooks a backend implements to write progress and to end a job (fenced,
+atomically), the default of ``consume``'s last progress records (saved, then the
+job ended) and of ``consume_and_claim_next`` (consumed, then claimed: two steps),
+each overridden by a backend that can do both in one atomic write, and
+``stop_waiting``, which only a backend that queues idle waiters needs.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Collection, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from jobboard import errors
 from jobboard.changes import Ending
-from jobboard.model import Claim, Job
+from jobboard.checks import BoardChecks
+from jobboard.model import Claim, Job, JobRef, JobState
 
 __all__ = ["ConsumedNext", "Finishing"]
 
@@ -36,8 +37,70 @@ class ConsumedNext(NamedTuple):
     claim_error: errors.BoardError | None = None
 
 
-class Finishing(abc.ABC):
+class Finishing(BoardChecks, abc.ABC):
     """Progress and finishing hooks, with the defaults of the optional parts."""
+
+    def consume(
+        self,
+        job: JobRef,
+        who: str,
+        token: int,
+        *,
+        result: Any = None,
+        progress: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Job:
+        """Finish an owned job as complete with its JSON ``result``. Fenced.
+
+        ``progress`` (``{atom_name: record}``) stores the last progress records
+        as ``save_progress`` would, under the same fence: in the finishing write
+        itself where the backend can (one transaction on ZooKeeper), else saved
+        just before it. A conductor passes the last task's record here.
+        """
+        return self._fenced_end(*self._consuming(job, who, token, result, progress))
+
+    def consume_and_claim_next(
+        self,
+        job: JobRef,
+        who: str,
+        token: int,
+        *,
+        result: Any = None,
+        progress: Mapping[str, Mapping[str, Any]] | None = None,
+        flows: Collection[str] | None = None,
+        lease: float | None = None,
+    ) -> ConsumedNext:
+        """``consume``, then, once it went through, ``claim_next(who, flows, lease=lease)``.
+
+        For a worker that takes its next job as soon as one ends: where the backend
+        can (Redis) both are one atomic call. The consume is fenced by ``token``
+        and raises as ``consume`` does, with no claim made; the new claim has a
+        fresh token and is tracked as one from ``claim_next``. Elsewhere the two
+        steps run one after the other; a claim step that fails after the consume
+        went through is told in :attr:`ConsumedNext.claim_error`, not raised.
+        """
+        end, records = self._consuming(job, who, token, result, progress)
+        if isinstance(flows, str):
+            flows = [flows]
+        return self._finish_and_claim_next(end, records, flows, lease)
+
+    def _consuming(
+        self,
+        job: JobRef,
+        who: str,
+        token: int,
+        result: Any,
+        progress: Mapping[str, Mapping[str, Any]] | None,
+    ) -> tuple[Ending, dict[str, str]]:
+        """The checked arguments of a consume: its ending and encoded records."""
+        job_id = self._job_id(job)
+        result_json = None if result is None else self._encode(result, "result", job_id)
+        records = {
+            name: self._validate_atom(job_id, name, record)
+            for name, record in (progress or {}).items()
+        }
+        self._check_owner_args(job_id, who, token, False)
+        end = Ending(job_id, who, token, JobState.COMPLETE, False, result_json, None, "consumed")
+        return end, records
 
     @abc.abstractmethod
     def _store_progress(
