@@ -279,3 +279,45 @@ def test_finishing_a_job_is_not_mistaken_for_losing_its_claim(board, conductors,
     assert conductor.stats[ConductorEvents.CONSUMED] == 5
     assert conductor.stats[ConductorEvents.CLAIM_LOST] == 0
     assert not [r for r in caplog.records if "claim" in r.getMessage() and "lost" in r.getMessage()]
+
+
+def test_on_redis_a_worker_claims_its_next_job_in_its_consume(
+    redis_board_factory, conductors, tmp_path
+):
+    # Given a Redis board whose consume_and_claim_next calls are recorded
+    board = redis_board_factory()
+    flows_for_tests.RECORDED.clear()
+    calls: list = []
+    fold = board.consume_and_claim_next
+
+    def recorded(*args, **kwargs):
+        calls.append(out := fold(*args, **kwargs))
+        return out
+
+    board.consume_and_claim_next = recorded
+    # And a conductor with a 1 s lease busy with a first job while more are posted
+    conductor = conductors.start(board, lease=1)
+    gate = tmp_path / "gate"
+    first = board.post("first", "steps", {"spec": {"block_at": "one", "gate": str(gate)}})
+    wait_until(lambda: _events("start", first.id), timeout=10)
+    slow = board.post("slow", "steps", {"spec": {"pause": 0.5}})  # outlives its lease
+    rest = [board.post(f"j{n}", "steps", {"spec": {}}) for n in range(3)]
+    # When the first job ends
+    gate.touch()
+    jobs = [first, slow, *rest]
+    wait_until(lambda: all(_finished(board, j.id) for j in jobs), timeout=30)
+    # Then each next job was claimed by the consume of the one before, the last found none
+    assert [c.claim and c.claim.job_id for c in calls] == [slow.id, *(j.id for j in rest), None]
+    assert all(c.claim_error is None for c in calls)
+    # And those claims ran as any other: each task once, leases renewed, nothing lost
+    assert {board.get(j.id).state for j in jobs} == {JobState.COMPLETE}
+    assert board.get(slow.id).attempts == 1
+    done = Counter((r["job"], r["task"]) for r in _events("done"))
+    assert len(done) == 5 * 3 and set(done.values()) == {1}
+    assert conductor.stats[ConductorEvents.CLAIMED] == 5
+    assert conductor.stats.get(ConductorEvents.CLAIM_LOST, 0) == 0
+    assert all(board.held_claim(j.id) is None for j in jobs)
+    # And the claim loop still takes a later post once the worker found nothing
+    late = board.post("late", "steps", {"spec": {}})
+    wait_until(lambda: _finished(board, late.id), timeout=10)
+    assert board.get(late.id).state is JobState.COMPLETE
