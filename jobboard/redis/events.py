@@ -1,11 +1,17 @@
 """Events and wake-up of the Redis board: one subscriber thread per board.
 
-Every script publishes its change as a JSON event on the namespace's channel.
-A background thread per board subscribes to it (reconnecting with backoff)
-and feeds each event to the local view of claims and to listeners, and wakes
-the threads blocked in :meth:`RedisEvents.wait` whose flows it concerns.
-While the subscription is down, the board's claims count as uncertain and
-waiters poll instead.
+Every script publishes its change as a JSON event (channels in
+``lua/_lib.lua``): a change of a job someone holds goes to that owner's
+channel, other changes to the namespace's channel, the board's own notices
+(halted, reset) to a third one. A background thread per board subscribes
+(reconnecting with backoff) to the notices and to the channels of the owners
+this process claims for, so that an idle conductor hears nothing of other
+conductors' jobs; a board with a listener of every event (``watch``,
+``wait_for``) or a waiter on any flow takes them all with one pattern. Each
+event feeds the local view of claims and the listeners, and wakes the threads
+blocked in :meth:`RedisEvents.wait` whose flows it concerns. While the
+subscription is down, the board's claims count as uncertain and waiters poll
+instead.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Collection
@@ -34,6 +41,10 @@ __all__ = ["RedisEvents"]
 _WAKE_KINDS = frozenset({"posted", "abandoned", "expired"})
 #: Events that end a claim (its lease end no longer matters to idle waiters).
 _ENDED_KINDS = frozenset({"consumed", "failed", "cancelled", "trashed", "abandoned", "expired"})
+#: Tokens of a client's private wake-up list: end the wait; compute the block again.
+_STOP_WAIT, _LOOK_AGAIN = "1", "0"
+#: Control messages to the event thread: stop; follow the channels now wanted.
+_STOP, _FOLLOW = "stop", "follow"
 
 
 class RedisEvents(RedisDurability):
@@ -62,6 +73,15 @@ class RedisEvents(RedisDurability):
     _idle: IdleKnowledge
     #: Set when a wait took a wake-up token: the next claim_next passes one on.
     _pass_on: bool
+    #: Owners whose channels the event thread follows; and every event (a pattern)?
+    _owners: set[str]
+    _follow_all: bool
+    #: Changes of what to follow asked / taken into account by the event thread.
+    _follow_asked: int
+    _follow_done: int
+    _follow_cond: threading.Condition
+    #: Waiters blocked on wake-up lists: thread id -> end of the block (local monotonic).
+    _blocked: dict[int, float]
 
     def _start_listening(self, client: redis.Redis) -> None:
         """Start the event thread on ``client``."""
@@ -78,7 +98,7 @@ class RedisEvents(RedisDurability):
         """Stop the event thread and wait for it (bounded)."""
         self._stopping.set()
         try:
-            client.publish(self._control, "stop")  # wakes the event thread at once
+            client.publish(self._control, _STOP)  # wakes the event thread at once
         except redis.RedisError:
             pass
         if self._listener not in (None, threading.current_thread()):
@@ -101,6 +121,8 @@ class RedisEvents(RedisDurability):
         wanted = flow_key(flows)
         if wanted:
             return self._wait_for_token(deadline, wanted)
+        if wanted is None:
+            self._follow_everything()  # posts of every flow wake it
         entry = (wanted, threading.Event())
         with self._waiters_lock:
             self._waiters.append(entry)
@@ -141,11 +163,11 @@ class RedisEvents(RedisDurability):
                 pause = self.LISTEN_BACKOFF_MAX
                 quiet = None
             else:
-                quiet = self._idle.proved_until(flows)
+                quiet = self._idle.proved_until(flows, self._news_horizon())
                 if quiet is None:
                     if self._available(flows):
                         return True
-                    quiet = self._idle.proved_until(flows)
+                    quiet = self._idle.proved_until(flows, self._news_horizon())
                 pause = self._token_block_max()
             now = time.monotonic()
             if quiet is not None:
@@ -160,6 +182,8 @@ class RedisEvents(RedisDurability):
             if not self._subscribed.is_set():
                 self._stopping.wait(pause)
                 continue
+            me = threading.get_ident()
+            self._blocked[me] = now + pause
             try:
                 token = self._call(
                     "wait", None, functools.partial(self._pop_token, keys, pause), safe=True
@@ -168,11 +192,37 @@ class RedisEvents(RedisDurability):
                 if self._client is None:
                     return False  # closed meanwhile
                 raise
+            finally:
+                self._blocked.pop(me, None)
             if token is not None:
                 if text(token[0]) == self._interrupt_key:
+                    if text(token[1]) == _LOOK_AGAIN:
+                        continue  # news of a lease ending sooner than this block
                     return False
                 self._pass_on = True
                 return True
+
+    def _news_horizon(self) -> float | None:
+        """How long the latest news of the board's leases holds (None: for ever).
+
+        A board that hears every ``claimed`` event (it follows every event) knows
+        each lease as it starts. One that follows only its owners' channels learns
+        of other leases from its checks and its heartbeats (``register_entity``
+        reads the earliest lease end): a lease started since the latest of them
+        ends no sooner than one lease length later, so a waiter looks again then
+        unless a heartbeat brought newer news first.
+        """
+        return None if self._follow_all else self.lease
+
+    def _heard_leases(self, server_now: float, lease_end: float | None) -> None:
+        """A heartbeat read the earliest lease end: remember it, and wake a waiter
+        whose block would end after it (so that a dead owner's job is taken over at
+        its lease end) to compute its block again."""
+        self._idle.heard(time.monotonic(), server_now, lease_end)
+        first = self._idle.lease_end()
+        late = sum(1 for end in list(self._blocked.values()) if end > first + self.EXPIRY_MARGIN)
+        if late:
+            self._push_interrupt(_LOOK_AGAIN, late)
 
     WAIT_INTERRUPTIBLE: ClassVar[bool] = True
 
@@ -184,10 +234,14 @@ class RedisEvents(RedisDurability):
     def interrupt_wait(self) -> None:
         """End this process's waits blocked on wake-up tokens (and wake the others)."""
         self._wake(None, changed=False)
+        self._push_interrupt(_STOP_WAIT)
+
+    def _push_interrupt(self, what: str, count: int = 1) -> None:
+        """Push ``count`` tokens ``what`` into this client's private wake-up list."""
 
         def push() -> None:
             pipe = self._pipeline()
-            pipe.rpush(self._interrupt_key, "1")
+            pipe.rpush(self._interrupt_key, *([what] * count))
             pipe.pexpire(self._interrupt_key, int(self.TOKEN_BLOCK_MAX * 1000) + 1000)
             pipe.execute()
 
@@ -240,29 +294,102 @@ class RedisEvents(RedisDurability):
 
     # -- events -------------------------------------------------------------
 
+    # -- what to follow ------------------------------------------------------
+
+    def _follow_owner(self, owner: str) -> None:
+        """Follow ``owner``'s event channel before its first claim, so that a cancel
+        or the loss of its claims reaches this process (one round trip, once)."""
+        if owner in self._owners and self._follow_done >= self._follow_asked:
+            return
+        with self._follow_cond:
+            self._owners.add(owner)
+        self._ask_follow()
+
+    def _follow_everything(self) -> None:
+        """Follow every event of the board (a listener of all events, a waiter on any
+        flow): from now on, for the life of the board."""
+        if self._follow_all and self._follow_done >= self._follow_asked:
+            return
+        with self._follow_cond:
+            self._follow_all = True
+        self._ask_follow()
+
+    def _ask_follow(self) -> None:
+        """Have the event thread subscribe to what is now wanted, and wait (bounded)
+        until the server confirmed it. While the link is down there is nothing to
+        wait for: the next subscription takes every wanted channel, and the claims
+        made meanwhile are re-read then."""
+        with self._follow_cond:
+            self._follow_asked += 1
+            wanted = self._follow_asked
+        if self._listener is None or not self._subscribed.is_set():
+            return
+        try:
+            self._call(
+                "follow", None, lambda: self._redis().publish(self._control, _FOLLOW), safe=True
+            )
+        except errors.BoardUnavailable:
+            return
+        with self._follow_cond:
+            if not self._follow_cond.wait_for(
+                lambda: self._follow_done >= wanted or self._stopping.is_set(),
+                self.SOCKET_TIMEOUT,
+            ):
+                log.warning("redis board %r: event subscription not confirmed", self.namespace)
+
+    def _wanted_channels(self) -> set[str]:
+        """The channels the event thread subscribes to (the pattern aside)."""
+        with self._follow_cond:
+            owners = sorted(self._owners)
+        return {self._control, f"{self._channel}:board", *(f"{self._channel}:o:{o}" for o in owners)}
+
+    @property
+    def _pattern(self) -> str:
+        """The pattern of every event channel of the namespace."""
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self._channel) + "*"
+
+    # -- events -------------------------------------------------------------
+
     def _listen(self, client: redis.Redis) -> None:
         """The event thread: subscribe, feed events to ``_emit``, reconnect with backoff."""
         delay = self.LISTEN_BACKOFF
         first = True  # connect() has just checked the board
         while not self._stopping.is_set():
             pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
+            link = _Link(pubsub, self._follow_asked)
             try:
-                pubsub.subscribe(self._channel, self._control)
+                link.follow(self._wanted_channels(), self._follow_all and self._pattern)
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=self.LISTEN_POLL)
-                    if message is None or text(message["channel"]) != self._channel:
+                    if message is None:
                         continue
-                    if message["type"] == "subscribe":
-                        # Events may have been missed while away: catch up first, so
-                        # claim_status() says UNCERTAIN until the view is current.
-                        if not first:
-                            self._recheck_board()
-                        first = False
-                        self._recheck_claims(client)
-                        self._subscribed.set()
-                        self._wake(None)
-                        delay = self.LISTEN_BACKOFF
-                    elif message["type"] == "message":
+                    kind, channel = message["type"], text(message["channel"])
+                    if kind in ("subscribe", "psubscribe"):
+                        if not link.confirmed(channel, kind):
+                            continue
+                        if link.initial:
+                            # Events may have been missed while away: catch up first, so
+                            # claim_status() says UNCERTAIN until the view is current.
+                            link.initial = False
+                            if not first:
+                                self._recheck_board()
+                            first = False
+                            self._recheck_claims(client)
+                            self._subscribed.set()
+                            self._wake(None)
+                            delay = self.LISTEN_BACKOFF
+                        with self._follow_cond:
+                            self._follow_done = max(self._follow_done, link.asked)
+                            self._follow_cond.notify_all()
+                    elif channel == self._control:
+                        if text(message["data"]) == _FOLLOW:
+                            link.asked = self._follow_asked
+                            link.follow(self._wanted_channels(), self._follow_all and self._pattern)
+                            if not link.pending:
+                                with self._follow_cond:
+                                    self._follow_done = max(self._follow_done, link.asked)
+                                    self._follow_cond.notify_all()
+                    elif kind == "pmessage" or (kind == "message" and not link.everything):
                         self._on_message(message["data"])
             except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
                 if self._stopping.is_set():
@@ -288,6 +415,8 @@ class RedisEvents(RedisDurability):
                 except (redis.RedisError, OSError):
                     pass
         self._subscribed.clear()
+        with self._follow_cond:
+            self._follow_cond.notify_all()
 
     def _recheck_board(self) -> None:
         """After a reconnect (the server may have restarted): check the board's
@@ -373,3 +502,39 @@ class RedisEvents(RedisDurability):
             for flows, event in self._waiters:
                 if flow is None or flows is None or flow in flows:
                     event.set()
+
+
+class _Link:
+    """What one subscription of the event thread has asked and the server confirmed."""
+
+    def __init__(self, pubsub: Any, asked: int) -> None:
+        self.pubsub = pubsub
+        self.asked = asked  # the follow requests this subscription covers
+        self.channels: set[str] = set()
+        self.pattern: str | None = None
+        #: Subscriptions sent and not confirmed yet.
+        self.pending: set[str] = set()
+        #: The first confirmations are still awaited (the link is not up yet).
+        self.initial = True
+        #: The pattern is confirmed: every event comes as a pmessage (a message on an
+        #: owner's channel then comes twice, and is read once, from the pattern).
+        self.everything = False
+
+    def follow(self, channels: set[str], pattern: str | bool | None) -> None:
+        """Subscribe to the channels (and the pattern) not subscribed yet."""
+        new = channels - self.channels
+        if new:
+            self.pubsub.subscribe(*sorted(new))
+            self.channels |= new
+            self.pending |= new
+        if isinstance(pattern, str) and self.pattern is None:
+            self.pubsub.psubscribe(pattern)
+            self.pattern = pattern
+            self.pending.add(pattern)
+
+    def confirmed(self, channel: str, kind: str) -> bool:
+        """A confirmation arrived; True once nothing sent is unconfirmed."""
+        self.pending.discard(channel)
+        if kind == "psubscribe":
+            self.everything = True
+        return not self.pending

@@ -28,7 +28,18 @@
 --                                WAKE_CAP); an idle client blocks on it (BLPOP)
 --   P.."entities:"..kind hash    entity name -> JSON metadata
 --   P.."seen:"..kind     zset    entity name -> last refresh (board seconds)
---   channel P.."events"          one JSON message {"kind", "job", "data"} per change
+--   P.."settings"        string  one more at every change of the pauses or schedules: the
+--                                heartbeat (register_entity) returns it, so a conductor
+--                                re-reads them only when it moved
+--   P.."pauses"          hash    flow -> JSON note of a paused flow
+--   channel P.."events"          one JSON message {"kind", "job", "data"} per change of a
+--                                job nobody holds (posted, cancelled while waiting, purged...)
+--   channel P.."events:o:"..owner  the same for a job `owner` holds (or held: claimed, expired,
+--                                cancel_requested, finished, abandoned): its conductor
+--                                subscribes to this one only, so an idle conductor hears
+--                                nothing of other conductors' jobs
+--   channel P.."events:board"    the board's own notices (halted, reset): every client
+--   Observers (watch, wait_for) take them all with PSUBSCRIBE P.."events*".
 --
 -- Job hash fields: id name flow store details priority score seq state
 --   created_at updated_at attempts max_attempts owner token claimed_at
@@ -71,8 +82,19 @@ local function fmt(x)
   return string.format('%.6f', x)
 end
 
-local function emit(P, kind, id, data)
-  redis.call('PUBLISH', P .. 'events', cjson.encode({kind = kind, job = id, data = data}))
+-- Publish one change of job `id` (see the channels above): on the channel of `holder`,
+-- the owner whose claim it concerns, when there is one.
+local function emit(P, kind, id, data, holder)
+  local channel = P .. 'events'
+  if holder and holder ~= '' then
+    channel = channel .. ':o:' .. holder
+  end
+  redis.call('PUBLISH', channel, cjson.encode({kind = kind, job = id, data = data}))
+end
+
+-- Publish a notice about the board itself (halted, reset) to every client.
+local function notice(P, kind, data)
+  redis.call('PUBLISH', P .. 'events:board', cjson.encode({kind = kind, data = data}))
 end
 
 local function fail(code)
@@ -207,7 +229,7 @@ local function lapse(P, id, t)
   redis.call('ZREM', P .. 'leases', id)
   enqueue(P, id, f[5], f[6])
   count(P, 'expired')
-  emit(P, 'expired', id, {token = tonumber(f[4]), owner = f[3], flow = f[5]})
+  emit(P, 'expired', id, {token = tonumber(f[4]), owner = f[3], flow = f[5]}, f[3])
   return true
 end
 
@@ -359,7 +381,7 @@ local function take(P, id, who, lease, retention, t)
   redis.call('HSET', key, unpack(changed))
   redis.call('ZADD', P .. 'leases', ends, id)
   count(P, 'claimed')
-  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends})
+  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends}, who)
   for i = 1, #changed, 2 do
     job[changed[i]] = changed[i + 1]
   end

@@ -21,7 +21,7 @@ local function halt(reason, floor)
     'epoch_floor', math.max(floor, tonumber(b[5]) or 0))
   redis.call('HSETNX', key, 'epoch', floor)
   redis.call('HSETNX', key, 'gen', 0)
-  emit(P, 'halted', nil, {reason = reason})
+  notice(P, 'halted', {reason = reason})
   return {'halted', reason}
 end
 

@@ -15,5 +15,5 @@ redis.call('HDEL', key, 'halted', 'halted_at', 'settle_until')
 redis.call('HSET', key, 'run_id', run, 'epoch', epoch, 'gen', gen, 'reset_at', fmt(t))
 redis.call('HSETNX', key, 'created_at', fmt(t))
 redis.call('RPUSH', P .. 'runs', run .. ' ' .. gen)
-emit(P, 'reset', nil, {epoch = epoch})
+notice(P, 'reset', {epoch = epoch})
 return {run, epoch, gen}
