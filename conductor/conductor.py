@@ -137,6 +137,14 @@ class Conductor:
         self._heartbeat: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
         self._paused: frozenset[str] = frozenset()
+        # The board's settings count (pauses, schedules) as last read, whether each must
+        # be read again, and when the next schedule tick falls due (wall clock).
+        self._settings_seen: int | None = None
+        self._pauses_stale = self._schedules_stale = True
+        self._next_tick = 0.0
+        # An idle heartbeat sleeps until its next refresh; a claim wakes it for renewals.
+        self._beat_wake = threading.Event()
+        self._beat_idle = False
         self.last_heartbeat: float | None = None
         self.stats: dict[str, int] = {k: 0 for k in ConductorEvents.ALL}
 
@@ -148,8 +156,14 @@ class Conductor:
         # Daemon workers: a task that ignores every stop cannot keep the process alive.
         for n in range(self.max_simultaneous_jobs):
             threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
-        self._refresh_paused()
+        # Registration first: the pauses and schedules read after it are at least as new
+        # as the settings count it saw, so the heartbeat need not read them again.
         self._register()
+        self._note_settings()
+        self._refresh_paused()
+        if self._paused & set(self._flow_names):
+            self._register()  # the registration lists the paused flows
+        self._promote_schedules()
         self.board.add_listener(self._on_board_event, held_only=True)
         self._heartbeat = threading.Thread(
             target=self._heartbeat_main, name=f"{self.name}-heartbeat", daemon=True
@@ -169,6 +183,7 @@ class Conductor:
             except BoardError as err:
                 LOG.warning("could not unregister %s: %s", self.owner, err)
             self._stopped.set()
+            self._beat_wake.set()
             LOG.info("conductor %s stopped", self.name)
 
     def stop(self, timeout: float | None = None) -> None:
@@ -227,16 +242,34 @@ class Conductor:
     # -- the claim loop -----------------------------------------------------
 
     def _refresh_paused(self) -> None:
-        """Read the board's paused flows (the heartbeat does it at each registration refresh,
-        so a pause costs no round trip of its own on the claim path)."""
+        """Read the board's paused flows (the heartbeat does it at a registration refresh
+        that saw the board's settings change, so a pause costs no round trip of its own on
+        the claim path)."""
         try:
             paused = frozenset(self.board.paused_flows())
         except BoardError as err:  # keep the last known set; claims report the outage
             LOG.debug("could not read paused flows: %s", err)
             return
+        self._pauses_stale = False
         for flow in sorted((paused ^ self._paused) & set(self._flow_names)):
             LOG.info("flow %s %s", flow, "paused: not claiming it" if flow in paused else "resumed")
         self._paused = paused
+
+    def _note_settings(self) -> None:
+        """After a registration refresh: pauses and schedules must be read again when the
+        board's settings count moved (always, on a board that keeps none)."""
+        version = self.board.settings_version()
+        if version is None or version != self._settings_seen:
+            self._settings_seen = version
+            self._pauses_stale = self._schedules_stale = True
+
+    def _beat_period(self) -> float:
+        """Seconds between registration refreshes. On a board whose refresh also tells
+        of other conductors' leases (``settings_version`` kept), one lease at most, so
+        that an idle conductor hears of a dead owner's lease by its end."""
+        if self.board.settings_version() is None:
+            return self.ENTITY_REFRESH
+        return max(0.05, min(self.ENTITY_REFRESH, self.lease))
 
     def _claimable_flows(self) -> list[str]:
         """The served flows that are not paused (as last read; no round trip)."""
@@ -270,6 +303,8 @@ class Conductor:
                 self._running[claim.job_id] = running
             self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
             self._jobs.put(running)  # a worker is free: the loop claims only into a free slot
+            if self._beat_idle:
+                self._beat_wake.set()  # the heartbeat slept past a renewal: start renewing
 
     def _wait_for_work(self, flows: list[str]) -> None:
         """Block until the board says a job may be waiting (or we stop).
@@ -347,8 +382,13 @@ class Conductor:
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.lease * self.RENEW_FRACTION)
-        next_entity = time.monotonic() + self.ENTITY_REFRESH
-        while not self._stopped.wait(interval):
+        beat = self._beat_period()
+        next_tick = time.monotonic() + interval
+        next_entity = time.monotonic() + beat
+        while True:
+            next_tick = self._heartbeat_sleep(next_tick, next_entity, interval)
+            if self._stopped.is_set():
+                return
             self._renew()
             self._promote_schedules()
             for running in self.running_jobs:
@@ -356,11 +396,34 @@ class Conductor:
                 if running.progress is not None:
                     running.progress.flush()
             if time.monotonic() >= next_entity:
-                next_entity = time.monotonic() + self.ENTITY_REFRESH
-                self._refresh_paused()
+                next_entity = time.monotonic() + beat
                 self._register()
+                self._note_settings()
+                if self._pauses_stale:
+                    self._refresh_paused()
             else:
                 self.last_heartbeat = time.monotonic()
+            next_tick = time.monotonic() + interval
+
+    def _heartbeat_sleep(self, next_tick: float, next_entity: float, interval: float) -> float:
+        """Sleep until the next tick of the heartbeat; returns when the one after falls.
+
+        With no job running and a board that keeps a settings count, there is
+        nothing to renew: sleep until the next refresh or schedule tick instead,
+        unless a claim wakes it (the first renewal is then one interval away).
+        """
+        while True:
+            self._beat_idle = self._settings_seen is not None
+            pause = next_tick - time.monotonic()
+            if self._beat_idle and not self._running:
+                due = min(next_entity - time.monotonic(), self._next_tick - time.time())
+                pause = max(pause, due)
+            woken = self._beat_wake.wait(max(0.0, pause))
+            self._beat_idle = False
+            if not woken or self._stopped.is_set():
+                return next_tick
+            self._beat_wake.clear()
+            next_tick = time.monotonic() + interval
 
     def _renew(self) -> None:
         claims = [r.claim for r in self.running_jobs if not (r.abandoned or r.loss_reported)]
@@ -394,11 +457,19 @@ class Conductor:
         """Post the due ticks of the board's schedules for the flows served here.
 
         Runs on the heartbeat; every conductor may race on a tick, the tick's
-        dedupe key and the compare-and-set on ``next_at`` make it one job.
+        dedupe key and the compare-and-set on ``next_at`` make it one job. On a
+        board that keeps a settings count, the schedules are read only when it
+        moved or when the next tick falls due.
         """
+        now = time.time()
+        if self._settings_seen is not None and not self._schedules_stale and now < self._next_tick:
+            return  # nothing changed and no tick is due: no round trip
         try:
-            for job in schedules.promote_due(self.board, self._flow_names):
+            found = schedules.list_schedules(self.board)
+            for job in schedules.promote_due(self.board, self._flow_names, now, found):
                 LOG.debug("schedule tick posted as job %s", job.id)
+            self._schedules_stale = False
+            self._next_tick = schedules.next_due(found, self._flow_names, now)
         except BoardError as err:
             self._board_error("promote schedules", err)
         except Exception:  # noqa: BLE001 - a bad schedule must never stop the heartbeat

@@ -50,18 +50,24 @@ _STOP, _FOLLOW = "stop", "follow"
 class RedisEvents(RedisDurability):
     """The event subscription, and waiting for jobs."""
 
-    #: Seconds the event thread blocks per read; bounds how long close() waits
-    #: for it when the server cannot be told to wake it.
-    LISTEN_POLL: ClassVar[float] = 1.0
+    #: Seconds the event thread blocks per read (an idle board's thread wakes this
+    #: often, and checks its link with a PING every HEALTH_CHECK_INTERVAL). close()
+    #: wakes it with a message, or by shutting its socket when the server is away.
+    LISTEN_POLL: ClassVar[float] = 10.0
     #: First and longest pause (seconds) between event-subscription reconnects.
     LISTEN_BACKOFF: ClassVar[float] = 0.1
     LISTEN_BACKOFF_MAX: ClassVar[float] = 5.0
+    #: Longest expected gap (seconds) between two heartbeats (``register_entity``) of a
+    #: conductor; twice that without one, a waiter stops trusting them (see _news_horizon).
+    HEARD_MAX: ClassVar[float] = 5.0
     #: Seconds after a known lease end that a waiter looks (clocks are rounded).
     EXPIRY_MARGIN: ClassVar[float] = 0.005
     #: Longest an idle waiter trusts its last check without asking (a safety net).
     QUIET_MAX: ClassVar[float] = 30.0
-    #: Longest and shortest single block (seconds) on the wake-up lists (below the socket timeout).
-    TOKEN_BLOCK_MAX: ClassVar[float] = 4.0
+    #: Longest and shortest single block (seconds) on the wake-up lists. The block is
+    #: read with its own timeout (block + socket timeout); on a Cluster, whose client
+    #: offers no such read, it stays a second under the socket timeout.
+    TOKEN_BLOCK_MAX: ClassVar[float] = 30.0
     TOKEN_BLOCK_MIN: ClassVar[float] = 0.01
 
     _channel: str
@@ -80,6 +86,8 @@ class RedisEvents(RedisDurability):
     _follow_asked: int
     _follow_done: int
     _follow_cond: threading.Condition
+    #: The event thread's current subscription (close() may shut its socket).
+    _pubsub: Any
     #: Waiters blocked on wake-up lists: thread id -> end of the block (local monotonic).
     _blocked: dict[int, float]
 
@@ -100,7 +108,12 @@ class RedisEvents(RedisDurability):
         try:
             client.publish(self._control, _STOP)  # wakes the event thread at once
         except redis.RedisError:
-            pass
+            connection = getattr(self._pubsub, "connection", None)
+            if connection is not None:  # the server is away: end the thread's read
+                try:
+                    connection.disconnect()
+                except (redis.RedisError, OSError):
+                    pass
         if self._listener not in (None, threading.current_thread()):
             assert self._listener is not None
             self._listener.join(self.LISTEN_POLL + self.SOCKET_TIMEOUT)
@@ -207,12 +220,15 @@ class RedisEvents(RedisDurability):
 
         A board that hears every ``claimed`` event (it follows every event) knows
         each lease as it starts. One that follows only its owners' channels learns
-        of other leases from its checks and its heartbeats (``register_entity``
-        reads the earliest lease end): a lease started since the latest of them
-        ends no sooner than one lease length later, so a waiter looks again then
-        unless a heartbeat brought newer news first.
+        of other leases from its heartbeats (``register_entity`` reads the earliest
+        lease end, and wakes a waiter that would sleep past it): while they come, a
+        waiter trusts them. Without heartbeats, it learns of leases from its own
+        checks only: a lease started since the latest ends no sooner than one lease
+        length later, so the waiter looks again then.
         """
-        return None if self._follow_all else self.lease
+        if self._follow_all or self._idle.fed_within(2 * max(self.lease, self.HEARD_MAX)):
+            return None
+        return self.lease
 
     def _heard_leases(self, server_now: float, lease_end: float | None) -> None:
         """A heartbeat read the earliest lease end: remember it, and wake a waiter
@@ -251,15 +267,34 @@ class RedisEvents(RedisDurability):
             pass  # closed, or the server is away: the waits end on their own
 
     def _token_block_max(self) -> float:
-        """Longest block on the wake-up lists: a second under the socket timeout."""
+        """Longest block on the wake-up lists."""
+        if getattr(self._client, "connection_pool", None) is not None:
+            return self.TOKEN_BLOCK_MAX
         limit = self._where("socket_timeout")
         if not limit:
             return self.TOKEN_BLOCK_MAX
         return max(self.TOKEN_BLOCK_MIN, min(self.TOKEN_BLOCK_MAX, float(limit) - 1.0))
 
     def _pop_token(self, keys: list[str], seconds: float) -> Any:
-        """Block up to ``seconds`` for a wake-up token of one of ``keys``."""
-        return self._redis().blpop(keys, timeout=seconds)
+        """Block up to ``seconds`` for a wake-up token of one of ``keys``: over a
+        connection of the pool, whose reply is awaited ``seconds`` plus the socket
+        timeout (a block may outlast the socket timeout: an idle waiter then sends one
+        request per block)."""
+        client = self._redis()
+        pool = getattr(client, "connection_pool", None)
+        if pool is None:  # a Cluster: its client reads with the socket timeout
+            return client.blpop(keys, timeout=seconds)
+        connection = pool.get_connection()
+        try:
+            # No health-check PING first: the block itself tells whether the link works.
+            connection.send_command("BLPOP", *keys, f"{seconds:.3f}", check_health=False)
+            limit = seconds + float(self._where("socket_timeout") or self.SOCKET_TIMEOUT)
+            return connection.read_response(timeout=limit)
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
 
     def _available(self, flows: frozenset[str] | None) -> bool:
         """One round trip: a waiting job of ``flows``, a lease already run out, or a
@@ -355,7 +390,7 @@ class RedisEvents(RedisDurability):
         delay = self.LISTEN_BACKOFF
         first = True  # connect() has just checked the board
         while not self._stopping.is_set():
-            pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
+            pubsub = self._pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
             link = _Link(pubsub, self._follow_asked)
             try:
                 link.follow(self._wanted_channels(), self._follow_all and self._pattern)

@@ -53,6 +53,7 @@ class IdleKnowledge:
         self._recent: dict[str | None, tuple[int, float]] = {}
         self._offset: float | None = None  # server time - local monotonic time
         self._news = -math.inf  # when the latest check or heartbeat read the leases (local)
+        self._fed = -math.inf  # when the latest heartbeat did (local)
 
     def mark(self) -> tuple[int, int, int]:
         """Taken before a check is sent: what :meth:`quiet` needs to trust it."""
@@ -127,6 +128,11 @@ class IdleKnowledge:
             self._offset = server_now - answered
             self._head = math.inf if lease_end is None else lease_end - self._offset
             self._news = max(self._news, answered)
+            self._fed = max(self._fed, answered)
+
+    def fed_within(self, seconds: float) -> bool:
+        """Whether a heartbeat brought news of the leases in the last ``seconds``."""
+        return time.monotonic() - self._fed < seconds
 
     def lease_end(self) -> float:
         """The earliest known lease end (local monotonic; inf when none)."""
