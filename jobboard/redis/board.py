@@ -5,9 +5,10 @@ documents the key layout): waiting jobs sit in one sorted set per flow scored
 by (priority, post order), claims are leases in a sorted set that the claim
 scripts reap as they go, and every fenced write checks owner, token and lease
 inside the server, atomically with the write. Every change is also published
-as a JSON event on one channel per namespace; one background thread per board
-listens to it, so waiters wake up on posts and owners learn about cancels and
-lost claims without asking. See ``docs/redis.md``.
+as a JSON event, on the channel of the owner whose claim it concerns (or of the
+namespace); one background thread per board listens to its owners' channels,
+so that owners learn about cancels and lost claims without asking and an idle
+conductor hears nothing of other conductors' jobs. See ``docs/redis.md``.
 
 Reads (``get``, ``iterjobs``, ``load_progress``...) and idempotent writes
 (``post`` with its client-made id, ``renew``, ``purge``, entities) are retried
@@ -19,7 +20,9 @@ the ones below it:
 
 * ``decoding``: job hashes, replies and script refusals read into the model;
 * ``session``: the client, scripts, retries and error translation;
-* ``events``: the event thread, wake-up and ``wait``;
+* ``subscription``: the event thread, which follows the channels of this process's
+  owners (or every channel), and catches up after a reconnect;
+* ``events``: what each event changes, wake-up and ``wait``;
 * ``reads``: jobs, listings, progress and counters;
 * ``writes``: fenced writes (progress, finish, abandon) and cancel;
 * ``claims``: claiming and renewing;

@@ -1,39 +1,28 @@
-"""Events and wake-up of the Redis board: one subscriber thread per board.
+"""Wake-up of the Redis board: waiting for jobs, and what each event changes.
 
-Every script publishes its change as a JSON event (channels in
-``lua/_lib.lua``): a change of a job someone holds goes to that owner's
-channel, other changes to the namespace's channel, the board's own notices
-(halted, reset) to a third one. A background thread per board subscribes
-(reconnecting with backoff) to the notices and to the channels of the owners
-this process claims for, so that an idle conductor hears nothing of other
-conductors' jobs; a board with a listener of every event (``watch``,
-``wait_for``) or a waiter on any flow takes them all with one pattern. Each
-event feeds the local view of claims and the listeners, and wakes the threads
-blocked in :meth:`RedisEvents.wait` whose flows it concerns. While the
-subscription is down, the board's claims count as uncertain and waiters poll
-instead.
+The event thread (:mod:`jobboard.redis.subscription`) feeds each event to
+:meth:`RedisEvents._on_message`: the local view of claims and the listeners
+learn of it, and the threads blocked in :meth:`RedisEvents.wait` whose flows
+it concerns wake up. Waiters on named flows block on their wake-up lists
+instead, so that a post wakes one idle client, not all. While the
+subscription is down, the board's claims count as uncertain and waiters poll.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import random
-import re
 import threading
 import time
 from collections.abc import Collection
 from typing import Any, ClassVar
 
-import redis
-
 from jobboard import errors
 from jobboard.model import BoardEvent
-from jobboard.redis import topology
 from jobboard.redis.decoding import server_time, text
-from jobboard.redis.durability import RedisDurability
 from jobboard.redis.idle import IdleKnowledge, flow_key
 from jobboard.redis.session import log
+from jobboard.redis.subscription import RedisSubscription
 
 __all__ = ["RedisEvents"]
 
@@ -43,20 +32,11 @@ _WAKE_KINDS = frozenset({"posted", "abandoned", "expired"})
 _ENDED_KINDS = frozenset({"consumed", "failed", "cancelled", "trashed", "abandoned", "expired"})
 #: Tokens of a client's private wake-up list: end the wait; compute the block again.
 _STOP_WAIT, _LOOK_AGAIN = "1", "0"
-#: Control messages to the event thread: stop; follow the channels now wanted.
-_STOP, _FOLLOW = "stop", "follow"
 
 
-class RedisEvents(RedisDurability):
-    """The event subscription, and waiting for jobs."""
+class RedisEvents(RedisSubscription):
+    """Waiting for jobs, and what the events say."""
 
-    #: Seconds the event thread blocks per read (an idle board's thread wakes this
-    #: often, and checks its link with a PING every HEALTH_CHECK_INTERVAL). close()
-    #: wakes it with a message, or by shutting its socket when the server is away.
-    LISTEN_POLL: ClassVar[float] = 10.0
-    #: First and longest pause (seconds) between event-subscription reconnects.
-    LISTEN_BACKOFF: ClassVar[float] = 0.1
-    LISTEN_BACKOFF_MAX: ClassVar[float] = 5.0
     #: Longest expected gap (seconds) between two heartbeats (``register_entity``) of a
     #: conductor; twice that without one, a waiter stops trusting them (see _news_horizon).
     HEARD_MAX: ClassVar[float] = 5.0
@@ -70,54 +50,13 @@ class RedisEvents(RedisDurability):
     TOKEN_BLOCK_MAX: ClassVar[float] = 30.0
     TOKEN_BLOCK_MIN: ClassVar[float] = 0.01
 
-    _channel: str
-    _control: str
-    _listener: threading.Thread | None
-    _stopping: threading.Event
     _waiters_lock: threading.Lock
     _waiters: list[tuple[frozenset[str] | None, threading.Event]]
     _idle: IdleKnowledge
     #: Set when a wait took a wake-up token: the next claim_next passes one on.
     _pass_on: bool
-    #: Owners whose channels the event thread follows; and every event (a pattern)?
-    _owners: set[str]
-    _follow_all: bool
-    #: Changes of what to follow asked / taken into account by the event thread.
-    _follow_asked: int
-    _follow_done: int
-    _follow_cond: threading.Condition
-    #: The event thread's current subscription (close() may shut its socket).
-    _pubsub: Any
     #: Waiters blocked on wake-up lists: thread id -> end of the block (local monotonic).
     _blocked: dict[int, float]
-
-    def _start_listening(self, client: redis.Redis) -> None:
-        """Start the event thread on ``client``."""
-        self._stopping.clear()
-        self._listener = threading.Thread(
-            target=self._listen,
-            args=(client,),
-            name=f"jobboard-events-{self.namespace}",
-            daemon=True,
-        )
-        self._listener.start()
-
-    def _stop_listening(self, client: redis.Redis) -> None:
-        """Stop the event thread and wait for it (bounded)."""
-        self._stopping.set()
-        try:
-            client.publish(self._control, _STOP)  # wakes the event thread at once
-        except redis.RedisError:
-            connection = getattr(self._pubsub, "connection", None)
-            if connection is not None:  # the server is away: end the thread's read
-                try:
-                    connection.disconnect()
-                except (redis.RedisError, OSError):
-                    pass
-        if self._listener not in (None, threading.current_thread()):
-            assert self._listener is not None
-            self._listener.join(self.LISTEN_POLL + self.SOCKET_TIMEOUT)
-        self._listener = None
 
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         """Block until a job of ``flows`` may be waiting; False on timeout.
@@ -327,178 +266,6 @@ class RedisEvents(RedisDurability):
         self._idle.quiet(flows, mark, answered, server_now, first)
         return False
 
-    # -- events -------------------------------------------------------------
-
-    # -- what to follow ------------------------------------------------------
-
-    def _follow_owner(self, owner: str) -> None:
-        """Follow ``owner``'s event channel before its first claim, so that a cancel
-        or the loss of its claims reaches this process (one round trip, once)."""
-        if owner in self._owners and self._follow_done >= self._follow_asked:
-            return
-        with self._follow_cond:
-            self._owners.add(owner)
-        self._ask_follow()
-
-    def _follow_everything(self) -> None:
-        """Follow every event of the board (a listener of all events, a waiter on any
-        flow): from now on, for the life of the board."""
-        if self._follow_all and self._follow_done >= self._follow_asked:
-            return
-        with self._follow_cond:
-            self._follow_all = True
-        self._ask_follow()
-
-    def _ask_follow(self) -> None:
-        """Have the event thread subscribe to what is now wanted, and wait (bounded)
-        until the server confirmed it. While the link is down there is nothing to
-        wait for: the next subscription takes every wanted channel, and the claims
-        made meanwhile are re-read then."""
-        with self._follow_cond:
-            self._follow_asked += 1
-            wanted = self._follow_asked
-        if self._listener is None or not self._subscribed.is_set():
-            return
-        try:
-            self._call(
-                "follow", None, lambda: self._redis().publish(self._control, _FOLLOW), safe=True
-            )
-        except errors.BoardUnavailable:
-            return
-        with self._follow_cond:
-            if not self._follow_cond.wait_for(
-                lambda: self._follow_done >= wanted or self._stopping.is_set(),
-                self.SOCKET_TIMEOUT,
-            ):
-                log.warning("redis board %r: event subscription not confirmed", self.namespace)
-
-    def _wanted_channels(self) -> set[str]:
-        """The channels the event thread subscribes to (the pattern aside)."""
-        with self._follow_cond:
-            owners = sorted(self._owners)
-        return {self._control, f"{self._channel}:board", *(f"{self._channel}:o:{o}" for o in owners)}
-
-    @property
-    def _pattern(self) -> str:
-        """The pattern of every event channel of the namespace."""
-        return re.sub(r"([*?\[\]\\])", r"\\\1", self._channel) + "*"
-
-    # -- events -------------------------------------------------------------
-
-    def _listen(self, client: redis.Redis) -> None:
-        """The event thread: subscribe, feed events to ``_emit``, reconnect with backoff."""
-        delay = self.LISTEN_BACKOFF
-        first = True  # connect() has just checked the board
-        while not self._stopping.is_set():
-            pubsub = self._pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
-            link = _Link(pubsub, self._follow_asked)
-            try:
-                link.follow(self._wanted_channels(), self._follow_all and self._pattern)
-                while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=self.LISTEN_POLL)
-                    if message is None:
-                        continue
-                    kind, channel = message["type"], text(message["channel"])
-                    if kind in ("subscribe", "psubscribe"):
-                        if not link.confirmed(channel, kind):
-                            continue
-                        if link.initial:
-                            # Events may have been missed while away: catch up first, so
-                            # claim_status() says UNCERTAIN until the view is current.
-                            link.initial = False
-                            if not first:
-                                self._recheck_board()
-                            first = False
-                            self._recheck_claims(client)
-                            self._subscribed.set()
-                            self._wake(None)
-                            delay = self.LISTEN_BACKOFF
-                        with self._follow_cond:
-                            self._follow_done = max(self._follow_done, link.asked)
-                            self._follow_cond.notify_all()
-                    elif channel == self._control:
-                        if text(message["data"]) == _FOLLOW:
-                            link.asked = self._follow_asked
-                            link.follow(self._wanted_channels(), self._follow_all and self._pattern)
-                            if not link.pending:
-                                with self._follow_cond:
-                                    self._follow_done = max(self._follow_done, link.asked)
-                                    self._follow_cond.notify_all()
-                    elif kind == "pmessage" or (kind == "message" and not link.everything):
-                        self._on_message(message["data"])
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
-                if self._stopping.is_set():
-                    break
-                self._subscribed.clear()
-                self._wake(None)
-                log.warning(
-                    "redis board %r: event link lost (%s); reconnecting in %.2fs",
-                    self.namespace,
-                    err,
-                    delay,
-                )
-                self._stopping.wait(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.LISTEN_BACKOFF_MAX)
-            except Exception:  # never let the event thread die silently
-                log.exception("redis board %r: event thread error", self.namespace)
-                self._subscribed.clear()
-                self._stopping.wait(delay)
-                delay = min(delay * 2, self.LISTEN_BACKOFF_MAX)
-            finally:
-                try:
-                    pubsub.close()
-                except (redis.RedisError, OSError):
-                    pass
-        self._subscribed.clear()
-        with self._follow_cond:
-            self._follow_cond.notify_all()
-
-    def _recheck_board(self) -> None:
-        """After a reconnect (the server may have restarted): check the board's
-        data set at once, so that a loss turns the health check red even when
-        this process is idle."""
-        try:
-            self._hello()
-        except errors.BoardRegressed:
-            pass  # logged and recorded by _halt; events still flow
-
-    def _recheck_claims(self, client: redis.Redis) -> None:
-        """Re-read every claim this process holds, in one pipelined round trip,
-        and mark lost those that are no longer ours (ended, taken or expired
-        while the subscription was down, when their events were missed)."""
-        with self._local_lock:
-            held = list(self._held.values())
-        if not held:
-            return
-        pipe = topology.pipeline(client, f"{self._prefix}seq")
-        pipe.time()
-        for claim in held:
-            pipe.hmget(self._job_key(claim.job_id), "state", "token", "owner", "lease_expires_at")
-        now_reply, *rows = pipe.execute()
-        now = server_time(now_reply)
-        for claim, (state, token, owner, ends) in zip(held, rows, strict=True):
-            try:
-                ours = (
-                    text(state) == "claimed"
-                    and int(token) == claim.token
-                    and text(owner) == claim.owner
-                    and float(ends) > now
-                )
-            except (TypeError, ValueError):
-                ours = False
-            if not ours:
-                log.warning(
-                    "redis board %r: claim of job %s (token %d) was lost while the event "
-                    "link was down",
-                    self.namespace,
-                    claim.job_id,
-                    claim.token,
-                )
-                with self._local_lock:
-                    current = self._held.get(claim.job_id)
-                    if current is not None and current.token == claim.token:
-                        self._lose(claim.job_id)
-
     def _on_message(self, data: bytes | str) -> None:
         try:
             payload = json.loads(data)
@@ -539,37 +306,3 @@ class RedisEvents(RedisDurability):
                     event.set()
 
 
-class _Link:
-    """What one subscription of the event thread has asked and the server confirmed."""
-
-    def __init__(self, pubsub: Any, asked: int) -> None:
-        self.pubsub = pubsub
-        self.asked = asked  # the follow requests this subscription covers
-        self.channels: set[str] = set()
-        self.pattern: str | None = None
-        #: Subscriptions sent and not confirmed yet.
-        self.pending: set[str] = set()
-        #: The first confirmations are still awaited (the link is not up yet).
-        self.initial = True
-        #: The pattern is confirmed: every event comes as a pmessage (a message on an
-        #: owner's channel then comes twice, and is read once, from the pattern).
-        self.everything = False
-
-    def follow(self, channels: set[str], pattern: str | bool | None) -> None:
-        """Subscribe to the channels (and the pattern) not subscribed yet."""
-        new = channels - self.channels
-        if new:
-            self.pubsub.subscribe(*sorted(new))
-            self.channels |= new
-            self.pending |= new
-        if isinstance(pattern, str) and self.pattern is None:
-            self.pubsub.psubscribe(pattern)
-            self.pattern = pattern
-            self.pending.add(pattern)
-
-    def confirmed(self, channel: str, kind: str) -> bool:
-        """A confirmation arrived; True once nothing sent is unconfirmed."""
-        self.pending.discard(channel)
-        if kind == "psubscribe":
-            self.everything = True
-        return not self.pending
