@@ -439,13 +439,6 @@ class JobBoard(Producing, FlowPauses, Finishing, abc.ABC):
         """Announce (or refresh) a participant; it is listed until it unregisters
         or ``DEFAULT_ENTITY_TTL`` passes without a refresh."""
 
-    def settings_version(self) -> int | None:
-        """A number that moves whenever flow pauses or schedules change, as the last
-        :meth:`register_entity` of this board saw it; ``None`` when the backend does not
-        keep one. A conductor re-reads pauses and schedules only when it moved, so that
-        its heartbeat is the only request it sends while idle."""
-        return None
-
     @abc.abstractmethod
     def unregister_entity(self, name: str, kind: str = "conductor") -> None:
         """Remove a participant's announcement."""
