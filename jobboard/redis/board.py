@@ -121,6 +121,7 @@ class RedisBoard(RedisProducers):
         self._follow_cond = threading.Condition()
         self._blocked = {}
         self._pubsub = None
+        self._observed_at = 0.0
         self._settings = None
         self._control = f"{self._prefix}control:{uuid.uuid4().hex}"
         self._client = None

@@ -49,11 +49,12 @@ _SCRIPTS = (
     "hello",
     "reset",
     "set_pause",
+    "observe",
 )
 #: The server run's id in an INFO reply.
 _RUN_ID = re.compile(r"run_id:([0-9a-f]+)")
 #: Scripts run without the guard (they are how a client checks the board).
-_UNGUARDED = frozenset({"hello", "reset", "set_pause"})
+_UNGUARDED = frozenset({"hello", "reset", "set_pause", "observe"})
 
 #: Around every other script: take off the client's known run and epoch and
 #: whether the server's run id must be read here, check them (``guard``), run

@@ -7,15 +7,17 @@ channel, other changes to the namespace's channel, the board's own notices
 backoff) to the notices and to the channels of the owners this process claims
 for, so that an idle conductor hears nothing of other conductors' jobs; a
 board with a listener of every event (``watch``, ``wait_for``) or a waiter on
-any flow takes them all with one pattern. After each (re)subscription it
+any flow subscribes to the namespace's channel too, and keeps the board marked
+observed so that owners' events are published there as well (a plain
+subscription, which an ACL user limited to ``&jb:*`` may make). After each (re)subscription it
 re-reads the claims it holds, since events may have been missed meanwhile.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import threading
+import time
 from typing import Any, ClassVar
 
 import redis
@@ -43,6 +45,9 @@ class RedisSubscription(RedisDurability):
     #: First and longest pause (seconds) between event-subscription reconnects.
     LISTEN_BACKOFF: ClassVar[float] = 0.1
     LISTEN_BACKOFF_MAX: ClassVar[float] = 5.0
+    #: Seconds a board that follows every event marks the board observed for; it
+    #: marks it again every third of that.
+    OBSERVE_TTL: ClassVar[float] = 60.0
 
     _channel: str
     _control: str
@@ -57,6 +62,8 @@ class RedisSubscription(RedisDurability):
     _follow_cond: threading.Condition
     #: The event thread's current subscription (close() may shut its socket).
     _pubsub: Any
+    #: When this board last marked the board observed (local monotonic).
+    _observed_at: float
 
     def _start_listening(self, client: redis.Redis) -> None:
         """Start the event thread on ``client``."""
@@ -100,9 +107,26 @@ class RedisSubscription(RedisDurability):
         flow): from now on, for the life of the board."""
         if self._follow_all and self._follow_done >= self._follow_asked:
             return
+        self._observe()  # before the subscription: owners' events reach it from then on
         with self._follow_cond:
             self._follow_all = True
         self._ask_follow()
+
+    def _observe(self) -> None:
+        """Keep the board's ``observed_until`` ahead (``lua/observe.lua``): while it is,
+        the scripts publish owners' events on the namespace's channel too."""
+        self._observed_at = time.monotonic()
+        try:
+            self._call(
+                "observe",
+                None,
+                lambda: self._scripts["observe"](
+                    keys=[f"{self._prefix}board"], args=[self._prefix, self.OBSERVE_TTL]
+                ),
+                safe=True,
+            )
+        except errors.BoardUnavailable as err:
+            log.info("redis board %r: could not mark the board observed: %s", self.namespace, err)
 
     def _ask_follow(self) -> None:
         """Have the event thread subscribe to what is now wanted, and wait (bounded)
@@ -128,15 +152,15 @@ class RedisSubscription(RedisDurability):
                 log.warning("redis board %r: event subscription not confirmed", self.namespace)
 
     def _wanted_channels(self) -> set[str]:
-        """The channels the event thread subscribes to (the pattern aside)."""
+        """The channels the event thread subscribes to."""
         with self._follow_cond:
             owners = sorted(self._owners)
-        return {self._control, f"{self._channel}:board", *(f"{self._channel}:o:{o}" for o in owners)}
-
-    @property
-    def _pattern(self) -> str:
-        """The pattern of every event channel of the namespace."""
-        return re.sub(r"([*?\[\]\\])", r"\\\1", self._channel) + "*"
+            everything = self._follow_all
+        wanted = {self._control, f"{self._channel}:board"}
+        wanted.update(f"{self._channel}:o:{o}" for o in owners)
+        if everything:
+            wanted.add(self._channel)
+        return wanted
 
     # -- events -------------------------------------------------------------
 
@@ -146,16 +170,20 @@ class RedisSubscription(RedisDurability):
         first = True  # connect() has just checked the board
         while not self._stopping.is_set():
             pubsub = self._pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
-            link = _Link(pubsub, self._follow_asked)
+            link = _Link(pubsub, self._follow_asked, self._channel)
             try:
-                link.follow(self._wanted_channels(), self._follow_all and self._pattern)
+                if self._follow_all:
+                    self._observe()
+                link.follow(self._wanted_channels())
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=self._link_check(pubsub))
+                    if self._follow_all and self._observed_at + self.OBSERVE_TTL / 3 <= time.monotonic():
+                        self._observe()
                     if message is None:
                         continue
                     kind, channel = message["type"], text(message["channel"])
-                    if kind in ("subscribe", "psubscribe"):
-                        if not link.confirmed(channel, kind):
+                    if kind == "subscribe":
+                        if not link.confirmed(channel):
                             continue
                         if link.initial:
                             # Events may have been missed while away: catch up first, so
@@ -174,12 +202,16 @@ class RedisSubscription(RedisDurability):
                     elif channel == self._control:
                         if text(message["data"]) == _FOLLOW:
                             link.asked = self._follow_asked
-                            link.follow(self._wanted_channels(), self._follow_all and self._pattern)
+                            link.follow(self._wanted_channels())
                             if not link.pending:
                                 with self._follow_cond:
                                     self._follow_done = max(self._follow_done, link.asked)
                                     self._follow_cond.notify_all()
-                    elif kind == "pmessage" or (kind == "message" and not link.everything):
+                    elif kind == "message" and (channel == self._channel or not (
+                        link.everything and channel.startswith(link.owners)
+                    )):
+                        # Following everything, an owner's event comes on the namespace's
+                        # channel too: it is read there, once.
                         self._on_message(message["data"])
             except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
                 if self._stopping.is_set():
@@ -215,6 +247,8 @@ class RedisSubscription(RedisDurability):
         seconds = float(
             self.HEALTH_CHECK_INTERVAL if self._holds_live_claims() else self.LISTEN_POLL
         )
+        if self._follow_all:
+            seconds = min(seconds, self.OBSERVE_TTL / 3)
         connection: Any = getattr(pubsub, "connection", None)
         if connection is not None and connection.health_check_interval:
             connection.health_check_interval = seconds
@@ -278,34 +312,31 @@ class RedisSubscription(RedisDurability):
 class _Link:
     """What one subscription of the event thread has asked and the server confirmed."""
 
-    def __init__(self, pubsub: Any, asked: int) -> None:
+    def __init__(self, pubsub: Any, asked: int, channel: str) -> None:
         self.pubsub = pubsub
         self.asked = asked  # the follow requests this subscription covers
+        self.channel = channel  # the namespace's channel
+        self.owners = f"{channel}:o:"  # the start of every owner's channel
         self.channels: set[str] = set()
-        self.pattern: str | None = None
         #: Subscriptions sent and not confirmed yet.
         self.pending: set[str] = set()
         #: The first confirmations are still awaited (the link is not up yet).
         self.initial = True
-        #: The pattern is confirmed: every event comes as a pmessage (a message on an
-        #: owner's channel then comes twice, and is read once, from the pattern).
+        #: The namespace's channel is confirmed (the board follows every event): an
+        #: owner's event then comes twice, and is read once, from that channel.
         self.everything = False
 
-    def follow(self, channels: set[str], pattern: str | bool | None) -> None:
-        """Subscribe to the channels (and the pattern) not subscribed yet."""
+    def follow(self, channels: set[str]) -> None:
+        """Subscribe to the channels not subscribed yet."""
         new = channels - self.channels
         if new:
             self.pubsub.subscribe(*sorted(new))
             self.channels |= new
             self.pending |= new
-        if isinstance(pattern, str) and self.pattern is None:
-            self.pubsub.psubscribe(pattern)
-            self.pattern = pattern
-            self.pending.add(pattern)
 
-    def confirmed(self, channel: str, kind: str) -> bool:
+    def confirmed(self, channel: str) -> bool:
         """A confirmation arrived; True once nothing sent is unconfirmed."""
         self.pending.discard(channel)
-        if kind == "psubscribe":
+        if channel == self.channel:
             self.everything = True
         return not self.pending

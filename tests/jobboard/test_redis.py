@@ -155,6 +155,8 @@ def test_acl_user(redis_server_factory):
     ns = namespace()
     worker, producer = jobboard.connect(url, namespace=ns), jobboard.connect(url, namespace=ns)
     try:
+        kinds: list[str] = []
+        producer.add_listener(lambda event: kinds.append(event.kind))  # an observer
         woke = threading.Event()
         thread = threading.Thread(target=lambda: worker.wait(timeout=10) and woke.set())
         thread.start()
@@ -164,6 +166,9 @@ def test_acl_user(redis_server_factory):
         claim = worker.claim_next(unique_owner("c"))
         assert claim.job_id == job.id
         worker.consume(claim, claim.owner, claim.token)
+        # The observer hears the owner's events too (a plain subscription: no pattern).
+        wait_until(lambda: "consumed" in kinds)
+        assert kinds == ["posted", "claimed", "consumed"]
     finally:
         worker.close()
         producer.close()

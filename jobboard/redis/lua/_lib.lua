@@ -21,7 +21,7 @@
 --                                set was last checked on), epoch, gen (one more per
 --                                change), halted (why it refuses to work, or absent),
 --                                settle_until (no claims before: a restart), epoch_floor,
---                                created_at
+--                                created_at, observed_until (see the channels below)
 --   P.."runs"            list    "<run_id> <gen>": each server run the board met, and
 --                                the gen its data set held when first seen
 --   P.."wake:"..flow     list    wake-up tokens: one per job made waiting (at most
@@ -33,13 +33,16 @@
 --                                re-reads them only when it moved
 --   P.."pauses"          hash    flow -> JSON note of a paused flow
 --   channel P.."events"          one JSON message {"kind", "job", "data"} per change of a
---                                job nobody holds (posted, cancelled while waiting, purged...)
+--                                job nobody holds (posted, cancelled while waiting, purged...),
+--                                and of every job while an observer follows them all
 --   channel P.."events:o:"..owner  the same for a job `owner` holds (or held: claimed, expired,
 --                                cancel_requested, finished, abandoned): its conductor
 --                                subscribes to this one only, so an idle conductor hears
 --                                nothing of other conductors' jobs
 --   channel P.."events:board"    the board's own notices (halted, reset): every client
---   Observers (watch, wait_for) take them all with PSUBSCRIBE P.."events*".
+--   Observers (watch, wait_for) subscribe to P.."events" and keep the board's field
+--   observed_until ahead of the board time (observe.lua), so that owners' events reach it
+--   too; without observers, an owner's event is published once.
 --
 -- Job hash fields: id name flow store details priority score seq state
 --   created_at updated_at attempts max_attempts owner token claimed_at
@@ -72,10 +75,14 @@ local EPOCH, GEN = 0, 0
 -- Set by guard() while the board settles after a server restart (board time):
 -- no claims until then, so that every client that saw the lost data can check in.
 local SETTLING = nil
+-- Set by guard(): until when (board time) an observer follows every event; and by
+-- now(): the board time this script read.
+local OBSERVED, NOW = nil, nil
 
 local function now()
   local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  NOW = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  return NOW
 end
 
 local function fmt(x)
@@ -83,13 +90,17 @@ local function fmt(x)
 end
 
 -- Publish one change of job `id` (see the channels above): on the channel of `holder`,
--- the owner whose claim it concerns, when there is one.
+-- the owner whose claim it concerns, when there is one, and on P.."events" too while an
+-- observer follows every event (the board's observed_until, read by guard(), is ahead).
 local function emit(P, kind, id, data, holder)
-  local channel = P .. 'events'
+  local message = cjson.encode({kind = kind, job = id, data = data})
   if holder and holder ~= '' then
-    channel = channel .. ':o:' .. holder
+    redis.call('PUBLISH', P .. 'events:o:' .. holder, message)
+    if NOW and not (OBSERVED and OBSERVED > NOW) then
+      return
+    end
   end
-  redis.call('PUBLISH', channel, cjson.encode({kind = kind, job = id, data = data}))
+  redis.call('PUBLISH', P .. 'events', message)
 end
 
 -- Publish a notice about the board itself (halted, reset) to every client.
@@ -125,7 +136,8 @@ end
 -- client checks the run id once per connection instead (jobboard/redis/session.py):
 -- a restarted or promoted server is always reached over a new connection.
 local function guard(P, known_run, known_epoch, check_run)
-  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until')
+  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until',
+    'observed_until')
   if b[4] then
     return fail('HALTED ' .. b[4])
   end
@@ -133,7 +145,7 @@ local function guard(P, known_run, known_epoch, check_run)
       or (check_run and server_run() ~= known_run) then
     return fail('RECHECK')
   end
-  EPOCH, GEN = known_epoch, tonumber(b[3]) or 0
+  EPOCH, GEN, OBSERVED = known_epoch, tonumber(b[3]) or 0, tonumber(b[6])
   local settle = tonumber(b[5])
   if settle and settle > now() then
     SETTLING = settle

@@ -159,3 +159,20 @@ def test_an_idle_conductor_sends_only_its_heartbeat(redis_board_factory, monkeyp
         conductor.stop()
         runner.join(30)
     assert not runner.is_alive()
+
+
+def test_an_owner_that_also_observes_hears_each_event_once(redis_board_factory):
+    board = redis_board_factory()
+    who = unique_owner("both")
+    assert board.claim_next(who, ["f"]) is None  # follows its owner's channel
+    kinds: list[tuple[str, str | None]] = []
+    board.add_listener(lambda event: kinds.append((event.kind, event.job_id)))  # and all
+    job = board.post("j", "f")
+    claim = board.claim_next(who, ["f"])
+    board.consume(claim, who, claim.token)
+    wait_until(lambda: ("consumed", job.id) in kinds)
+    other = redis_board_factory().post("k", "f")  # one more event: the ones above are all in
+    wait_until(lambda: ("posted", other.id) in kinds)
+    assert kinds == [
+        ("posted", job.id), ("claimed", job.id), ("consumed", job.id), ("posted", other.id)
+    ]
