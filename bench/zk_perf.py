@@ -95,6 +95,15 @@ def zxid(port: int) -> int:
     raise RuntimeError("no zxid in srvr")
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (``/proc/stat``)."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def emit(figure: str, **fields: Any) -> None:
     print(json.dumps({"figure": figure, **fields}, default=round), flush=True)
 
@@ -191,13 +200,22 @@ def throughput(zk: ZooKeeperServer, k: int, jobs: int) -> None:
         with ThreadPoolExecutor(8) as pool:
             ids = list(pool.map(lambda n: board.post(f"job-{n}", "noop3").id, range(jobs)))
         last = max(ids, key=lambda i: int(i.rsplit("+", 1)[1]))
+        server_pid = zk.proc.pid if zk.proc is not None else 0
         cpu0, z0, m0 = fleet.cpu(), zxid(zk.port), mntr(zk.port)
+        server0, own0, busy0 = cpu_seconds(server_pid), cpu_seconds(os.getpid()), machine_busy()
         started = time.monotonic()
         fleet.signal(signal.SIGCONT)
-        wait_until(lambda: board.get(last).state.finished, 600, "last job finished")
-        wait_until(lambda: board.job_count == 0, 600, "board empty")
+        # the bench board's own view (kept by watches) says when the board is empty:
+        # no request per poll, so the bench does not load the server it measures
+        wait_until(lambda: board.job_count == 0, 600, "board empty", 0.005)
         elapsed = time.monotonic() - started
+        if not board.get(last).state.finished:
+            raise RuntimeError(f"board empty but {last} not finished")
         cpu, z1, m1 = fleet.cpu() - cpu0, zxid(zk.port), mntr(zk.port)
+        server, own = cpu_seconds(server_pid) - server0, cpu_seconds(os.getpid()) - own0
+        busy1 = machine_busy()
+        fsyncs = m1.get("zk_cnt_fsynctime", 0) - m0.get("zk_cnt_fsynctime", 0)
+        fsync_ms = m1.get("zk_sum_fsynctime", 0) - m0.get("zk_sum_fsynctime", 0)
         emit(
             "throughput",
             k=k,
@@ -208,6 +226,15 @@ def throughput(zk: ZooKeeperServer, k: int, jobs: int) -> None:
             txns_per_job=round((z1 - z0) / jobs, 2),
             packets_per_job=round(
                 (m1["zk_packets_received"] - m0["zk_packets_received"]) / jobs, 1
+            ),
+            # where the wall time goes: the server's CPU, its fsyncs (count, and
+            # milliseconds spent in them), the bench's own CPU, the machine's
+            server_cpu_ms_per_job=round(server / jobs * 1000, 2),
+            fsyncs_per_job=round(fsyncs / jobs, 2),
+            fsync_ms_per_job=round(fsync_ms / jobs, 2),
+            bench_cpu_ms_per_job=round(own / jobs * 1000, 2),
+            machine_busy_pct=round(
+                100 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9), 1
             ),
         )
     finally:

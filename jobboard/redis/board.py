@@ -126,6 +126,8 @@ class RedisBoard(RedisProducers):
         self._control = f"{self._prefix}control:{uuid.uuid4().hex}"
         self._client = None
         self._scripts = {}
+        self._direct_pool = None
+        self._spare, self._spare_pid = [], 0
         self._life_lock = threading.Lock()
         self._listener = None
         self._stopping = threading.Event()
@@ -207,6 +209,7 @@ class RedisBoard(RedisProducers):
             self._stop_listening(client)
             if self._given is None:
                 client.close()
+            self._spare.clear()
         self._wake(None)
 
     # Claims: first follow the owner's event channel (see ``events``).

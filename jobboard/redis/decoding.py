@@ -61,6 +61,14 @@ def text(value: bytes | str) -> str:
 def pairs(flat: list[Any]) -> dict[str, Any]:
     """A flat HGETALL-style reply as a dict of text (a value that is not UTF-8
     stays bytes, for :func:`decode_job` to report)."""
+    if len(flat) % 2 == 0:
+        try:  # the common case: every item is UTF-8 bytes
+            return {
+                key.decode(): value.decode()
+                for key, value in zip(flat[::2], flat[1::2], strict=True)
+            }
+        except (AttributeError, UnicodeDecodeError):
+            pass
     out: dict[str, Any] = {}
     for key, value in zip(flat[::2], flat[1::2], strict=True):
         try:
@@ -106,7 +114,11 @@ def decode_job(job_id: str, raw: Mapping[Any, Any], now: float | None = None) ->
     Raises ``InvalidJob`` naming the job and the field when the record is corrupt.
     """
     try:
-        fields = {text(k): text(v) for k, v in raw.items()}
+        fields = (
+            raw  # already text (what pairs() makes of a reply)
+            if all(type(v) is str for v in raw.values()) and all(type(k) is str for k in raw)
+            else {text(k): text(v) for k, v in raw.items()}
+        )
     except UnicodeDecodeError as err:
         raise errors.InvalidJob(
             f"job {job_id!r}: the stored record is not UTF-8 text ({err})", job=job_id

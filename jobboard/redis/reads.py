@@ -138,7 +138,19 @@ class RedisReads(RedisEvents):
 
 
     def counters(self) -> dict[str, int]:
-        raw = self._call(
-            "counters", None, lambda: self._redis().hgetall(f"{self._prefix}counters"), safe=True
-        )
-        return {text(k): int(v) for k, v in raw.items()}
+        """The ``count:`` fields of the board's marker, plus the counters hash that
+        boards kept before (read, never written)."""
+
+        def read() -> list[Any]:
+            pipe = self._pipeline()
+            pipe.hgetall(f"{self._prefix}board")
+            pipe.hgetall(f"{self._prefix}counters")
+            return pipe.execute()
+
+        marker, older = self._call("counters", None, read, safe=True)
+        out = {text(k): int(v) for k, v in older.items()}
+        for key, value in marker.items():
+            name = text(key)
+            if name.startswith("count:") and int(value):
+                out[name[6:]] = out.get(name[6:], 0) + int(value)
+        return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from typing import Any, ClassVar, TypeVar
 
 import redis
 import tenacity
+from hiredis import pack_command
+from redis.commands.core import Script
 
 from jobboard import errors
 from jobboard.base import JobBoard
@@ -53,17 +56,32 @@ _SCRIPTS = (
 )
 #: The server run's id in an INFO reply.
 _RUN_ID = re.compile(r"run_id:([0-9a-f]+)")
+#: Connections the board's own client keeps checked out for its scripts.
+_SPARE_CONNECTIONS = 4
 #: Scripts run without the guard (they are how a client checks the board).
 _UNGUARDED = frozenset({"hello", "reset", "set_pause", "observe"})
+#: Scripts that skip reading the marker when the client checks each connection it
+#: opens (``_on_connection``): their fence alone refuses a write under a claim that
+#: a halt or a reset voided, since both end every claim (``void_claims``).
+_UNREAD_OK = frozenset({"save_progress"})
 
 #: Around every other script: take off the client's known run and epoch and
-#: whether the server's run id must be read here, check them (``guard``), run
-#: the script's body, reply ``{gen, reply}``.
+#: whether the server's run id must be read here, check them (``guard``; a script
+#: of ``_UNREAD_OK`` skips it when the run id need not be read), run the script's
+#: body, write what it changed in the board's marker (one HSET: gen, counters,
+#: bounds), reply ``{gen, reply}``.
 _GUARD_HEAD = """
-local CHECK_RUN = table.remove(ARGV) == '1'
+-- '1': read the run id too; '0': a script of _UNREAD_OK skips the marker; '2': it reads it
+local MODE = table.remove(ARGV)
+local CHECK_RUN = MODE == '1'
 local KNOWN_EPOCH = tonumber(table.remove(ARGV))
 local KNOWN_RUN = table.remove(ARGV)
-local refusal = guard(ARGV[1], KNOWN_RUN, KNOWN_EPOCH, CHECK_RUN)
+local refusal
+if UNREAD_OK and MODE == '0' then
+  EPOCH = KNOWN_EPOCH
+else
+  refusal = guard(ARGV[1], KNOWN_RUN, KNOWN_EPOCH, CHECK_RUN)
+end
 if refusal then
   return refusal
 end
@@ -71,7 +89,11 @@ local function body()
 """
 _GUARD_TAIL = """
 end
-local reply = body()
+local ok, reply = pcall(body)
+flush_marker(ARGV[1])  -- even after an error: what the script changed is counted
+if not ok then
+  error(reply, 0)
+end
 if type(reply) == 'table' and reply.err then
   return reply
 end
@@ -87,7 +109,8 @@ def _script_source(name: str) -> str:
     lib, body = (folder / "_lib.lua").read_text(), (folder / f"{name}.lua").read_text()
     if name in _UNGUARDED:
         return lib + "\n" + body
-    return lib + _GUARD_HEAD + body + _GUARD_TAIL
+    unread = f"\nlocal UNREAD_OK = {'true' if name in _UNREAD_OK else 'false'}"
+    return lib + unread + _GUARD_HEAD + body + _GUARD_TAIL
 
 
 class RedisSession(JobBoard):
@@ -111,6 +134,9 @@ class RedisSession(JobBoard):
     _prefix: str
     _client: redis.Redis | None
     _scripts: dict[str, Any]
+    _direct_pool: redis.ConnectionPool | None
+    _spare: list[Any]
+    _spare_pid: int
     _subscribed: threading.Event
     # What this client knows of the board's marker (see ``durability``).
     _run_id: str
@@ -134,6 +160,14 @@ class RedisSession(JobBoard):
         self._check_run = "1" if self._given is not None or on_connect is None else "0"
         self._client = client
         self._scripts = {n: client.register_script(_script_source(n)) for n in _SCRIPTS}
+        # The board's own plain client (not a Cluster's, nor one given) runs its
+        # scripts over its pool directly (_evalsha).
+        self._direct_pool = (
+            client.connection_pool
+            if self._given is None and on_connect is not None and isinstance(client, redis.Redis)
+            else None
+        )
+        self._spare, self._spare_pid = [], os.getpid()
         try:
             self._call("connect", None, client.ping, safe=True)
             self._check_server(client)
@@ -263,17 +297,21 @@ class RedisSession(JobBoard):
         cls, template = REFUSALS[code]
         return cls(template.format(job=repr(job_id), rest=rest, board=repr(self.name)))
 
-    def _script(self, name: str, key: str, *args: Any) -> Any:
+    def _script(self, name: str, key: str, *args: Any, read_marker: bool = False) -> Any:
         """Run a guarded script with this client's knowledge of the board; a
         ``RECHECK`` answer (the server restarted, or the epoch moved) runs
-        :meth:`_hello` and the script again."""
+        :meth:`_hello` and the script again. ``read_marker``: a script that may skip
+        the marker (``_UNREAD_OK``) reads it this time."""
         script = self._scripts[name]
+        pool = self._direct_pool
         for _ in range(3):
             try:
-                reply = script(
-                    keys=[key],
-                    args=[self._prefix, *args, self._run_id, self._epoch, self._check_run],
-                )
+                mode = "2" if read_marker and self._check_run == "0" else self._check_run
+                tail = (self._run_id, self._epoch, mode)
+                if pool is not None and isinstance(script, Script):
+                    reply = self._evalsha(pool, script, key, (self._prefix, *args, *tail))
+                else:
+                    reply = script(keys=[key], args=[self._prefix, *args, *tail])
             except redis.ResponseError as err:
                 message = str(err)
                 if message.startswith("JB RECHECK"):
@@ -290,6 +328,54 @@ class RedisSession(JobBoard):
             f"redis board {self.namespace!r} at {self._where()}: the board kept changing "
             f"while {name} checked it; try again"
         )
+
+    def _evalsha(
+        self, pool: redis.ConnectionPool, script: Any, key: str, args: tuple[Any, ...]
+    ) -> Any:
+        """One EVALSHA straight over a connection of the board's own client: what
+        ``Script.__call__`` does for a client that never resends (see
+        ``topology.make_client``), without its layers and the pool's bookkeeping,
+        which cost more CPU than the request itself. A few connections stay
+        checked out for this (``_spare``); the client's ``close`` closes them."""
+        spare = self._spare
+        if self._spare_pid != os.getpid():  # a forked child never shares a parent's socket
+            spare.clear()
+            self._spare_pid = os.getpid()
+        try:
+            connection = spare.pop()
+        except IndexError:
+            connection = pool.get_connection()
+        else:
+            # As the pool checks a connection it hands out: one the server closed (a
+            # restart) or with unread data is opened afresh before anything is sent,
+            # so that a write is never lost on a dead socket.
+            try:
+                if connection.can_read():
+                    connection.disconnect()
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                connection.disconnect()
+        try:
+            connection.send_packed_command([pack_command(("EVALSHA", script.sha, 1, key, *args))])
+            try:
+                return connection.read_response()
+            except redis.exceptions.NoScriptError:
+                # A restarted or flushed server forgot the script: load it and send
+                # again (a refused call did not run, so sending it again is safe).
+                connection.send_command("SCRIPT", "LOAD", script.script)
+                sha = connection.read_response()
+                script.sha = sha.decode() if isinstance(sha, bytes) else sha
+                connection.send_command("EVALSHA", script.sha, 1, key, *args)
+                return connection.read_response()
+        except redis.ResponseError:
+            raise  # the error reply was read whole: the connection is clean
+        except BaseException:
+            connection.disconnect()  # a reply may still be on its way: never reuse it as is
+            raise
+        finally:
+            if len(spare) < _SPARE_CONNECTIONS:
+                spare.append(connection)
+            else:
+                pool.release(connection)
 
     def _hello(self) -> None:
         """Check the board's marker (see :mod:`jobboard.redis.durability`)."""

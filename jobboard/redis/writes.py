@@ -7,6 +7,9 @@ a connection error says the outcome is unknown.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from jobboard import errors
 from jobboard.changes import Ending, Release
 from jobboard.model import Job, JobRef, JobState
 from jobboard.redis.decoding import pairs, readable_job
@@ -24,18 +27,35 @@ class RedisWrites(RedisReads):
     def _store_progress(
         self, job_id: str, who: str, token: int, atom_name: str, encoded: str
     ) -> None:
-        self._call(
-            "save_progress",
-            job_id,
-            lambda: self._script(
-                "save_progress", self._job_key(job_id), job_id, who, token, 0, atom_name, encoded
-            ),
-            safe=False,
-        )
+        # The board's own client sends this script without a marker check (see
+        # _UNREAD_OK in session.py) unless it knows the board halted (it may have
+        # been reset since); a halt learnt while connecting for it is told here.
+        halted = self._halted is not None
+        try:
+            self._call(
+                "save_progress",
+                job_id,
+                lambda: self._script(
+                    "save_progress",
+                    self._job_key(job_id),
+                    job_id,
+                    who,
+                    token,
+                    0,
+                    atom_name,
+                    encoded,
+                    read_marker=halted,
+                ),
+                safe=False,
+            )
+        except errors.BoardError:
+            if not halted and self._halted is not None:
+                self._halt(self._halted)
+            raise
 
-
-    def _finish(self, end: Ending) -> Job:
+    def _finish(self, end: Ending, progress: Mapping[str, str] | None = None) -> Job:
         job_id = end.job_id
+        records = [item for pair in (progress or {}).items() for item in pair]
         raw = self._call(
             _OP_OF_EVENT[end.event],
             job_id,
@@ -54,11 +74,17 @@ class RedisWrites(RedisReads):
                 # A complete job keeps no earlier error: an empty one clears it.
                 int(end.error is not None or end.state is JobState.COMPLETE),
                 end.last_error("") or "",
+                *records,
             ),
             safe=False,
         )
         self._untrack(job_id)
         return readable_job(job_id, pairs(raw))
+
+    def _finish_with_progress(self, end: Ending, progress: Mapping[str, str]) -> Job:
+        """The last progress records go in the finishing script itself: one call,
+        one fence check, instead of a save_progress per record and a finish."""
+        return self._finish(end, progress)
 
     def _release_claim(self, release: Release) -> Job:
         job_id = release.job_id

@@ -132,7 +132,7 @@ class ZookeeperBoard(ZkProducers):
     #: After losing a race for a job, ``claim_next`` picks at random among the
     #: ``CLAIM_SPREAD`` best jobs of the best priority for ``CONTENTION_MEMORY``
     #: seconds (FIFO within a priority then holds up to that many places).
-    CLAIM_SPREAD = 8
+    CLAIM_SPREAD = 32
     CONTENTION_MEMORY = 1.0
 
     def __init__(
@@ -200,7 +200,7 @@ class ZookeeperBoard(ZkProducers):
         self._view = View()
         self._static = {}
         self._states = {}
-        self._claims = {}
+        self._claims, self._dropping = {}, set()
         self._listed_at = dict.fromkeys(VIEW_KINDS, 0.0)
         self._dir_watchers = {
             kind: functools.partial(self._on_dir_event, kind) for kind in VIEW_KINDS

@@ -334,7 +334,7 @@ class ZkClaims(ZkLeases):
             lease=lease,
             expires_at=None if lease is None else now + lease,
             deadline=math.inf if lease is None else started + lease,
-            job=replace(job, lease_expires_at=None if lease is None else now + lease),
+            job=job if lease is None else replace(job, lease_expires_at=now + lease),
         )
         self._track(claim)
         if cancel:

@@ -185,13 +185,15 @@ class View:
     def spread(self, flows: Collection[str] | None, k: int) -> str | None:
         """Pop one of the ``k`` best waiting jobs of the best priority at random (to
         keep racing conductors off each other's heads); push the others back."""
+        place = random.randrange(k)  # pop no further than the place drawn
         picked: list[str] = []
-        while len(picked) < k and (job_id := self.best(flows, pop=True)) is not None:
+        while len(picked) <= place and (job_id := self.best(flows, pop=True)) is not None:
             picked.append(job_id)
         if not picked:
             return None
         rank = id_parts(picked[0])[0]
-        choice = random.choice([j for j in picked if id_parts(j)[0] == rank])
+        same = [j for j in picked if id_parts(j)[0] == rank]
+        choice = same[place] if place < len(same) else random.choice(same)
         for job_id in picked:
             if job_id != choice:
                 self.push(job_id)

@@ -92,6 +92,8 @@ def due_of(job_id: str) -> float | None:
 
 def is_scheduled(job_id: str, now: float | None = None) -> bool:
     """Whether a job (unclaimed) is still scheduled: its due time is after ``now``."""
+    if job_id.count("+") < 3:  # a plain id (p<rank>+<flow>+<seq>): never scheduled
+        return False
     due = due_of(job_id)
     return due is not None and due > (time.time() if now is None else now)
 
@@ -104,9 +106,12 @@ def id_parts(job_id: str) -> tuple[int, str, int]:
     return parts
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dump(value: Any) -> bytes:
     """A node's content: compact JSON."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 @overload
@@ -374,10 +379,17 @@ def active_job(
 
 def finish_record(job: Job, end: Ending) -> dict[str, Any]:
     """The ``done/<id>`` record of a job ending now as ``end`` says."""
-    done = end.apply(job, time.time()).to_dict()
+    ended = end.apply(job, time.time())
+    # Job.to_dict without its deep copy of store, result and details: encoded at once
+    done = {name: getattr(ended, name) for name in _JOB_FIELDS}
+    done["priority"] = ended.priority.value
+    done["state"] = ended.state.value
     done["finished_by"] = end.who
     done["forced"] = end.force
     return done
+
+
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
 
 
 def node_event(where: str, job_id: str, data: Mapping[str, Any]) -> BoardEvent:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -32,7 +33,7 @@ from kazoo.exceptions import (
     RuntimeInconsistency,
     SessionExpiredError,
 )
-from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
 from kazoo.retry import KazooRetry, RetryFailedError
 from kazoo.security import ACL
 
@@ -122,6 +123,41 @@ class Pacer:
                     log.exception("%s: paced call failed", self.name)
 
 
+class PollHandler(SequentialThreadingHandler):  # type: ignore[misc]
+    """kazoo's threading handler, waiting on its sockets with one ``poll(2)`` call.
+
+    kazoo's connection thread waits before every read and write of a packet;
+    its default ``select`` builds, fills and closes an epoll set each time
+    (four system calls and a fair amount of Python): about a sixth of a busy
+    conductor's CPU. A poll object costs no system call to build.
+    """
+
+    READ = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | select.POLLNVAL
+    WRITE = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+    def select(
+        self, rlist: list[Any], wlist: list[Any], xlist: list[Any], timeout: float | None = None
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        poller = select.poll()
+        for obj in rlist:
+            poller.register(obj, select.POLLIN | select.POLLPRI)
+        for obj in wlist:
+            poller.register(obj, select.POLLOUT | (select.POLLIN if obj in rlist else 0))
+        ready = poller.poll(None if timeout is None else timeout * 1000.0)
+        if not ready:
+            return [], [], []
+        events = dict(ready)
+        readable = [o for o in rlist if events.get(_fd(o), 0) & self.READ]
+        writable = [o for o in wlist if events.get(_fd(o), 0) & self.WRITE]
+        return readable, writable, []
+
+
+def _fd(obj: Any) -> int:
+    return obj if isinstance(obj, int) else int(obj.fileno())
+
+
 class ZkSession(JobBoard):
     """Requests to ZooKeeper and the session they run in."""
 
@@ -174,6 +210,7 @@ class ZkSession(JobBoard):
                 timeout=self.requested_session_timeout,
                 connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=1.0),
                 auth_data=[("digest", self._digest)] if self._digest else None,
+                handler=PollHandler(),
             )
             self._owns_client = True
         client = self._client
@@ -362,6 +399,8 @@ class ZkSession(JobBoard):
             else getattr(client, f"{op}_async")(path)
             for op, path in calls
         ]
+        if len(pending) > 1:  # answered in order: wake once, when the last is in
+            pending[-1].wait(self.session_timeout)
         out = []
         for result in pending:
             try:
@@ -371,12 +410,14 @@ class ZkSession(JobBoard):
         return out
 
     def _transact(
-        self, ops: list[tuple[Any, ...]], after: Callable[[], None] | None = None
+        self, ops: list[tuple[Any, ...]], after: Callable[[], Any] | None = None
     ) -> list[Any]:
         """Commit one multi-op transaction; raise ``Refused`` naming the failed op.
 
         ``after`` may send more requests behind the transaction before its answer
-        is awaited (same round trip; ZooKeeper answers them in order)."""
+        is awaited (same round trip; ZooKeeper answers them in order); the answer
+        to the last of them (which ``after`` returns) is awaited first, so that
+        the caller wakes once, with every answer in."""
         tx = self.client.transaction()
         size = 0
         for op, path, *args in ops:
@@ -398,8 +439,9 @@ class ZkSession(JobBoard):
                 field="result",
             )
         pending = tx.commit_async()
-        if after is not None:
-            after()
+        last = after() if after is not None else None
+        if last is not None:
+            last.wait(self.session_timeout)
         results: list[Any] = pending.get(timeout=self.session_timeout)
         for index, result in enumerate(results):
             if isinstance(result, Exception) and not isinstance(result, _CASCADE):

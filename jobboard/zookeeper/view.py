@@ -54,6 +54,8 @@ class ZkView(ZkPauses):
     _static: dict[str, dict[str, Any]]
     _states: dict[str, tuple[dict[str, Any] | None, int | None]]
     _claims: dict[str, tuple[dict[str, Any], ZnodeStat]]
+    #: Jobs whose claim node our own write in flight deletes (consume, fail, abandon).
+    _dropping: set[str]
     _listed_at: dict[str, float]
     _dir_watchers: dict[str, Callable[[Any], None]]
     _quiet_kinds: set[str]
@@ -197,7 +199,8 @@ class ZkView(ZkPauses):
                         if self._jobs_dirty:  # settled by the listing of jobs/ to come
                             self._deferred[job_id] = self._jobs_sent
                 reads += [("state", job_id) for job_id in released]
-                reads += [("claims", job_id) for job_id in added]
+                # our own live claim told its event already (its watch tells its loss)
+                reads += [("claims", job_id) for job_id in added - (self._held.keys() - self._lost)]
             else:
                 for job_id in added:
                     if job_id in self._held:
@@ -294,13 +297,16 @@ class ZkView(ZkPauses):
         result = self._client.get_async(self._path("claims", job_id), watch=self._on_claim_event)
         result.rawlink(functools.partial(self._claim_verified, job_id, held.token))
 
-    def _watch_claim(self, job_id: str, into: list[Any]) -> None:
+    def _watch_claim(self, job_id: str, into: list[Any]) -> Any:
         """Send a watching read of a claim node (pipelined behind the claim itself)."""
         into.append(self.client.get_async(self._path("claims", job_id), watch=self._on_claim_event))
+        return into[-1]
 
     def _on_claim_event(self, event: Any) -> None:
-        if not self._closed and event.type != EventType.NONE:
-            self._verify_claim(event.path.rpartition("/")[2])
+        job_id = (event.path or "").rpartition("/")[2]
+        ours = event.type == EventType.DELETED and job_id in self._dropping  # see _drop_own_claim
+        if not (self._closed or event.type == EventType.NONE or ours):
+            self._verify_claim(job_id)
 
     def _claim_verified(self, job_id: str, token: int, result: Any) -> None:
         try:

@@ -146,6 +146,21 @@ class ZkWrites(ZkProgress):
             self._local(kind, job_id, False)
         self._forget_claim(job_id)
 
+    def _drop_own_claim(self, job_id: str, ops: list[tuple[Any, ...]]) -> list[Any]:
+        """Commit a transaction that deletes our claim node: the deletion's watch event
+        (sent before the answer) is then ours, not a loss, and costs no read; the
+        mark stays until the claim is forgotten, as the event may be handled after
+        the answer. If the transaction is refused, the claim is read again (with a
+        watch): someone else's deletion may have been taken for ours."""
+        self._dropping.add(job_id)
+        try:
+            return self._transact(ops)
+        except BaseException as err:
+            self._dropping.discard(job_id)
+            if isinstance(err, Refused):
+                self._verify_claim(job_id)
+            raise
+
     # -- progress ---------------------------------------------------------------
 
     def _store_progress(
@@ -219,7 +234,10 @@ class ZkWrites(ZkProgress):
         if poison:
             ops += self._counted("poison")
         try:
-            self._transact(ops)
+            if fence.owner is not None and job_id in self._held:
+                self._drop_own_claim(job_id, ops)
+            else:
+                self._transact(ops)
         except Refused as refused:
             op = ops[refused.index]
             if op[1] == self._path("cancel", job_id):
@@ -241,6 +259,7 @@ class ZkWrites(ZkProgress):
             self._progress.pop(job_id, None)
             self._progress_dir.pop(job_id, None)
         self._untrack(job_id)
+        self._dropping.discard(job_id)
 
     def _finish_with_progress(self, end: Ending, progress: Mapping[str, str]) -> Job:
         return self._finish(end, progress)
@@ -330,7 +349,11 @@ class ZkWrites(ZkProgress):
                 ]
                 state_op = len(ops) - 1
                 try:
-                    results = self._transact(ops + self._counted("abandoned"))
+                    results = (
+                        self._drop_own_claim(job_id, ops + self._counted("abandoned"))
+                        if job_id in self._held
+                        else self._transact(ops + self._counted("abandoned"))
+                    )
                 except Refused:
                     if not force:
                         self._stale(job_id, who, token)

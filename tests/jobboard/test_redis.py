@@ -19,6 +19,7 @@ from jobboard import (
     ClaimStatus,
     InvalidJob,
     JobState,
+    NotOwner,
     unique_owner,
 )
 from jobboard.redis import RedisBoard
@@ -323,6 +324,8 @@ def test_claim_next_cost_does_not_grow_with_the_backlog(private_board):
     assert small.claim_next(unique_owner("c")) is not None  # loads the script
     for i in range(1000):
         large.post(f"j{i}", "f", priority="low" if i % 2 else "high")
+    # The first claim of a board also notes when its first lease ends (see _lib.lua).
+    assert large.claim_next(unique_owner("c")) is not None
     admin = redis.Redis(port=server.port)
 
     def commands_of_one_claim(board: jobboard.JobBoard) -> int:
@@ -457,7 +460,7 @@ def test_purge_of_everything_leaves_no_keys_behind(redis_board_factory, raw):
     assert board.purge() == 6
 
     keys = {k.decode() for k in raw.scan_iter(match=f"{prefix(board)}*")}
-    assert keys == {f"{prefix(board)}{k}" for k in ("counters", "seq", "board", "runs")}
+    assert keys == {f"{prefix(board)}{k}" for k in ("seq", "board", "runs")}
     assert list(board.iterjobs(states=list(JobState))) == []
 
 
@@ -506,3 +509,66 @@ def test_corrupt_job_data_gives_a_clear_invalid_job(redis_board_factory, raw):
     raw.hset(f"{keys}progress:{good.id}", "t", "[oops")
     with pytest.raises(InvalidJob, match="'t'"):
         board.load_progress(good)
+
+
+def test_claims_skip_the_reaper_until_a_lease_can_end_and_never_miss_one(private_board):
+    """A claim reaps and promotes only once the first lease end or due time kept in
+    the board's marker has come; a shorter lease or an earlier due time lowers it."""
+    board, server = private_board(lease=60)
+    admin = redis.Redis(port=server.port)
+    first = board.claim(board.post("long", "f"), unique_owner("a"))  # first lease ends in 60 s
+    board.post("later", "f", delay=60)  # first due time in 60 s
+    board.post("filler", "f")
+    assert board.claim_next(unique_owner("b")) is not None  # sets both bounds
+    before = admin.info("commandstats").get("cmdstat_zrangebyscore", {}).get("calls", 0)
+    board.post("next", "f")
+    assert board.claim_next(unique_owner("b")) is not None
+    after = admin.info("commandstats").get("cmdstat_zrangebyscore", {}).get("calls", 0)
+    assert after == before  # nothing could be due: neither step ran
+
+    # A lease renewed shorter and a job due sooner are still found on time.
+    board.renew([first], lease=0.2)
+    board.post("soon", "f", delay=0.3)
+    who = unique_owner("c")
+    taken = set()
+
+    def both_taken() -> bool:
+        claim = board.claim_next(who, lease=60)
+        if claim is not None:
+            taken.add(claim.job.name)
+        return taken == {"long", "soon"}
+
+    wait_until(both_taken, timeout=10)
+    admin.close()
+
+
+def test_a_lease_index_behind_its_job_is_fixed_not_reaped(private_board):
+    board, server = private_board(lease=60)
+    admin = redis.Redis(port=server.port)
+    who = unique_owner("a")
+    claim = board.claim(board.post("j", "f"), who)
+    p = prefix(board)
+    admin.zadd(f"{p}leases", {claim.job_id: 1.0})  # the index says the lease ended long ago
+    admin.hdel(f"{p}board", "reap_at")  # and the marker does not say otherwise
+
+    assert board.claim_next(unique_owner("b")) is None  # the reaper step meets it
+    assert board.get(claim.job_id).owner == who  # still claimed: its lease runs
+    assert admin.zscore(f"{p}leases", claim.job_id) == pytest.approx(claim.expires_at, abs=1)
+    assert float(admin.hget(f"{p}board", "reap_at")) == pytest.approx(claim.expires_at, abs=1)
+    admin.close()
+
+
+def test_a_lease_ended_by_a_progress_write_is_counted(private_board):
+    """save_progress of the board's own client does not read the marker: the lapse it
+    finds is still counted, and the board's gen still moves."""
+    board, _ = private_board()
+    who = unique_owner("a")
+    claim = board.claim(board.post("j", "f"), who, lease=0.2)
+    gen = board._gen
+    wait_until(lambda: board.get(claim.job_id).state is JobState.WAITING, timeout=5)
+    with pytest.raises(NotOwner):
+        board.save_progress(claim, who, claim.token, "t", {"state": "SUCCESS"})
+    assert board.counters()["expired"] == 1
+    assert board.counters()["claimed"] == board.counters()["posted"] == 1
+    board.claim_next(unique_owner("b"))  # a reply that carries the gen
+    assert board._gen == gen + 2  # the lapse, then the new claim

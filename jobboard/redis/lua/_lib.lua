@@ -10,7 +10,8 @@
 --   P.."leases"          zset    claimed jobs, score = lease end (board seconds)
 --   P.."finished"        zset    finished jobs, score = end of their retention
 --   P.."seq"             string  post sequence (FIFO order within a priority)
---   P.."counters"        hash    event name -> count
+--   P.."counters"        hash    event name -> count (boards from before the counts
+--                                moved into the marker; read, never written)
 --   P.."scheduled"       zset    jobs posted for later (state scheduled), score = due time
 --   P.."key:"..key       string  dedupe key -> job id (expires with its finished job)
 --   P.."children:"..id   zset    child ids of a job, score = +inf while unfinished, then
@@ -21,7 +22,9 @@
 --                                set was last checked on), epoch, gen (one more per
 --                                change), halted (why it refuses to work, or absent),
 --                                settle_until (no claims before: a restart), epoch_floor,
---                                created_at, observed_until (see the channels below)
+--                                created_at, reap_at and due_at (see BOUNDS),
+--                                "count:"..event, the event counters, and observed_until
+--                                (see the channels below)
 --   P.."runs"            list    "<run_id> <gen>": each server run the board met, and
 --                                the gen its data set held when first seen
 --   P.."wake:"..flow     list    wake-up tokens: one per job made waiting (at most
@@ -75,8 +78,14 @@ local EPOCH, GEN = 0, 0
 -- Set by guard() while the board settles after a server restart (board time):
 -- no claims until then, so that every client that saw the lost data can check in.
 local SETTLING = nil
--- Set by guard(): until when (board time) an observer follows every event; and by
--- now(): the board time this script read.
+-- Set by guard() from the board's marker: no claim's lease ends before BOUNDS.reap_at
+-- and no job posted for later is due before BOUNDS.due_at (board time; nil: unknown),
+-- so that a claim skips the reaper and promotion steps while nothing can be due.
+local BOUNDS = {}
+-- The bound of an empty index: later than any board time.
+local NEVER = 1e15
+-- Set by guard(): until when (board time) an observer follows every event (0: none;
+-- nil: the marker was not read); and by now(): the board time this script read.
 local OBSERVED, NOW = nil, nil
 
 local function now()
@@ -96,8 +105,8 @@ local function emit(P, kind, id, data, holder)
   local message = cjson.encode({kind = kind, job = id, data = data})
   if holder and holder ~= '' then
     redis.call('PUBLISH', P .. 'events:o:' .. holder, message)
-    if NOW and not (OBSERVED and OBSERVED > NOW) then
-      return
+    if NOW and OBSERVED and OBSERVED <= NOW then
+      return  -- nobody observes (a script that did not read the marker publishes both)
     end
   end
   redis.call('PUBLISH', P .. 'events', message)
@@ -117,15 +126,56 @@ local function server_run()
   return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 end
 
+-- Writes to the board's marker made by a wrapped script, sent as one HSET when
+-- it ends (flush_marker): its gen, counters and bounds.
+local MARKER = {}
+-- The event counters a wrapped script may move, read with the marker by guard().
+local COUNTED = {'posted', 'claimed', 'consumed', 'failed', 'cancelled', 'trashed', 'expired',
+  'abandoned', 'poison', 'purged'}
+-- Their values (nil when not read: count() reads it first).
+local COUNTS = {}
+
+-- Set by guard() once it read the marker: the script's marker writes wait in MARKER
+-- until it ends. A script that did not read it (hello, reset, and save_progress of a
+-- client that checks every connection it opens: see session.py) writes them at once.
+local MARKED = false
+
 -- One more change on the board: clients remember the highest gen they saw, and a
 -- data set that comes back from a restart with a lower one went backwards.
 local function bump(P)
-  GEN = redis.call('HINCRBY', P .. 'board', 'gen', 1)
+  if not MARKED then
+    GEN = redis.call('HINCRBY', P .. 'board', 'gen', 1)
+    return
+  end
+  GEN = GEN + 1
+  MARKER.gen = GEN
 end
 
+-- Count `n` (1) more of an event: a change like any other.
 local function count(P, name, n)
-  redis.call('HINCRBY', P .. 'counters', name, n or 1)
+  if not MARKED then
+    redis.call('HINCRBY', P .. 'board', 'count:' .. name, n or 1)
+  else
+    if not COUNTS[name] then
+      COUNTS[name] = tonumber(redis.call('HGET', P .. 'board', 'count:' .. name)) or 0
+    end
+    COUNTS[name] = COUNTS[name] + (n or 1)
+    MARKER['count:' .. name] = COUNTS[name]
+  end
   bump(P)
+end
+
+-- Send the marker's writes (the tail of every wrapped script, jobboard/redis/session.py).
+local function flush_marker(P)
+  local changed = {}
+  for field, value in pairs(MARKER) do
+    changed[#changed + 1] = field
+    changed[#changed + 1] = value
+  end
+  if #changed > 0 then
+    redis.call('HSET', P .. 'board', unpack(changed))
+    MARKER = {}
+  end
 end
 
 -- Run before every wrapped script: refuse while the board is halted, and send
@@ -136,8 +186,12 @@ end
 -- client checks the run id once per connection instead (jobboard/redis/session.py):
 -- a restarted or promoted server is always reached over a new connection.
 local function guard(P, known_run, known_epoch, check_run)
-  local b = redis.call('HMGET', P .. 'board', 'run_id', 'epoch', 'gen', 'halted', 'settle_until',
-    'observed_until')
+  local fields = {'run_id', 'epoch', 'gen', 'halted', 'settle_until', 'reap_at', 'due_at',
+    'observed_until'}
+  for _, name in ipairs(COUNTED) do
+    fields[#fields + 1] = 'count:' .. name
+  end
+  local b = redis.call('HMGET', P .. 'board', unpack(fields))
   if b[4] then
     return fail('HALTED ' .. b[4])
   end
@@ -145,7 +199,12 @@ local function guard(P, known_run, known_epoch, check_run)
       or (check_run and server_run() ~= known_run) then
     return fail('RECHECK')
   end
-  EPOCH, GEN, OBSERVED = known_epoch, tonumber(b[3]) or 0, tonumber(b[6])
+  EPOCH, GEN, OBSERVED = known_epoch, tonumber(b[3]) or 0, tonumber(b[8]) or 0
+  BOUNDS.reap_at, BOUNDS.due_at = tonumber(b[6]), tonumber(b[7])
+  MARKED = true
+  for i, name in ipairs(COUNTED) do
+    COUNTS[name] = tonumber(b[8 + i]) or 0
+  end
   local settle = tonumber(b[5])
   if settle and settle > now() then
     SETTLING = settle
@@ -195,6 +254,16 @@ local function dequeue(P, id, flow, emptied)
   end
 end
 
+-- An entry scored `at` joins the index whose bound is `name` (reap_at: leases,
+-- due_at: scheduled): keep the bound at or below it.
+local function lower(P, name, at)
+  local bound = BOUNDS[name]
+  if bound and at < bound then
+    BOUNDS[name] = at
+    MARKER[name] = fmt(at)
+  end
+end
+
 -- Make a scheduled job whose due time came waiting, in its place by (priority, post order).
 -- Returns true when the job was made waiting.
 local function promote_one(P, id, t)
@@ -222,9 +291,10 @@ local function promote(P, t, batch)
   end
 end
 
--- End a claim whose lease ran out: the job waits again in its old place.
+-- End a claim whose lease ran out (or, `void`, any claim: a halt or a reset makes
+-- every claim from before void): the job waits again in its old place.
 -- Returns true when the job was made waiting.
-local function lapse(P, id, t)
+local function lapse(P, id, t, void)
   local key = P .. 'job:' .. id
   local f = redis.call('HMGET', key, 'state', 'lease_expires_at', 'owner', 'token', 'flow', 'score')
   local ends = tonumber(f[2])
@@ -232,17 +302,31 @@ local function lapse(P, id, t)
     redis.call('ZREM', P .. 'leases', id)  -- a stale or corrupt index entry
     return false
   end
-  if ends and ends > t then
+  if ends and ends > t and not void then
     redis.call('ZADD', P .. 'leases', f[2], id)  -- renewed meanwhile: fix the index
+    lower(P, 'reap_at', ends)
     return false
   end
+  local why = void and ('claim of ' .. (f[3] or '?') .. ' voided: ' .. void)
+    or ('lease of ' .. (f[3] or '?') .. ' expired')
   redis.call('HSET', key, 'state', 'waiting', 'owner', '', 'claimed_at', '',
-    'lease_expires_at', '', 'updated_at', fmt(t), 'last_error', 'lease of ' .. (f[3] or '?') .. ' expired')
+    'lease_expires_at', '', 'updated_at', fmt(t), 'last_error', why)
   redis.call('ZREM', P .. 'leases', id)
   enqueue(P, id, f[5], f[6])
-  count(P, 'expired')
+  if not void then
+    count(P, 'expired')
+  end
   emit(P, 'expired', id, {token = tonumber(f[4]), owner = f[3], flow = f[5]}, f[3])
   return true
+end
+
+-- End every claim at once (hello halting the board, an operator's reset): a write
+-- fenced by a claim from before is then refused by the job itself, even by a
+-- script that does not read the marker (save_progress, see MARKED).
+local function void_claims(P, t, why)
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'leases', 0, -1)) do
+    lapse(P, id, t, why)
+  end
 end
 
 -- The reaper step: end at most `batch` expired leases, oldest first.
@@ -253,27 +337,81 @@ local function reap(P, t, batch)
   end
 end
 
+-- After a step went through an index: its bound is now its first entry.
+local function rebound(P, name, index)
+  local head = redis.call('ZRANGE', P .. index, 0, 0, 'WITHSCORES')
+  BOUNDS[name] = tonumber(head[2]) or NEVER
+  MARKER[name] = fmt(BOUNDS[name])
+end
+
+-- The reaper and promotion steps of a claim, each only when its bound says an
+-- entry may be due.
+local function due_steps(P, t, batch)
+  if not BOUNDS.reap_at or BOUNDS.reap_at <= t then
+    reap(P, t, batch)
+    rebound(P, 'reap_at', 'leases')
+  end
+  if not BOUNDS.due_at or BOUNDS.due_at <= t then
+    promote(P, t, batch)
+    rebound(P, 'due_at', 'scheduled')
+  end
+end
+
+-- A job's hash as a table (nil when there is none).
+local function load_job(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then
+    return nil
+  end
+  local job = {}
+  for i = 1, #flat, 2 do
+    job[flat[i]] = flat[i + 1]
+  end
+  return job
+end
+
+-- A job table as a flat list of fields and values (a script's reply).
+local function flat_job(job)
+  local out = {}
+  for name, value in pairs(job) do
+    out[#out + 1] = name
+    out[#out + 1] = value
+  end
+  return out
+end
+
 -- Read the fields a fenced write checks, ending a due lease first.
--- Returns {state, token, owner, flow, score} or nil and an error code.
-local function current(P, id, t)
-  local f = redis.call('HMGET', P .. 'job:' .. id, 'state', 'token', 'owner',
-    'lease_expires_at', 'flow', 'score')
+-- Returns {state, token, owner, flow, score} or nil and an error code; with
+-- `whole`, the job's whole hash as a table too (one read instead of several).
+local function current(P, id, t, whole)
+  local key = P .. 'job:' .. id
+  local f, job
+  if whole then
+    job = load_job(key)
+    f = job and {job.state, job.token, job.owner, job.lease_expires_at, job.flow, job.score} or {}
+  else
+    f = redis.call('HMGET', key, 'state', 'token', 'owner', 'lease_expires_at', 'flow', 'score')
+  end
   if not f[1] then
     return nil, 'NOTFOUND'
   end
+  local moved = false
   if f[1] == 'claimed' and (tonumber(f[4]) or 0) <= t and lapse(P, id, t) then
-    f[1], f[3] = 'waiting', ''
+    f[1], f[3], moved = 'waiting', '', true
   end
   if f[1] == 'scheduled' and promote_one(P, id, t) then
-    f[1] = 'waiting'
+    f[1], moved = 'waiting', true
   end
-  return {f[1], tonumber(f[2]), f[3], f[5], f[6]}
+  if moved and job then
+    job = load_job(key)
+  end
+  return {f[1], tonumber(f[2]), f[3], f[5], f[6]}, nil, job
 end
 
 -- Check that who/token own the job (skipped when forced); returns the fields
--- of current() or nil and an error code.
-local function fenced(P, id, who, token, force, t)
-  local f, err = current(P, id, t)
+-- of current() (and the job's table, with `whole`) or nil and an error code.
+local function fenced(P, id, who, token, force, t, whole)
+  local f, err, job = current(P, id, t, whole)
   if not f then
     return nil, err
   end
@@ -291,7 +429,7 @@ local function fenced(P, id, who, token, force, t)
     return nil, 'FINISHED ' .. f[1]
   end
   if force then
-    return f
+    return f, nil, job
   end
   if not f[2] then
     return nil, 'CORRUPT token'
@@ -309,24 +447,30 @@ local function fenced(P, id, who, token, force, t)
   if f[3] ~= who then
     return nil, 'NOTOWNER ' .. f[3]
   end
-  return f
+  return f, nil, job
 end
 
 -- The head of every fenced write, whose ARGV start P, id, who, token, forced:
--- returns the job's fields (or nil), the error code, then P, id, who, forced, now.
-local function fenced_head()
+-- returns the job's fields (or nil), the error code, then P, id, who, forced, now,
+-- and with `whole` the job's hash as a table.
+local function fenced_head(whole)
   local P, id, who, forced = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
   local t = now()
-  local f, err = fenced(P, id, who, tonumber(ARGV[4]), forced, t)
-  return f, err, P, id, who, forced, t
+  local f, err, job = fenced(P, id, who, tonumber(ARGV[4]), forced, t, whole)
+  return f, err, P, id, who, forced, t, job
 end
 
 -- Finish a job: state, times, retention (keys expire, finished index updated).
--- `extra` is a flat list of more hash fields to set.
-local function finish(P, id, state, t, retention, extra)
+-- `extra` is a flat list of more hash fields to set. `job`, the job's hash as a
+-- table when the caller read it, saves a read and is updated to match.
+local function finish(P, id, state, t, retention, extra, job)
   local key = P .. 'job:' .. id
-  redis.call('HSET', key, 'state', state, 'owner', '', 'lease_expires_at', '',
-    'updated_at', fmt(t), 'finished_at', fmt(t), unpack(extra))
+  local changed = {'state', state, 'owner', '', 'lease_expires_at', '',
+    'updated_at', fmt(t), 'finished_at', fmt(t)}
+  for _, v in ipairs(extra) do
+    changed[#changed + 1] = v
+  end
+  redis.call('HSET', key, unpack(changed))
   redis.call('ZREM', P .. 'leases', id)
   if math.floor(t * 1000000) % 16 == 0 then
     -- Lazy trim, about one finish in 16: readers skip entries whose job expired.
@@ -338,7 +482,15 @@ local function finish(P, id, state, t, retention, extra)
   redis.call('PEXPIRE', P .. 'progress:' .. id, ms)
   -- Producers' links: the dedupe key expires with the job; the parent's index keeps
   -- the child until its retention ends, and expires once no child is unfinished.
-  local link = redis.call('HMGET', key, 'key', 'parent')
+  local link
+  if job then
+    link = {job.key, job.parent}
+    for i = 1, #changed, 2 do
+      job[changed[i]] = tostring(changed[i + 1])
+    end
+  else
+    link = redis.call('HMGET', key, 'key', 'parent')
+  end
   if link[1] and link[1] ~= '' and redis.call('GET', P .. 'key:' .. link[1]) == id then
     redis.call('PEXPIRE', P .. 'key:' .. link[1], ms)
   end
@@ -358,11 +510,7 @@ end
 -- index entry was stale: the job was not waiting).
 local function take(P, id, who, lease, retention, t)
   local key = P .. 'job:' .. id
-  local flat = redis.call('HGETALL', key)
-  local job = {}
-  for i = 1, #flat, 2 do
-    job[flat[i]] = flat[i + 1]
-  end
+  local job = load_job(key) or {}
   local f = {job.attempts, job.max_attempts, job.token, job.flow, job.state}
   if not f[5] or KNOWN_STATES[f[5]] and f[5] ~= 'waiting' then
     return nil, nil  -- gone, or a stale index entry: the job is not waiting
@@ -380,7 +528,7 @@ local function take(P, id, who, lease, retention, t)
     count(P, 'poison')
   end
   if reason then
-    finish(P, id, 'trashed', t, retention, {'last_error', reason})
+    finish(P, id, 'trashed', t, retention, {'last_error', reason}, job)
     count(P, 'trashed')
     emit(P, 'trashed', id, {token = token, reason = reason, forced = true, flow = f[4]})
     return nil, reason
@@ -392,15 +540,13 @@ local function take(P, id, who, lease, retention, t)
     'updated_at', fmt(t)}
   redis.call('HSET', key, unpack(changed))
   redis.call('ZADD', P .. 'leases', ends, id)
+  lower(P, 'reap_at', t + lease)
   count(P, 'claimed')
   emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends}, who)
   for i = 1, #changed, 2 do
     job[changed[i]] = changed[i + 1]
   end
-  local out = {id}
-  for name, value in pairs(job) do
-    out[#out + 1] = name
-    out[#out + 1] = value
-  end
+  local out = flat_job(job)
+  table.insert(out, 1, id)
   return out
 end

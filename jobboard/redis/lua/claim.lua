@@ -11,7 +11,7 @@ local t = now()
 if SETTLING then
   return fail('SETTLING ' .. string.format('%.1f', SETTLING - t))
 end
-reap(P, t, tonumber(ARGV[6]))
+due_steps(P, t, tonumber(ARGV[6]))
 local f, err = current(P, id, t)
 if not f then
   return fail(err)

@@ -18,8 +18,7 @@ local t = now()
 if SETTLING then
   return 'idle ' .. fmt(t) .. ' ' .. fmt(SETTLING)  -- a restart settles: look again then
 end
-reap(P, t, tonumber(ARGV[5]))
-promote(P, t, tonumber(ARGV[5]))
+due_steps(P, t, tonumber(ARGV[5]))
 -- "=+": this client was woken by a token; when more jobs of the flow wait, hand
 -- a wake-up on to the next idle client (unless one is pending already).
 local pass = string.sub(ARGV[7], 2, 2) == '+'

@@ -1,12 +1,14 @@
 -- finish: end a job as complete, failed, cancelled or trashed, fenced by the
--- claim token (unless forced: an operator trashing any unfinished job).
+-- claim token (unless forced: an operator trashing any unfinished job), storing
+-- the last progress records given with it under the same fence.
 -- KEYS[1]  P.."job:"..id (routes the call; layout in _lib.lua)
 -- ARGV     P, id, who, token ("" when forced), forced "1"/"0", state, event name,
---          retention seconds, has result "1"/"0", result JSON, has error "1"/"0", error
+--          retention seconds, has result "1"/"0", result JSON, has error "1"/"0", error,
+--          then (atom name, record JSON) for each progress record to store
 -- Keys     job:<id>, progress:<id> (both expire after retention), leases,
 --          waiting:<flow>, flows, scheduled, finished, counters; publishes <event>.
 -- Returns  the finished job's hash as a flat list, or an error as save_progress.
-local f, err, P, id, who, forced, t = fenced_head()
+local f, err, P, id, who, forced, t, job = fenced_head(true)
 if not f then
   return fail(err)
 end
@@ -24,9 +26,12 @@ if ARGV[11] == '1' then
   table.insert(extra, 'last_error')
   table.insert(extra, ARGV[12])
 end
-finish(P, id, ARGV[6], t, tonumber(ARGV[8]), extra)
+if #ARGV > 12 then
+  redis.call('HSET', P .. 'progress:' .. id, unpack(ARGV, 13))
+end
+finish(P, id, ARGV[6], t, tonumber(ARGV[8]), extra, job)
 count(P, ARGV[7])
 -- The holder's channel (an operator's forced end reaches the conductor running the job).
 emit(P, ARGV[7], id, {token = f[2], owner = who, forced = forced, flow = f[4]},
   f[1] == 'claimed' and f[3] or nil)
-return redis.call('HGETALL', P .. 'job:' .. id)
+return flat_job(job)

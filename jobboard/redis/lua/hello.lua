@@ -6,7 +6,8 @@
 --          how many server runs to remember, seconds to settle after a restart
 --          (0 when the client saw that the server loses nothing: AOF fsync always)
 -- Keys     board (created on first use; stamped with each new server run), runs;
---          publishes "halted" when it halts the board.
+--          when it halts the board: every claim ends (leases, job:<id>, waiting:<flow>),
+--          publishes "halted" (and "expired" per claim).
 -- Returns  {"ok", run id, epoch, gen} | {"reset", run id, epoch, gen} (an operator
 --          reset the board: every older claim is void) | {"halted", reason}
 local P, known_run = ARGV[1], ARGV[2]
@@ -19,6 +20,7 @@ local b = redis.call('HMGET', key, 'run_id', 'epoch', 'gen', 'halted', 'epoch_fl
 local function halt(reason, floor)
   redis.call('HSET', key, 'halted', reason, 'halted_at', fmt(t), 'run_id', run,
     'epoch_floor', math.max(floor, tonumber(b[5]) or 0))
+  void_claims(P, t, 'the board halted')
   redis.call('HSETNX', key, 'epoch', floor)
   redis.call('HSETNX', key, 'gen', 0)
   notice(P, 'halted', {reason = reason})

@@ -39,6 +39,7 @@ redis.call('HSET', key, 'id', id, 'name', name, 'flow', flow, 'store', ARGV[5],
   'parent', parent)
 if state == 'scheduled' then
   redis.call('ZADD', P .. 'scheduled', fmt(due), id)
+  lower(P, 'due_at', due)
   wake(P, flow)  -- an idle waiter learns the due time with its next claim_next
 else
   enqueue(P, id, flow, score)

@@ -21,6 +21,7 @@ for i = 3, #ARGV, 3 do
     else
       redis.call('HSET', key, 'lease_expires_at', ends)
       redis.call('ZADD', P .. 'leases', ends, id)
+      lower(P, 'reap_at', t + lease)
       status = (f[5] == '1') and 2 or 1
       renewed = true
     end

@@ -3,7 +3,8 @@
 -- and let clients work again. Their claims from before are void. Not wrapped.
 -- KEYS[1]  P.."board" (routes the call; layout in _lib.lua)
 -- ARGV     P, the operator client's known epoch
--- Keys     board, runs; publishes "reset".
+-- Keys     board, runs, and every claim, which ends (leases, job:<id>, waiting:<flow>);
+--          publishes "reset" (and "expired" per claim).
 -- Returns  {run id, new epoch, gen}
 local P = ARGV[1]
 local key = P .. 'board'
@@ -15,5 +16,6 @@ redis.call('HDEL', key, 'halted', 'halted_at', 'settle_until')
 redis.call('HSET', key, 'run_id', run, 'epoch', epoch, 'gen', gen, 'reset_at', fmt(t))
 redis.call('HSETNX', key, 'created_at', fmt(t))
 redis.call('RPUSH', P .. 'runs', run .. ' ' .. gen)
+void_claims(P, t, 'the board was reset')
 notice(P, 'reset', {epoch = epoch})
 return {run, epoch, gen}

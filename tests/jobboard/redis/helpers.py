@@ -69,11 +69,15 @@ def counting_round_trips(board: Any, monkeypatch: pytest.MonkeyPatch) -> Iterato
     """Count the requests ``board`` sends inside the ``with`` block."""
     trips = RoundTrips()
     client = board._client
-    execute, pipeline = client.execute_command, client.pipeline
+    execute, pipeline, evalsha = client.execute_command, client.pipeline, board._evalsha
 
     def counted_execute(*args: Any, **kwargs: Any) -> Any:
         trips.count += 1
         return execute(*args, **kwargs)
+
+    def counted_evalsha(*args: Any, **kwargs: Any) -> Any:  # scripts sent by the board itself
+        trips.count += 1
+        return evalsha(*args, **kwargs)
 
     def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
         pipe = pipeline(*args, **kwargs)
@@ -95,6 +99,7 @@ def counting_round_trips(board: Any, monkeypatch: pytest.MonkeyPatch) -> Iterato
     with monkeypatch.context() as patch:
         patch.setattr(client, "execute_command", counted_execute)
         patch.setattr(client, "pipeline", counted_pipeline)
+        patch.setattr(board, "_evalsha", counted_evalsha)
         if getattr(client, "connection_pool", None) is not None:
             patch.setattr(board, "_pop_token", counted_pop)
         yield trips

@@ -13,7 +13,15 @@ import redis
 
 import jobboard
 from conductor.conductor import Conductor
-from jobboard import BoardRegressed, BoardUnavailable, ClaimStatus, StaleToken, unique_owner
+from jobboard import (
+    BoardRegressed,
+    BoardUnavailable,
+    ClaimStatus,
+    JobState,
+    NotOwner,
+    StaleToken,
+    unique_owner,
+)
 from jobboard.admin.listings import stats_view
 from jobboard.admin.render import render_stats
 from jobboard.redis import RedisBoard
@@ -171,3 +179,26 @@ def test_a_snapshot_restart_is_caught_with_or_without_the_connection_check(
     with pytest.raises(BoardRegressed, match="went back"):
         board.save_progress(claim, who, claim.token, "t", {"state": "SUCCESS"})
     assert board.halted is not None
+
+
+def test_a_reset_ends_every_claim_so_progress_under_an_older_one_is_refused(
+    redis_server_factory, open_board
+):
+    """save_progress of the board's own client does not read the marker: an
+    operator's reset (or a halt) ends every claim, and the job's fence refuses."""
+    server = redis_server_factory()
+    ns = namespace()
+    owner, operator = open_board(server, namespace=ns, lease=60), open_board(server, namespace=ns)
+    who = unique_owner("owner")
+    claim = owner.claim(owner.post("j", "f"), who)
+    owner.save_progress(claim, who, claim.token, "t1", {"state": "SUCCESS"})
+
+    assert operator.reset_after_data_loss() == 1
+
+    with pytest.raises(NotOwner):  # the owner had not heard of the reset yet
+        owner.save_progress(claim, who, claim.token, "t2", {"state": "SUCCESS"})
+    assert set(operator.load_progress(claim.job_id)) == {"t1"}
+    job = operator.get(claim.job_id)
+    assert job.state is JobState.WAITING and "voided" in (job.last_error or "")
+    fresh = operator.claim(claim.job_id, unique_owner("next"))
+    assert fresh.token > 1 << 32 > claim.token
