@@ -144,6 +144,8 @@ class RedisSubscription(RedisDurability):
             )
         except errors.BoardUnavailable:
             return
+        if threading.current_thread() is self._listener:
+            return  # asked from a listener: the event thread follows once it returns
         with self._follow_cond:
             if not self._follow_cond.wait_for(
                 lambda: self._follow_done >= wanted or self._stopping.is_set(),
