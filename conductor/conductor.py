@@ -145,6 +145,14 @@ class Conductor(Heartbeat):
         #: Set once the drain timeout has passed: a job claimed later stops at once.
         self._stop_tasks = threading.Event()
         self._paused: frozenset[str] = frozenset()
+        # The board's settings count (pauses, schedules) as last read, whether each must
+        # be read again, and when the next schedule tick falls due (wall clock).
+        self._settings_seen: int | None = None
+        self._pauses_stale = self._schedules_stale = True
+        self._next_tick = 0.0
+        # An idle heartbeat sleeps until its next refresh; a claim wakes it for renewals.
+        self._beat_wake = threading.Event()
+        self._beat_idle = False
         self.last_heartbeat: float | None = None
         self.stats: dict[str, int] = {k: 0 for k in ConductorEvents.ALL}
 
@@ -157,8 +165,14 @@ class Conductor(Heartbeat):
         # Daemon workers: a task that ignores every stop cannot keep the process alive.
         for n in range(self.max_simultaneous_jobs):
             threading.Thread(target=self._worker, name=f"{self.name}-job-{n}", daemon=True).start()
-        self._refresh_paused()
+        # Registration first: the pauses and schedules read after it are at least as new
+        # as the settings count it saw, so the heartbeat need not read them again.
         self._register()
+        self._note_settings()
+        self._refresh_paused()
+        if self._paused & set(self._flow_names):
+            self._register()  # the registration lists the paused flows
+        self._promote_schedules()
         self.board.add_listener(self._on_board_event, held_only=True)
         self._heartbeat = threading.Thread(
             target=self._heartbeat_main, name=f"{self.name}-heartbeat", daemon=True
@@ -178,6 +192,7 @@ class Conductor(Heartbeat):
             except BoardError as err:
                 LOG.warning("could not unregister %s: %s", self.owner, err)
             self._stopped.set()
+            self._beat_wake.set()
             LOG.info("conductor %s stopped", self.name)
 
     def stop(self, timeout: float | None = None) -> None:
@@ -279,6 +294,8 @@ class Conductor(Heartbeat):
         with self._lock:
             self._running[claim.job_id] = running
         self._emit(ConductorEvents.CLAIMED, job, token=claim.token)
+        if self._beat_idle:
+            self._beat_wake.set()  # the heartbeat slept past a renewal: start renewing
         return running
 
     def _wait_for_work(self, flows: list[str]) -> None:

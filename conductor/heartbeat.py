@@ -51,6 +51,12 @@ class Heartbeat:
     _stopping: threading.Event
     _abort: threading.Event
     _stopped: threading.Event
+    _settings_seen: int | None
+    _pauses_stale: bool
+    _schedules_stale: bool
+    _next_tick: float
+    _beat_wake: threading.Event
+    _beat_idle: bool
 
     @property
     def running_jobs(self) -> list[RunningJob]:
@@ -66,16 +72,34 @@ class Heartbeat:
         raise NotImplementedError
 
     def _refresh_paused(self) -> None:
-        """Read the board's paused flows (the heartbeat does it at each registration refresh,
-        so a pause costs no round trip of its own on the claim path)."""
+        """Read the board's paused flows (the heartbeat does it at a registration refresh
+        that saw the board's settings change, so a pause costs no round trip of its own on
+        the claim path)."""
         try:
             paused = frozenset(self.board.paused_flows())
         except BoardError as err:  # keep the last known set; claims report the outage
             LOG.debug("could not read paused flows: %s", err)
             return
+        self._pauses_stale = False
         for flow in sorted((paused ^ self._paused) & set(self._flow_names)):
             LOG.info("flow %s %s", flow, "paused: not claiming it" if flow in paused else "resumed")
         self._paused = paused
+
+    def _note_settings(self) -> None:
+        """After a registration refresh: pauses and schedules must be read again when the
+        board's settings count moved (always, on a board that keeps none)."""
+        version = self.board.settings_version()
+        if version is None or version != self._settings_seen:
+            self._settings_seen = version
+            self._pauses_stale = self._schedules_stale = True
+
+    def _beat_period(self) -> float:
+        """Seconds between registration refreshes. On a board whose refresh also tells
+        of other conductors' leases (``settings_version`` kept), one lease at most, so
+        that an idle conductor hears of a dead owner's lease by its end."""
+        if self.board.settings_version() is None:
+            return self.ENTITY_REFRESH
+        return max(0.05, min(self.ENTITY_REFRESH, self.lease))
 
     def _heartbeat_main(self) -> None:
         """The heartbeat thread; if it ever dies the conductor must not run on without renewals."""
@@ -90,8 +114,13 @@ class Heartbeat:
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.05, self.lease * self.RENEW_FRACTION)
-        next_entity = time.monotonic() + self.ENTITY_REFRESH
-        while not self._stopped.wait(interval):
+        beat = self._beat_period()
+        next_tick = time.monotonic() + interval
+        next_entity = time.monotonic() + beat
+        while True:
+            next_tick = self._heartbeat_sleep(next_tick, next_entity, interval)
+            if self._stopped.is_set():
+                return
             self._renew()
             self._promote_schedules()
             for running in self.running_jobs:
@@ -100,11 +129,34 @@ class Heartbeat:
                 if progress is not None:
                     progress.flush()
             if time.monotonic() >= next_entity:
-                next_entity = time.monotonic() + self.ENTITY_REFRESH
-                self._refresh_paused()
+                next_entity = time.monotonic() + beat
                 self._register()
+                self._note_settings()
+                if self._pauses_stale:
+                    self._refresh_paused()
             else:
                 self.last_heartbeat = time.monotonic()
+            next_tick = time.monotonic() + interval
+
+    def _heartbeat_sleep(self, next_tick: float, next_entity: float, interval: float) -> float:
+        """Sleep until the next tick of the heartbeat; returns when the one after falls.
+
+        With no job running and a board that keeps a settings count, there is
+        nothing to renew: sleep until the next refresh or schedule tick instead,
+        unless a claim wakes it (the first renewal is then one interval away).
+        """
+        while True:
+            self._beat_idle = self._settings_seen is not None
+            pause = next_tick - time.monotonic()
+            if self._beat_idle and not self._running:
+                due = min(next_entity - time.monotonic(), self._next_tick - time.time())
+                pause = max(pause, due)
+            woken = self._beat_wake.wait(max(0.0, pause))
+            self._beat_idle = False
+            if not woken or self._stopped.is_set():
+                return next_tick
+            self._beat_wake.clear()
+            next_tick = time.monotonic() + interval
 
     def _renew(self) -> None:
         claims = [r.claim for r in self.running_jobs if not (r.abandoned or r.loss_reported)]
@@ -138,11 +190,19 @@ class Heartbeat:
         """Post the due ticks of the board's schedules for the flows served here.
 
         Runs on the heartbeat; every conductor may race on a tick, the tick's
-        dedupe key and the compare-and-set on ``next_at`` make it one job.
+        dedupe key and the compare-and-set on ``next_at`` make it one job. On a
+        board that keeps a settings count, the schedules are read only when it
+        moved or when the next tick falls due.
         """
+        now = time.time()
+        if self._settings_seen is not None and not self._schedules_stale and now < self._next_tick:
+            return  # nothing changed and no tick is due: no round trip
         try:
-            for job in schedules.promote_due(self.board, self._flow_names):
+            found = schedules.list_schedules(self.board)
+            for job in schedules.promote_due(self.board, self._flow_names, now, found):
                 LOG.debug("schedule tick posted as job %s", job.id)
+            self._schedules_stale = False
+            self._next_tick = schedules.next_due(found, self._flow_names, now)
         except BoardError as err:
             self._board_error("promote schedules", err)
         except Exception:  # noqa: BLE001 - a bad schedule must never stop the heartbeat

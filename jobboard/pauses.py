@@ -48,6 +48,13 @@ class FlowPauses(BoardChecks):
             out[flow] = note if isinstance(note, dict) else {"reason": None}
         return out
 
+    def settings_version(self) -> int | None:
+        """A number that moves whenever flow pauses or schedules change, as the last
+        ``register_entity`` of this board saw it; ``None`` when the backend does not
+        keep one. A conductor re-reads pauses and schedules only when it moved, so that
+        its heartbeat is the only request it sends while idle."""
+        return None
+
     def _validate_flow_name(self, flow: str) -> None:
         if not isinstance(flow, str) or not FLOW_RE.match(flow):
             raise errors.InvalidJob(

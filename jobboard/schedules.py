@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -290,14 +290,31 @@ def tick_key(name: str, tick: float) -> str:
     return f"schedule:{name}:{tick:.3f}"
 
 
+def next_due(found: Iterable[Schedule], flows: Collection[str] | None, now: float) -> float:
+    """When the next tick of an unpaused schedule of ``flows`` (all when None) among
+    ``found`` falls due, once the ticks due at ``now`` are posted; inf when none.
+    A conductor that knows the schedules did not change reads them again only then."""
+    due = math.inf
+    for schedule in found:
+        if schedule.paused or (flows is not None and schedule.flow not in flows):
+            continue
+        upcoming = schedule.next_at if schedule.next_at > now else schedule.next_after(now)
+        due = min(due, upcoming)
+    return due
+
+
 def promote_due(
-    board: JobBoard, flows: Collection[str] | None = None, now: float | None = None
+    board: JobBoard,
+    flows: Collection[str] | None = None,
+    now: float | None = None,
+    found: Iterable[Schedule] | None = None,
 ) -> list[Job]:
     """Post the due tick of every unpaused schedule of ``flows`` (all when None) and
-    advance its ``next_at``; returns the jobs this call posted or found posted."""
+    advance its ``next_at``; returns the jobs this call posted or found posted.
+    ``found``: the schedules as just read (else they are read here)."""
     now = time.time() if now is None else now
     posted = []
-    for schedule in list_schedules(board):
+    for schedule in list_schedules(board) if found is None else found:
         if schedule.paused or (flows is not None and schedule.flow not in flows):
             continue
         try:

@@ -5,9 +5,10 @@ documents the key layout): waiting jobs sit in one sorted set per flow scored
 by (priority, post order), claims are leases in a sorted set that the claim
 scripts reap as they go, and every fenced write checks owner, token and lease
 inside the server, atomically with the write. Every change is also published
-as a JSON event on one channel per namespace; one background thread per board
-listens to it, so waiters wake up on posts and owners learn about cancels and
-lost claims without asking. See ``docs/redis.md``.
+as a JSON event, on the channel of the owner whose claim it concerns (or of the
+namespace); one background thread per board listens to its owners' channels,
+so that owners learn about cancels and lost claims without asking and an idle
+conductor hears nothing of other conductors' jobs. See ``docs/redis.md``.
 
 Reads (``get``, ``iterjobs``, ``load_progress``...) and idempotent writes
 (``post`` with its client-made id, ``renew``, ``purge``, entities) are retried
@@ -19,7 +20,9 @@ the ones below it:
 
 * ``decoding``: job hashes, replies and script refusals read into the model;
 * ``session``: the client, scripts, retries and error translation;
-* ``events``: the event thread, wake-up and ``wait``;
+* ``subscription``: the event thread, which follows the channels of this process's
+  owners (or every channel), and catches up after a reconnect;
+* ``events``: what each event changes, wake-up and ``wait``;
 * ``reads``: jobs, listings, progress and counters;
 * ``writes``: fenced writes (progress, finish, abandon) and cancel;
 * ``claims``: claiming and renewing;
@@ -32,14 +35,14 @@ from __future__ import annotations
 import functools
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar, Self
 
 import redis
 
 from jobboard import errors
 from jobboard.changes import NewJob
-from jobboard.model import Entity, Job, JobState
+from jobboard.model import BoardEvent, Claim, Entity, Job, JobRef, JobState
 from jobboard.redis import topology
 from jobboard.redis.decoding import decode_job, json_object, pairs, server_time, text
 from jobboard.redis.durability import POLICIES
@@ -69,6 +72,8 @@ class RedisBoard(RedisProducers):
     scheme = "redis"
     #: Finished-index entries one purge script call looks at.
     PURGE_BATCH: ClassVar[int] = 500
+    #: The settings count the last registration refresh read (see settings_version).
+    _settings: int | None
 
     def __init__(
         self,
@@ -110,6 +115,14 @@ class RedisBoard(RedisProducers):
         self._connection = dict(connection or {})
         self._prefix = f"jb:{{{self.namespace}}}:"
         self._channel = self._prefix + "events"
+        self._owners = set()
+        self._follow_all = False
+        self._follow_asked = self._follow_done = 0
+        self._follow_cond = threading.Condition()
+        self._blocked = {}
+        self._pubsub = None
+        self._observed_at = 0.0
+        self._settings = None
         self._control = f"{self._prefix}control:{uuid.uuid4().hex}"
         self._client = None
         self._scripts = {}
@@ -199,6 +212,25 @@ class RedisBoard(RedisProducers):
             self._spare.clear()
         self._wake(None)
 
+    # Claims: first follow the owner's event channel (see ``events``).
+
+    def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
+        self._follow_owner(who)
+        return super().claim(job, who, lease=lease)
+
+    def claim_next(
+        self, who: str, flows: Collection[str] | None = None, *, lease: float | None = None
+    ) -> Claim | None:
+        self._follow_owner(who)
+        return super().claim_next(who, flows, lease=lease)
+
+    def add_listener(
+        self, callback: Callable[[BoardEvent], None], *, held_only: bool = False
+    ) -> None:
+        super().add_listener(callback, held_only=held_only)
+        if not held_only:
+            self._follow_everything()  # watch, wait_for: every event of the board
+
     def __repr__(self) -> str:
         return f"<RedisBoard {self.name!r} namespace={self.namespace!r} at {self._where()}>"
 
@@ -240,14 +272,16 @@ class RedisBoard(RedisProducers):
         return {text(k): text(v) for k, v in raw.items()}
 
     def _write_pause(self, flow: str, encoded: str | None) -> bool:
-        key = f"{self._prefix}pauses"
-        if encoded is None:
-            removed = self._call("resume_flow", None, lambda: self._redis().hdel(key, flow), safe=True)
-            return bool(removed)
-        added = self._call(
-            "pause_flow", None, lambda: self._redis().hset(key, flow, encoded), safe=True
+        # One script: the note and the settings count that conductors' heartbeats read.
+        before = self._call(
+            "resume_flow" if encoded is None else "pause_flow",
+            None,
+            lambda: self._scripts["set_pause"](
+                keys=[f"{self._prefix}pauses"], args=[self._prefix, flow, encoded or ""]
+            ),
+            safe=True,
         )
-        return not added
+        return bool(before)
 
     # -- entities -----------------------------------------------------------
 
@@ -260,7 +294,7 @@ class RedisBoard(RedisProducers):
                     f"entity field {field_name!r} must be a non-empty string", field=field_name
                 )
         encoded = self._encode(dict(metadata or {}), "metadata", name)
-        self._call(
+        _, settings, now, lease_end = self._call(
             "register_entity",
             None,
             lambda: self._script(
@@ -273,6 +307,12 @@ class RedisBoard(RedisProducers):
             ),
             safe=True,
         )
+        self._settings = int(settings)
+        # The heartbeat tells an idle waiter of other conductors' leases (see events).
+        self._heard_leases(float(now), None if lease_end is None else float(lease_end))
+
+    def settings_version(self) -> int | None:
+        return self._settings
 
     def unregister_entity(self, name: str, kind: str = "conductor") -> None:
         def write() -> None:

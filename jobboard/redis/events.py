@@ -1,32 +1,28 @@
-"""Events and wake-up of the Redis board: one subscriber thread per board.
+"""Wake-up of the Redis board: waiting for jobs, and what each event changes.
 
-Every script publishes its change as a JSON event on the namespace's channel.
-A background thread per board subscribes to it (reconnecting with backoff)
-and feeds each event to the local view of claims and to listeners, and wakes
-the threads blocked in :meth:`RedisEvents.wait` whose flows it concerns.
-While the subscription is down, the board's claims count as uncertain and
-waiters poll instead.
+The event thread (:mod:`jobboard.redis.subscription`) feeds each event to
+:meth:`RedisEvents._on_message`: the local view of claims and the listeners
+learn of it, and the threads blocked in :meth:`RedisEvents.wait` whose flows
+it concerns wake up. Waiters on named flows block on their wake-up lists
+instead, so that a post wakes one idle client, not all. While the
+subscription is down, the board's claims count as uncertain and waiters poll.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import random
 import threading
 import time
 from collections.abc import Collection
 from typing import Any, ClassVar
 
-import redis
-
 from jobboard import errors
 from jobboard.model import BoardEvent
-from jobboard.redis import topology
 from jobboard.redis.decoding import server_time, text
-from jobboard.redis.durability import RedisDurability
 from jobboard.redis.idle import IdleKnowledge, flow_key
 from jobboard.redis.session import log
+from jobboard.redis.subscription import RedisSubscription
 
 __all__ = ["RedisEvents"]
 
@@ -34,57 +30,33 @@ __all__ = ["RedisEvents"]
 _WAKE_KINDS = frozenset({"posted", "abandoned", "expired"})
 #: Events that end a claim (its lease end no longer matters to idle waiters).
 _ENDED_KINDS = frozenset({"consumed", "failed", "cancelled", "trashed", "abandoned", "expired"})
+#: Tokens of a client's private wake-up list: end the wait; compute the block again.
+_STOP_WAIT, _LOOK_AGAIN = "1", "0"
 
 
-class RedisEvents(RedisDurability):
-    """The event subscription, and waiting for jobs."""
+class RedisEvents(RedisSubscription):
+    """Waiting for jobs, and what the events say."""
 
-    #: Seconds the event thread blocks per read; bounds how long close() waits
-    #: for it when the server cannot be told to wake it.
-    LISTEN_POLL: ClassVar[float] = 1.0
-    #: First and longest pause (seconds) between event-subscription reconnects.
-    LISTEN_BACKOFF: ClassVar[float] = 0.1
-    LISTEN_BACKOFF_MAX: ClassVar[float] = 5.0
+    #: Longest expected gap (seconds) between two heartbeats (``register_entity``) of a
+    #: conductor; twice that without one, a waiter stops trusting them (see _news_horizon).
+    HEARD_MAX: ClassVar[float] = 5.0
     #: Seconds after a known lease end that a waiter looks (clocks are rounded).
     EXPIRY_MARGIN: ClassVar[float] = 0.005
     #: Longest an idle waiter trusts its last check without asking (a safety net).
     QUIET_MAX: ClassVar[float] = 30.0
-    #: Longest and shortest single block (seconds) on the wake-up lists (below the socket timeout).
-    TOKEN_BLOCK_MAX: ClassVar[float] = 4.0
+    #: Longest and shortest single block (seconds) on the wake-up lists. The block is
+    #: read with its own timeout (block + socket timeout); on a Cluster, whose client
+    #: offers no such read, it stays a second under the socket timeout.
+    TOKEN_BLOCK_MAX: ClassVar[float] = 30.0
     TOKEN_BLOCK_MIN: ClassVar[float] = 0.01
 
-    _channel: str
-    _control: str
-    _listener: threading.Thread | None
-    _stopping: threading.Event
     _waiters_lock: threading.Lock
     _waiters: list[tuple[frozenset[str] | None, threading.Event]]
     _idle: IdleKnowledge
     #: Set when a wait took a wake-up token: the next claim_next passes one on.
     _pass_on: bool
-
-    def _start_listening(self, client: redis.Redis) -> None:
-        """Start the event thread on ``client``."""
-        self._stopping.clear()
-        self._listener = threading.Thread(
-            target=self._listen,
-            args=(client,),
-            name=f"jobboard-events-{self.namespace}",
-            daemon=True,
-        )
-        self._listener.start()
-
-    def _stop_listening(self, client: redis.Redis) -> None:
-        """Stop the event thread and wait for it (bounded)."""
-        self._stopping.set()
-        try:
-            client.publish(self._control, "stop")  # wakes the event thread at once
-        except redis.RedisError:
-            pass
-        if self._listener not in (None, threading.current_thread()):
-            assert self._listener is not None
-            self._listener.join(self.LISTEN_POLL + self.SOCKET_TIMEOUT)
-        self._listener = None
+    #: Waiters blocked on wake-up lists: thread id -> end of the block (local monotonic).
+    _blocked: dict[int, float]
 
     def wait(self, timeout: float | None = None, *, flows: Collection[str] | None = None) -> bool:
         """Block until a job of ``flows`` may be waiting; False on timeout.
@@ -101,6 +73,8 @@ class RedisEvents(RedisDurability):
         wanted = flow_key(flows)
         if wanted:
             return self._wait_for_token(deadline, wanted)
+        if wanted is None:
+            self._follow_everything()  # posts of every flow wake it
         entry = (wanted, threading.Event())
         with self._waiters_lock:
             self._waiters.append(entry)
@@ -141,11 +115,11 @@ class RedisEvents(RedisDurability):
                 pause = self.LISTEN_BACKOFF_MAX
                 quiet = None
             else:
-                quiet = self._idle.proved_until(flows)
+                quiet = self._idle.proved_until(flows, self._news_horizon())
                 if quiet is None:
                     if self._available(flows):
                         return True
-                    quiet = self._idle.proved_until(flows)
+                    quiet = self._idle.proved_until(flows, self._news_horizon())
                 pause = self._token_block_max()
             now = time.monotonic()
             if quiet is not None:
@@ -160,6 +134,8 @@ class RedisEvents(RedisDurability):
             if not self._subscribed.is_set():
                 self._stopping.wait(pause)
                 continue
+            me = threading.get_ident()
+            self._blocked[me] = now + pause
             try:
                 token = self._call(
                     "wait", None, functools.partial(self._pop_token, keys, pause), safe=True
@@ -168,11 +144,40 @@ class RedisEvents(RedisDurability):
                 if self._client is None:
                     return False  # closed meanwhile
                 raise
+            finally:
+                self._blocked.pop(me, None)
             if token is not None:
                 if text(token[0]) == self._interrupt_key:
+                    if text(token[1]) == _LOOK_AGAIN:
+                        continue  # news of a lease ending sooner than this block
                     return False
                 self._pass_on = True
                 return True
+
+    def _news_horizon(self) -> float | None:
+        """How long the latest news of the board's leases holds (None: for ever).
+
+        A board that hears every ``claimed`` event (it follows every event) knows
+        each lease as it starts. One that follows only its owners' channels learns
+        of other leases from its heartbeats (``register_entity`` reads the earliest
+        lease end, and wakes a waiter that would sleep past it): while they come, a
+        waiter trusts them. Without heartbeats, it learns of leases from its own
+        checks only: a lease started since the latest ends no sooner than one lease
+        length later, so the waiter looks again then.
+        """
+        if self._follow_all or self._idle.fed_within(2 * max(self.lease, self.HEARD_MAX)):
+            return None
+        return self.lease
+
+    def _heard_leases(self, server_now: float, lease_end: float | None) -> None:
+        """A heartbeat read the earliest lease end: remember it, and wake a waiter
+        whose block would end after it (so that a dead owner's job is taken over at
+        its lease end) to compute its block again."""
+        self._idle.heard(time.monotonic(), server_now, lease_end)
+        first = self._idle.lease_end()
+        late = sum(1 for end in list(self._blocked.values()) if end > first + self.EXPIRY_MARGIN)
+        if late:
+            self._push_interrupt(_LOOK_AGAIN, late)
 
     WAIT_INTERRUPTIBLE: ClassVar[bool] = True
 
@@ -184,10 +189,14 @@ class RedisEvents(RedisDurability):
     def interrupt_wait(self) -> None:
         """End this process's waits blocked on wake-up tokens (and wake the others)."""
         self._wake(None, changed=False)
+        self._push_interrupt(_STOP_WAIT)
+
+    def _push_interrupt(self, what: str, count: int = 1) -> None:
+        """Push ``count`` tokens ``what`` into this client's private wake-up list."""
 
         def push() -> None:
             pipe = self._pipeline()
-            pipe.rpush(self._interrupt_key, "1")
+            pipe.rpush(self._interrupt_key, *([what] * count))
             pipe.pexpire(self._interrupt_key, int(self.TOKEN_BLOCK_MAX * 1000) + 1000)
             pipe.execute()
 
@@ -197,15 +206,34 @@ class RedisEvents(RedisDurability):
             pass  # closed, or the server is away: the waits end on their own
 
     def _token_block_max(self) -> float:
-        """Longest block on the wake-up lists: a second under the socket timeout."""
+        """Longest block on the wake-up lists."""
+        if getattr(self._client, "connection_pool", None) is not None:
+            return self.TOKEN_BLOCK_MAX
         limit = self._where("socket_timeout")
         if not limit:
             return self.TOKEN_BLOCK_MAX
         return max(self.TOKEN_BLOCK_MIN, min(self.TOKEN_BLOCK_MAX, float(limit) - 1.0))
 
     def _pop_token(self, keys: list[str], seconds: float) -> Any:
-        """Block up to ``seconds`` for a wake-up token of one of ``keys``."""
-        return self._redis().blpop(keys, timeout=seconds)
+        """Block up to ``seconds`` for a wake-up token of one of ``keys``: over a
+        connection of the pool, whose reply is awaited ``seconds`` plus the socket
+        timeout (a block may outlast the socket timeout: an idle waiter then sends one
+        request per block)."""
+        client = self._redis()
+        pool = getattr(client, "connection_pool", None)
+        if pool is None:  # a Cluster: its client reads with the socket timeout
+            return client.blpop(keys, timeout=seconds)
+        connection = pool.get_connection()
+        try:
+            # No health-check PING first: the block itself tells whether the link works.
+            connection.send_command("BLPOP", *keys, f"{seconds:.3f}", check_health=False)
+            limit = seconds + float(self._where("socket_timeout") or self.SOCKET_TIMEOUT)
+            return connection.read_response(timeout=limit)
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
 
     def _available(self, flows: frozenset[str] | None) -> bool:
         """One round trip: a waiting job of ``flows``, a lease already run out, or a
@@ -237,103 +265,6 @@ class RedisEvents(RedisDurability):
             return True  # a due scheduled job of another flow: the next claim promotes it
         self._idle.quiet(flows, mark, answered, server_now, first)
         return False
-
-    # -- events -------------------------------------------------------------
-
-    def _listen(self, client: redis.Redis) -> None:
-        """The event thread: subscribe, feed events to ``_emit``, reconnect with backoff."""
-        delay = self.LISTEN_BACKOFF
-        first = True  # connect() has just checked the board
-        while not self._stopping.is_set():
-            pubsub = topology.subscriber(client, refresh=delay > self.LISTEN_BACKOFF)
-            try:
-                pubsub.subscribe(self._channel, self._control)
-                while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=self.LISTEN_POLL)
-                    if message is None or text(message["channel"]) != self._channel:
-                        continue
-                    if message["type"] == "subscribe":
-                        # Events may have been missed while away: catch up first, so
-                        # claim_status() says UNCERTAIN until the view is current.
-                        if not first:
-                            self._recheck_board()
-                        first = False
-                        self._recheck_claims(client)
-                        self._subscribed.set()
-                        self._wake(None)
-                        delay = self.LISTEN_BACKOFF
-                    elif message["type"] == "message":
-                        self._on_message(message["data"])
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
-                if self._stopping.is_set():
-                    break
-                self._subscribed.clear()
-                self._wake(None)
-                log.warning(
-                    "redis board %r: event link lost (%s); reconnecting in %.2fs",
-                    self.namespace,
-                    err,
-                    delay,
-                )
-                self._stopping.wait(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.LISTEN_BACKOFF_MAX)
-            except Exception:  # never let the event thread die silently
-                log.exception("redis board %r: event thread error", self.namespace)
-                self._subscribed.clear()
-                self._stopping.wait(delay)
-                delay = min(delay * 2, self.LISTEN_BACKOFF_MAX)
-            finally:
-                try:
-                    pubsub.close()
-                except (redis.RedisError, OSError):
-                    pass
-        self._subscribed.clear()
-
-    def _recheck_board(self) -> None:
-        """After a reconnect (the server may have restarted): check the board's
-        data set at once, so that a loss turns the health check red even when
-        this process is idle."""
-        try:
-            self._hello()
-        except errors.BoardRegressed:
-            pass  # logged and recorded by _halt; events still flow
-
-    def _recheck_claims(self, client: redis.Redis) -> None:
-        """Re-read every claim this process holds, in one pipelined round trip,
-        and mark lost those that are no longer ours (ended, taken or expired
-        while the subscription was down, when their events were missed)."""
-        with self._local_lock:
-            held = list(self._held.values())
-        if not held:
-            return
-        pipe = topology.pipeline(client, f"{self._prefix}seq")
-        pipe.time()
-        for claim in held:
-            pipe.hmget(self._job_key(claim.job_id), "state", "token", "owner", "lease_expires_at")
-        now_reply, *rows = pipe.execute()
-        now = server_time(now_reply)
-        for claim, (state, token, owner, ends) in zip(held, rows, strict=True):
-            try:
-                ours = (
-                    text(state) == "claimed"
-                    and int(token) == claim.token
-                    and text(owner) == claim.owner
-                    and float(ends) > now
-                )
-            except (TypeError, ValueError):
-                ours = False
-            if not ours:
-                log.warning(
-                    "redis board %r: claim of job %s (token %d) was lost while the event "
-                    "link was down",
-                    self.namespace,
-                    claim.job_id,
-                    claim.token,
-                )
-                with self._local_lock:
-                    current = self._held.get(claim.job_id)
-                    if current is not None and current.token == claim.token:
-                        self._lose(claim.job_id)
 
     def _on_message(self, data: bytes | str) -> None:
         try:
@@ -373,3 +304,5 @@ class RedisEvents(RedisDurability):
             for flows, event in self._waiters:
                 if flow is None or flows is None or flow in flows:
                     event.set()
+
+

@@ -7,7 +7,10 @@ earliest lease ends. Until an event says otherwise (a post, an abandon, an
 expiry, a reconnect of the event link) or that lease end comes, asking again
 would only repeat the answer: ``wait()`` blocks instead, and wakes at the lease
 end so that a dead owner's job is taken over at once. A ``claimed`` event
-carries its lease end, so a lease taken meanwhile is known too.
+carries its lease end, so a lease taken meanwhile is known too; a board that
+does not hear other owners' events learns of their leases from its heartbeats
+(:meth:`IdleKnowledge.heard`) instead, and trusts that news for one lease
+length at most (a lease started since ends no sooner).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class IdleKnowledge:
         # Claims heard of since: job -> (claim count, lease end (local monotonic)).
         self._recent: dict[str | None, tuple[int, float]] = {}
         self._offset: float | None = None  # server time - local monotonic time
+        self._news = -math.inf  # when the latest check or heartbeat read the leases (local)
+        self._fed = -math.inf  # when the latest heartbeat did (local)
 
     def mark(self) -> tuple[int, int, int]:
         """Taken before a check is sent: what :meth:`quiet` needs to trust it."""
@@ -108,6 +113,7 @@ class IdleKnowledge:
             self._offset = server_now - answered
             local_end = math.inf if lease_end is None else lease_end - self._offset
             self._head = local_end
+            self._news = max(self._news, answered)
             # Claims heard of before the check are in its answer; later ones count too.
             self._recent = {j: c for j, c in self._recent.items() if c[0] > claims}
             if self._wakes == wakes:
@@ -115,14 +121,36 @@ class IdleKnowledge:
             if resets == self._resets:
                 self._proved[flows] = (resets, answered)
 
-    def proved_until(self, flows: FlowKey) -> float | None:
+    def heard(self, answered: float, server_now: float, lease_end: float | None) -> None:
+        """A heartbeat answered at local time ``answered`` (server time ``server_now``)
+        read the earliest lease end (server time; None when nothing is claimed)."""
+        with self._lock:
+            self._offset = server_now - answered
+            self._head = math.inf if lease_end is None else lease_end - self._offset
+            self._news = max(self._news, answered)
+            self._fed = max(self._fed, answered)
+
+    def fed_within(self, seconds: float) -> bool:
+        """Whether a heartbeat brought news of the leases in the last ``seconds``."""
+        return time.monotonic() - self._fed < seconds
+
+    def lease_end(self) -> float:
+        """The earliest known lease end (local monotonic; inf when none)."""
+        with self._lock:
+            return self._lease_end
+
+    def proved_until(self, flows: FlowKey, horizon: float | None = None) -> float | None:
         """Like :meth:`until` for a waiter on wake-up tokens: posts since the check
-        left tokens for it, so only a reconnect or the first lease end void it."""
+        left tokens for it, so only a reconnect or the first lease end void it.
+        ``horizon``: how long the latest news of the leases holds (None: for ever,
+        every claim is heard of as it is made)."""
         with self._lock:
             known = self._proved.get(flows)
             if known is None or known[0] != self._resets:
                 return None
             until = min(self._lease_end, known[1] + self.longest)
+            if horizon is not None:
+                until = min(until, max(known[1], self._news) + horizon)
         return until if time.monotonic() < until else None
 
     def until(self, flows: FlowKey) -> float | None:

@@ -52,6 +52,8 @@ _SCRIPTS = (
     "remove_schedule",
     "hello",
     "reset",
+    "set_pause",
+    "observe",
 )
 #: Scripts made of others: (local function, script whose body it runs), put before theirs.
 _STEPS = {"consume_next": (("claim_step", "claim_next"), ("finish_step", "finish"))}
@@ -60,7 +62,7 @@ _RUN_ID = re.compile(r"run_id:([0-9a-f]+)")
 #: Connections the board's own client keeps checked out for its scripts.
 _SPARE_CONNECTIONS = 4
 #: Scripts run without the guard (they are how a client checks the board).
-_UNGUARDED = frozenset({"hello", "reset"})
+_UNGUARDED = frozenset({"hello", "reset", "set_pause", "observe"})
 #: Scripts that skip reading the marker when the client checks each connection it
 #: opens (``_on_connection``): their fence alone refuses a write under a claim that
 #: a halt or a reset voided, since both end every claim (``void_claims``).

@@ -22,15 +22,30 @@
 --                                set was last checked on), epoch, gen (one more per
 --                                change), halted (why it refuses to work, or absent),
 --                                settle_until (no claims before: a restart), epoch_floor,
---                                created_at, reap_at and due_at (see BOUNDS), and
---                                "count:"..event, the event counters
+--                                created_at, reap_at and due_at (see BOUNDS),
+--                                "count:"..event, the event counters, and observed_until
+--                                (see the channels below)
 --   P.."runs"            list    "<run_id> <gen>": each server run the board met, and
 --                                the gen its data set held when first seen
 --   P.."wake:"..flow     list    wake-up tokens: one per job made waiting (at most
 --                                WAKE_CAP); an idle client blocks on it (BLPOP)
 --   P.."entities:"..kind hash    entity name -> JSON metadata
 --   P.."seen:"..kind     zset    entity name -> last refresh (board seconds)
---   channel P.."events"          one JSON message {"kind", "job", "data"} per change
+--   P.."settings"        string  one more at every change of the pauses or schedules: the
+--                                heartbeat (register_entity) returns it, so a conductor
+--                                re-reads them only when it moved
+--   P.."pauses"          hash    flow -> JSON note of a paused flow
+--   channel P.."events"          one JSON message {"kind", "job", "data"} per change of a
+--                                job nobody holds (posted, cancelled while waiting, purged...),
+--                                and of every job while an observer follows them all
+--   channel P.."events:o:"..owner  the same for a job `owner` holds (or held: claimed, expired,
+--                                cancel_requested, finished, abandoned): its conductor
+--                                subscribes to this one only, so an idle conductor hears
+--                                nothing of other conductors' jobs
+--   channel P.."events:board"    the board's own notices (halted, reset): every client
+--   Observers (watch, wait_for) subscribe to P.."events" and keep the board's field
+--   observed_until ahead of the board time (observe.lua), so that owners' events reach it
+--   too; without observers, an owner's event is published once.
 --
 -- Job hash fields: id name flow store details priority score seq state
 --   created_at updated_at attempts max_attempts owner token claimed_at
@@ -69,9 +84,11 @@ local SETTLING = nil
 local BOUNDS = {}
 -- The bound of an empty index: later than any board time.
 local NEVER = 1e15
+-- Set by guard(): until when (board time) an observer follows every event (0: none;
+-- nil: the marker was not read); and by now(): the board time this script read.
+local OBSERVED, NOW = nil, nil
 
 -- The board time of this script, read once: one TIME per call, however many steps need it.
-local NOW = nil
 local function now()
   if not NOW then
     local t = redis.call('TIME')
@@ -84,8 +101,23 @@ local function fmt(x)
   return string.format('%.6f', x)
 end
 
-local function emit(P, kind, id, data)
-  redis.call('PUBLISH', P .. 'events', cjson.encode({kind = kind, job = id, data = data}))
+-- Publish one change of job `id` (see the channels above): on the channel of `holder`,
+-- the owner whose claim it concerns, when there is one, and on P.."events" too while an
+-- observer follows every event (the board's observed_until, read by guard(), is ahead).
+local function emit(P, kind, id, data, holder)
+  local message = cjson.encode({kind = kind, job = id, data = data})
+  if holder and holder ~= '' then
+    redis.call('PUBLISH', P .. 'events:o:' .. holder, message)
+    if NOW and OBSERVED and OBSERVED <= NOW then
+      return  -- nobody observes (a script that did not read the marker publishes both)
+    end
+  end
+  redis.call('PUBLISH', P .. 'events', message)
+end
+
+-- Publish a notice about the board itself (halted, reset) to every client.
+local function notice(P, kind, data)
+  redis.call('PUBLISH', P .. 'events:board', cjson.encode({kind = kind, data = data}))
 end
 
 local function fail(code)
@@ -157,7 +189,8 @@ end
 -- client checks the run id once per connection instead (jobboard/redis/session.py):
 -- a restarted or promoted server is always reached over a new connection.
 local function guard(P, known_run, known_epoch, check_run)
-  local fields = {'run_id', 'epoch', 'gen', 'halted', 'settle_until', 'reap_at', 'due_at'}
+  local fields = {'run_id', 'epoch', 'gen', 'halted', 'settle_until', 'reap_at', 'due_at',
+    'observed_until'}
   for _, name in ipairs(COUNTED) do
     fields[#fields + 1] = 'count:' .. name
   end
@@ -169,11 +202,11 @@ local function guard(P, known_run, known_epoch, check_run)
       or (check_run and server_run() ~= known_run) then
     return fail('RECHECK')
   end
-  EPOCH, GEN = known_epoch, tonumber(b[3]) or 0
+  EPOCH, GEN, OBSERVED = known_epoch, tonumber(b[3]) or 0, tonumber(b[8]) or 0
   BOUNDS.reap_at, BOUNDS.due_at = tonumber(b[6]), tonumber(b[7])
   MARKED = true
   for i, name in ipairs(COUNTED) do
-    COUNTS[name] = tonumber(b[7 + i]) or 0
+    COUNTS[name] = tonumber(b[8 + i]) or 0
   end
   local settle = tonumber(b[5])
   if settle and settle > now() then
@@ -286,7 +319,7 @@ local function lapse(P, id, t, void)
   if not void then
     count(P, 'expired')
   end
-  emit(P, 'expired', id, {token = tonumber(f[4]), owner = f[3], flow = f[5]})
+  emit(P, 'expired', id, {token = tonumber(f[4]), owner = f[3], flow = f[5]}, f[3])
   return true
 end
 
@@ -512,7 +545,7 @@ local function take(P, id, who, lease, retention, t)
   redis.call('ZADD', P .. 'leases', ends, id)
   lower(P, 'reap_at', t + lease)
   count(P, 'claimed')
-  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends})
+  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends}, who)
   for i = 1, #changed, 2 do
     job[changed[i]] = changed[i + 1]
   end

@@ -25,5 +25,5 @@ end
 redis.call('ZREM', P .. 'leases', id)
 enqueue(P, id, f[4], f[5])
 count(P, 'abandoned')
-emit(P, 'abandoned', id, {token = f[2], owner = who, forced = forced, flow = f[4]})
+emit(P, 'abandoned', id, {token = f[2], owner = who, forced = forced, flow = f[4]}, f[3])
 return redis.call('HGETALL', key)

@@ -25,7 +25,7 @@ if f[1] == 'waiting' or f[1] == 'scheduled' then
 elseif f[1] == 'claimed' then
   redis.call('HSET', key, 'cancel_requested', 1, 'updated_at', fmt(t))
   bump(P)
-  emit(P, 'cancel_requested', id, {token = f[2], owner = f[3], flow = f[4]})
+  emit(P, 'cancel_requested', id, {token = f[2], owner = f[3], flow = f[4]}, f[3])
 else
   return fail('FINISHED ' .. f[1])
 end

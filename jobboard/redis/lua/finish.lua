@@ -31,5 +31,7 @@ if #ARGV > 12 then
 end
 finish(P, id, ARGV[6], t, tonumber(ARGV[8]), extra, job)
 count(P, ARGV[7])
-emit(P, ARGV[7], id, {token = f[2], owner = who, forced = forced, flow = f[4]})
+-- The holder's channel (an operator's forced end reaches the conductor running the job).
+emit(P, ARGV[7], id, {token = f[2], owner = who, forced = forced, flow = f[4]},
+  f[1] == 'claimed' and f[3] or nil)
 return flat_job(job)

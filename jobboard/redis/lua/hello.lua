@@ -23,7 +23,7 @@ local function halt(reason, floor)
   void_claims(P, t, 'the board halted')
   redis.call('HSETNX', key, 'epoch', floor)
   redis.call('HSETNX', key, 'gen', 0)
-  emit(P, 'halted', nil, {reason = reason})
+  notice(P, 'halted', {reason = reason})
   return {'halted', reason}
 end
 

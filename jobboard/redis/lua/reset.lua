@@ -17,5 +17,5 @@ redis.call('HSET', key, 'run_id', run, 'epoch', epoch, 'gen', gen, 'reset_at', f
 redis.call('HSETNX', key, 'created_at', fmt(t))
 redis.call('RPUSH', P .. 'runs', run .. ' ' .. gen)
 void_claims(P, t, 'the board was reset')
-emit(P, 'reset', nil, {epoch = epoch})
+notice(P, 'reset', {epoch = epoch})
 return {run, epoch, gen}

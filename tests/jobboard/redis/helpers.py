@@ -90,8 +90,16 @@ def counting_round_trips(board: Any, monkeypatch: pytest.MonkeyPatch) -> Iterato
         pipe.execute = counted_run
         return pipe
 
+    pop_token = board._pop_token
+
+    def counted_pop(*args: Any, **kwargs: Any) -> Any:
+        trips.count += 1  # a block on the wake-up lists, over a connection of the pool
+        return pop_token(*args, **kwargs)
+
     with monkeypatch.context() as patch:
         patch.setattr(client, "execute_command", counted_execute)
         patch.setattr(client, "pipeline", counted_pipeline)
         patch.setattr(board, "_evalsha", counted_evalsha)
+        if getattr(client, "connection_pool", None) is not None:
+            patch.setattr(board, "_pop_token", counted_pop)
         yield trips

@@ -20,16 +20,15 @@ pytestmark = pytest.mark.redis
 
 
 def _blocking_pops(board, monkeypatch) -> list[int]:
-    """Count the board's BLPOPs (a one-item list, updated in place)."""
+    """Count the board's blocks on wake-up lists (a one-item list, updated in place)."""
     pops = [0]
-    client = board._client
-    blpop = client.blpop
+    pop_token = board._pop_token
 
     def counted(*args, **kwargs):
         pops[0] += 1
-        return blpop(*args, **kwargs)
+        return pop_token(*args, **kwargs)
 
-    monkeypatch.setattr(client, "blpop", counted)
+    monkeypatch.setattr(board, "_pop_token", counted)
     return pops
 
 
