@@ -95,9 +95,9 @@ class Heartbeat:
 
     def _beat_period(self) -> float:
         """Seconds between registration refreshes. On a board whose refresh also tells
-        of other conductors' leases (``settings_version`` kept), one lease at most, so
+        of other conductors' leases (``LEASES_ON_REGISTER``), one lease at most, so
         that an idle conductor hears of a dead owner's lease by its end."""
-        if self.board.settings_version() is None:
+        if not self.board.LEASES_ON_REGISTER:
             return self.ENTITY_REFRESH
         return max(0.05, min(self.ENTITY_REFRESH, self.lease))
 

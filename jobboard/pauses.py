@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from jobboard import errors
 from jobboard.checks import FLOW_RE, BoardChecks
@@ -47,6 +47,10 @@ class FlowPauses(BoardChecks):
                 note = None
             out[flow] = note if isinstance(note, dict) else {"reason": None}
         return out
+
+    #: Whether ``register_entity`` also tells this board of other owners' lease ends
+    #: (a conductor then refreshes its registration at least once a lease).
+    LEASES_ON_REGISTER: ClassVar[bool] = False
 
     def settings_version(self) -> int | None:
         """A number that moves whenever flow pauses or schedules change, as the last

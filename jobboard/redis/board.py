@@ -72,6 +72,7 @@ class RedisBoard(RedisProducers):
     scheme = "redis"
     #: Finished-index entries one purge script call looks at.
     PURGE_BATCH: ClassVar[int] = 500
+    LEASES_ON_REGISTER = True
     #: The settings count the last registration refresh read (see settings_version).
     _settings: int | None
 

@@ -1,4 +1,5 @@
-"""Paused flows of a ZooKeeper board: one persistent node per flow, ``pauses/f<flow>``.
+"""Paused flows of a ZooKeeper board: one persistent node per flow, ``pauses/f<flow>``;
+and the ``settings`` node, whose version every pause and schedule write moves.
 
 The node holds the pause's JSON note; the folder is made by the first pause,
 so namespaces made before pauses existed need no upgrade.
@@ -52,4 +53,28 @@ class ZkPauses(ZkSession):
                 return True
             return False
 
-        return self._read(write, "pause flow" if encoded else "resume flow")
+        was = self._read(write, "pause flow" if encoded else "resume flow")
+        self._mark_settings()
+        return was
+
+    def settings_version(self) -> int | None:
+        """The version of the ``settings`` node (moved by every pause and schedule
+        write) as the last registration read it, with the minute it was read in: a
+        change whose mark was lost (its writer died between the two writes) is seen
+        within a minute."""
+        return self._settings
+
+    def _mark_settings(self) -> None:
+        """Move the ``settings`` node's version after a pause or schedule write."""
+        path = self._path("settings")
+
+        def mark() -> None:
+            try:
+                self._call("set", path, b"")
+            except NoNodeError:
+                try:
+                    self._call("create", path, b"", makepath=True, **self._create_kwargs())
+                except NodeExistsError:
+                    self._call("set", path, b"")
+
+        self._read(mark, "mark settings")

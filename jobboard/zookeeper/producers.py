@@ -220,7 +220,9 @@ class ZkProducers(ZkClaims):
                     return ours  # our own write went through before the connection dropped
                 raise self._conflict(name, expect_version, current) from err
 
-        return self._retrying(f"put schedule {name!r}", write)
+        version = self._retrying(f"put schedule {name!r}", write)
+        self._mark_settings()
+        return version
 
     def _stored(self, path: str) -> bytes | None:
         found = self._gather([("get", path)])[0]
@@ -253,4 +255,6 @@ class ZkProducers(ZkClaims):
             except BadVersionError:
                 raise self._conflict(name, expect_version, self._current_version(name)) from None
 
-        return self._retrying(f"remove schedule {name!r}", delete)
+        removed = self._retrying(f"remove schedule {name!r}", delete)
+        self._mark_settings()
+        return removed

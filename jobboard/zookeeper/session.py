@@ -186,6 +186,7 @@ class ZkSession(JobBoard):
     _closed: bool
     _counter_seq: Iterator[int]
     _entities: dict[tuple[str, str], bytes]
+    _settings: int | None = None
 
     # -- the session ----------------------------------------------------------
 
@@ -513,6 +514,8 @@ class ZkSession(JobBoard):
 
     def _put_entity(self, kind: str, name: str, data: bytes) -> None:
         path = self._entity_path(kind, name)
+        # The settings node is read in the same round trip as the registration.
+        settings = self.client.exists_async(self._path("settings"))
         try:
             self._call("set", path, data)
         except NoNodeError:
@@ -522,6 +525,9 @@ class ZkSession(JobBoard):
                 )
             except NodeExistsError:
                 self._call("set", path, data)
+        stat = settings.get(timeout=self.session_timeout)
+        minute = int(time.monotonic() // 60)
+        self._settings = (-1 if stat is None else stat.version) * 1_000_000 + minute
 
     def unregister_entity(self, name: str, kind: str = "conductor") -> None:
         self._entities.pop((kind, name), None)
