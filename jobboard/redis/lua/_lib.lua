@@ -4,7 +4,9 @@
 -- Key layout of one board (P = "jb:{<namespace>}:"; the braces are a hash tag,
 -- so every key of a board lives in one cluster slot):
 --   P.."job:"..id        hash    one job, fields listed below
---   P.."progress:"..id   hash    atom name -> JSON progress record
+--   P.."progress:"..id   hash    atom name -> JSON progress record, of a job posted before
+--                                the records moved into the job's hash (read, expired with
+--                                its job and purged with it, never written)
 --   P.."waiting:"..flow  zset    waiting jobs of a flow, score rank * 2^44 + seq
 --   P.."flows"           set     flows that have waiting jobs
 --   P.."leases"          zset    claimed jobs, score = lease end (board seconds)
@@ -51,6 +53,9 @@
 --   created_at updated_at attempts max_attempts owner token claimed_at
 --   lease_expires_at cancel_requested finished_at result last_error
 --   key not_before parent (producers' fields; empty or absent when unused)
+--   progress_in_job ("1": the job keeps its progress records itself; absent on jobs
+--   posted before, whose records may be in P.."progress:"..id)
+--   "progress:"..atom    one atom's JSON progress record (PROGRESS below)
 -- Empty strings stand for "none". Board time is the server's TIME in seconds.
 --
 -- Every script but hello and reset is wrapped by jobboard/redis/session.py: the
@@ -66,6 +71,10 @@
 --   POISON <reason> | CORRUPT <field> | IDLE (nothing to abandon) |
 --   RECHECK (check the board first: hello) | HALTED <reason> |
 --   SETTLING <seconds> (no claims yet: the server restarted just now)
+
+-- The prefix of the job hash fields holding progress records: one key per job, so that
+-- a save writes one hash and a finish expires one key.
+local PROGRESS = 'progress:'
 
 -- The states a job hash may hold.
 local KNOWN_STATES = {waiting = true, scheduled = true, claimed = true, complete = true,
@@ -373,12 +382,15 @@ local function load_job(key)
   return job
 end
 
--- A job table as a flat list of fields and values (a script's reply).
+-- A job table as a flat list of fields and values (a script's reply), without its
+-- progress records (load_progress reads those).
 local function flat_job(job)
   local out = {}
   for name, value in pairs(job) do
-    out[#out + 1] = name
-    out[#out + 1] = value
+    if string.sub(name, 1, #PROGRESS) ~= PROGRESS then
+      out[#out + 1] = name
+      out[#out + 1] = value
+    end
   end
   return out
 end
@@ -482,7 +494,9 @@ local function finish(P, id, state, t, retention, extra, job)
   redis.call('ZADD', P .. 'finished', fmt(t + retention), id)
   local ms = string.format('%d', math.max(1, math.ceil(retention * 1000)))
   redis.call('PEXPIRE', key, ms)
-  redis.call('PEXPIRE', P .. 'progress:' .. id, ms)
+  if not (job and job.progress_in_job) then
+    redis.call('PEXPIRE', P .. 'progress:' .. id, ms)  -- a job from before: its own key
+  end
   -- Producers' links: the dedupe key expires with the job; the parent's index keeps
   -- the child until its retention ends, and expires once no child is unfinished.
   local link
