@@ -401,10 +401,13 @@ def test_a_claim_taken_by_another_is_seen_as_lost(redis_board_factory):
 def test_events_are_compact_json(redis_board_factory, raw):
     board = redis_board_factory()
     pubsub = raw.pubsub(ignore_subscribe_messages=True)
-    # An observer takes every channel of the board (owners' ones included) with a pattern.
+    # An observer takes every channel of the board (owners' ones included) with a pattern;
+    # a board listening to every event makes the owner's own changes published too.
+    redis_board_factory().add_listener(lambda event: None)
     pubsub.psubscribe(f"{prefix(board)}events*")
     try:
         wait_until(lambda: raw.pubsub_numpat() >= 1)
+        wait_until(lambda: raw.hget(f"{prefix(board)}board", "observed_until") is not None)
         job = board.post("j", "flow-x")
         who = unique_owner("c")
         claim = board.claim(job, who)

@@ -43,7 +43,9 @@
 --   channel P.."events:o:"..owner  the same for a job `owner` holds (or held: claimed, expired,
 --                                cancel_requested, finished, abandoned): its conductor
 --                                subscribes to this one only, so an idle conductor hears
---                                nothing of other conductors' jobs
+--                                nothing of other conductors' jobs; the changes the owner
+--                                makes itself (its claims, its own finishes) are not sent
+--                                here: it learns of them from the scripts' replies
 --   channel P.."events:board"    the board's own notices (halted, reset): every client
 --   Observers (watch, wait_for) subscribe to P.."events" and keep the board's field
 --   observed_until ahead of the board time (observe.lua), so that owners' events reach it
@@ -113,11 +115,19 @@ end
 -- Publish one change of job `id` (see the channels above): on the channel of `holder`,
 -- the owner whose claim it concerns, when there is one, and on P.."events" too while an
 -- observer follows every event (the board's observed_until, read by guard(), is ahead).
-local function emit(P, kind, id, data, holder)
+-- `told`: the holder made this change itself and learns of it from the reply (its own
+-- claim, its own fenced finish), so its channel is skipped: only observers hear of it.
+local function emit(P, kind, id, data, holder, told)
+  local unobserved = NOW and OBSERVED and OBSERVED <= NOW
+  if told and unobserved then
+    return
+  end
   local message = cjson.encode({kind = kind, job = id, data = data})
   if holder and holder ~= '' then
-    redis.call('PUBLISH', P .. 'events:o:' .. holder, message)
-    if NOW and OBSERVED and OBSERVED <= NOW then
+    if not told then
+      redis.call('PUBLISH', P .. 'events:o:' .. holder, message)
+    end
+    if unobserved then
       return  -- nobody observes (a script that did not read the marker publishes both)
     end
   end
@@ -559,7 +569,7 @@ local function take(P, id, who, lease, retention, t)
   redis.call('ZADD', P .. 'leases', ends, id)
   lower(P, 'reap_at', t + lease)
   count(P, 'claimed')
-  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends}, who)
+  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends}, who, true)
   for i = 1, #changed, 2 do
     job[changed[i]] = changed[i + 1]
   end

@@ -33,7 +33,8 @@ for i = 13, #ARGV - 1, 2 do
 end
 finish(P, id, ARGV[6], t, tonumber(ARGV[8]), extra, job)
 count(P, ARGV[7])
--- The holder's channel (an operator's forced end reaches the conductor running the job).
+-- The holder's channel (an operator's forced end reaches the conductor running the job);
+-- an owner finishing its own claim learns of it from the reply.
 emit(P, ARGV[7], id, {token = f[2], owner = who, forced = forced, flow = f[4]},
-  f[1] == 'claimed' and f[3] or nil)
+  f[1] == 'claimed' and f[3] or nil, f[1] == 'claimed' and not forced)
 return flat_job(job)
