@@ -497,8 +497,9 @@ local function finish(P, id, state, t, retention, extra, job)
   end
   redis.call('HSET', key, unpack(changed))
   redis.call('ZREM', P .. 'leases', id)
-  if math.floor(t * 1000000) % 16 == 0 then
-    -- Lazy trim, about one finish in 16: readers skip entries whose job expired.
+  if math.floor(t * 1000000) % 64 == 0 then
+    -- Lazy trim, about one finish in 64 (each takes every entry due by then): readers
+    -- skip entries whose job expired, and purge trims first.
     redis.call('ZREMRANGEBYSCORE', P .. 'finished', '-inf', fmt(t))
   end
   redis.call('ZADD', P .. 'finished', fmt(t + retention), id)
