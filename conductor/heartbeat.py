@@ -146,17 +146,23 @@ class Heartbeat:
         unless a claim wakes it (the first renewal is then one interval away).
         """
         while True:
+            # Set before _running is read (a claim adds to _running before it reads this):
+            # a claim made while it sleeps past a renewal always wakes it.
             self._beat_idle = self._settings_seen is not None
             pause = next_tick - time.monotonic()
-            if self._beat_idle and not self._running:
+            idle = self._beat_idle and not self._running
+            if idle:
                 due = min(next_entity - time.monotonic(), self._next_tick - time.time())
                 pause = max(pause, due)
+            else:
+                self._beat_idle = False  # it ticks anyway: claims need not wake it
             woken = self._beat_wake.wait(max(0.0, pause))
             self._beat_idle = False
             if not woken or self._stopped.is_set():
                 return next_tick
             self._beat_wake.clear()
-            next_tick = time.monotonic() + interval
+            if idle:
+                next_tick = time.monotonic() + interval
 
     def _renew(self) -> None:
         claims = [r.claim for r in self.running_jobs if not (r.abandoned or r.loss_reported)]

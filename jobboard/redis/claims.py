@@ -56,6 +56,10 @@ class RedisClaims(RedisWrites):
         )
         if job.cancel_requested:
             self._mark_cancel(job.id)
+        # Our own claim publishes no event to our channel (``emit`` in lua/_lib.lua):
+        # what the "claimed" event would have told idle waiters is told here.
+        self._idle.claimed(job.lease_expires_at, job.id)
+        self._wake(None, changed=False)
         return claim
 
     def claim(self, job: JobRef, who: str, *, lease: float | None = None) -> Claim:
@@ -174,7 +178,7 @@ class RedisClaims(RedisWrites):
             if isinstance(err, errors.NotOwner | errors.InvalidState):
                 self._forget_refused(end.job_id, end.who, end.token)
             raise
-        self._untrack(end.job_id)
+        self._ended_own(end)
         finished = readable_job(end.job_id, pairs(raw[0]))
         done, claim = self._next_claimed(raw[1], end.who, flows, length, started, mark)
         if done:

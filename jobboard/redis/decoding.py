@@ -17,6 +17,7 @@ from jobboard import errors
 from jobboard.model import Job, JobPriority, JobState
 
 __all__ = [
+    "PROGRESS_FIELD",
     "REFUSALS",
     "decode_job",
     "json_object",
@@ -27,6 +28,10 @@ __all__ = [
     "text",
     "unreadable_job",
 ]
+
+#: The prefix of a job hash's fields that hold its progress records ("progress:<atom>",
+#: PROGRESS in ``lua/_lib.lua``); decode_job ignores them.
+PROGRESS_FIELD = "progress:"
 
 #: Longest piece of a corrupt record echoed in a placeholder (names, flows, reasons).
 _ECHO_LIMIT = 200

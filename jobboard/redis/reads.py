@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from jobboard import errors
 from jobboard.model import FINISHED_STATES, Job, JobRef, JobState
 from jobboard.redis.decoding import (
+    PROGRESS_FIELD,
     decode_job,
     json_object,
     readable_job,
@@ -120,22 +121,26 @@ class RedisReads(RedisEvents):
     def load_progress(self, job: JobRef) -> dict[str, dict[str, Any]]:
         job_id = self._job_id(job)
 
-        def read() -> tuple[int, dict[Any, Any]]:
+        def read() -> tuple[dict[Any, Any], dict[Any, Any]]:
             pipe = self._pipeline()
-            pipe.exists(self._job_key(job_id))
+            pipe.hgetall(self._job_key(job_id))
+            # A job posted before the records moved into its hash may keep some here.
             pipe.hgetall(f"{self._prefix}progress:{job_id}")
-            exists, records = pipe.execute()
-            return exists, records
+            fields, older = pipe.execute()
+            return fields, older
 
-        exists, records = self._call("load_progress", job_id, read, safe=True)
-        if not exists:
+        fields, older = self._call("load_progress", job_id, read, safe=True)
+        if not fields:
             raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
-        out = {}
-        for atom, record in records.items():
-            name = text(atom)
-            out[name] = stored_field({name: text(record)}, job_id, name, json_object)
-        return out
-
+        records = {text(atom): text(record) for atom, record in older.items()}
+        for name, record in fields.items():
+            field = text(name)
+            if field.startswith(PROGRESS_FIELD):
+                records[field[len(PROGRESS_FIELD) :]] = text(record)
+        return {
+            name: stored_field({name: record}, job_id, name, json_object)
+            for name, record in records.items()
+        }
 
     def counters(self) -> dict[str, int]:
         """The ``count:`` fields of the board's marker, plus the counters hash that

@@ -62,8 +62,16 @@ class RedisWrites(RedisReads):
             lambda: self._script("finish", self._job_key(job_id), *self._finish_args(end, progress)),
             safe=False,
         )
-        self._untrack(job_id)
+        self._ended_own(end)
         return readable_job(job_id, pairs(raw))
+
+    def _ended_own(self, end: Ending) -> None:
+        """Our finishing write went through: forget the claim. An owner's own
+        finish publishes no event to its channel (``emit`` in ``lua/_lib.lua``), so
+        what the event would have told the idle knowledge is told here."""
+        self._untrack(end.job_id)
+        if not end.force:
+            self._idle.ended(end.job_id)
 
     def _finish_args(self, end: Ending, progress: Mapping[str, str] | None) -> list[Any]:
         """The finish script's arguments but the prefix (see ``finish.lua``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -321,3 +322,28 @@ def test_on_redis_a_worker_claims_its_next_job_in_its_consume(
     late = board.post("late", "steps", {"spec": {}})
     wait_until(lambda: _finished(board, late.id), timeout=10)
     assert board.get(late.id).state is JobState.COMPLETE
+
+
+def test_on_redis_claims_in_another_slot_never_put_off_a_running_jobs_renewals(
+    redis_board_factory, conductors, tmp_path
+):
+    # Given a conductor with two slots and a 1 s lease, one slot running a long job
+    board = redis_board_factory()
+    flows_for_tests.RECORDED.clear()
+    conductor = conductors.start(board, lease=1, max_simultaneous_jobs=2)
+    gate = tmp_path / "gate"
+    long_job = board.post("long", "steps", {"spec": {"block_at": "one", "gate": str(gate)}})
+    wait_until(lambda: _events("start", long_job.id), timeout=10)
+    # When the other slot claims a short job more often than the renewals tick, for
+    # longer than the lease
+    short: list = []
+    ends = time.monotonic() + 2.5
+    while time.monotonic() < ends and len(short) < 1000:
+        short.append(board.post(f"s{len(short)}", "steps", {"spec": {}}))
+        wait_until(lambda: _finished(board, short[-1].id), timeout=10)
+    gate.touch()
+    wait_until(lambda: _finished(board, long_job.id), timeout=30)
+    # Then the long job kept its claim: renewed all along, run once
+    assert board.get(long_job.id).state is JobState.COMPLETE
+    assert board.get(long_job.id).attempts == 1
+    assert conductor.stats.get(ConductorEvents.CLAIM_LOST, 0) == 0

@@ -401,10 +401,13 @@ def test_a_claim_taken_by_another_is_seen_as_lost(redis_board_factory):
 def test_events_are_compact_json(redis_board_factory, raw):
     board = redis_board_factory()
     pubsub = raw.pubsub(ignore_subscribe_messages=True)
-    # An observer takes every channel of the board (owners' ones included) with a pattern.
+    # An observer takes every channel of the board (owners' ones included) with a pattern;
+    # a board listening to every event makes the owner's own changes published too.
+    redis_board_factory().add_listener(lambda event: None)
     pubsub.psubscribe(f"{prefix(board)}events*")
     try:
         wait_until(lambda: raw.pubsub_numpat() >= 1)
+        wait_until(lambda: raw.hget(f"{prefix(board)}board", "observed_until") is not None)
         job = board.post("j", "flow-x")
         who = unique_owner("c")
         claim = board.claim(job, who)
@@ -472,10 +475,29 @@ def test_finished_jobs_expire_after_retention(redis_board_factory, raw):
     board.save_progress(claim, who, claim.token, "t", {"state": "SUCCESS"})
     done = board.consume(claim, who, claim.token)
     keys = prefix(board)
-    for key in (f"{keys}job:{job.id}", f"{keys}progress:{job.id}"):
-        assert 0 < raw.pttl(key) <= 60_000
+    assert 0 < raw.pttl(f"{keys}job:{job.id}") <= 60_000
+    assert raw.hget(f"{keys}job:{job.id}", "progress:t") is not None  # the job keeps its records
+    assert not raw.exists(f"{keys}progress:{job.id}")
     assert raw.zscore(f"{keys}finished", job.id) == pytest.approx(done.finished_at + 60, abs=1)
     assert raw.zscore(f"{keys}leases", job.id) is None
+
+
+def test_progress_kept_in_a_key_of_its_own_is_still_read_and_expires(redis_board_factory, raw):
+    """A job posted before its progress records moved into its hash: the records its
+    own key holds are read (with the later ones from the hash) and expire with the job."""
+    board = redis_board_factory(retention=60)
+    job = board.post("j", "f")
+    keys = prefix(board)
+    raw.hdel(f"{keys}job:{job.id}", "progress_in_job")  # as posted by the earlier layout
+    raw.hset(f"{keys}progress:{job.id}", mapping={"a": '{"state": "SUCCESS"}', "b": '{"n": 1}'})
+    who = unique_owner("c")
+    claim = board.claim(job, who)
+    board.save_progress(claim, who, claim.token, "b", {"n": 2})
+    assert board.load_progress(job) == {"a": {"state": "SUCCESS"}, "b": {"n": 2}}
+    board.consume(claim, who, claim.token)
+    for key in (f"{keys}job:{job.id}", f"{keys}progress:{job.id}"):
+        assert 0 < raw.pttl(key) <= 60_000
+    assert board.load_progress(job) == {"a": {"state": "SUCCESS"}, "b": {"n": 2}}
 
 
 def test_corrupt_job_data_gives_a_clear_invalid_job(redis_board_factory, raw):
@@ -506,8 +528,12 @@ def test_corrupt_job_data_gives_a_clear_invalid_job(redis_board_factory, raw):
     raw.hset(f"{keys}job:{good.id}", "name", b"\xff\xfe")
     with pytest.raises(InvalidJob, match="UTF-8"):
         board.get(good)
-    raw.hset(f"{keys}progress:{good.id}", "t", "[oops")
+    raw.hset(f"{keys}progress:{good.id}", "t", "[oops")  # a record of the earlier layout
     with pytest.raises(InvalidJob, match="'t'"):
+        board.load_progress(good)
+    raw.delete(f"{keys}progress:{good.id}")
+    raw.hset(f"{keys}job:{good.id}", "progress:u", "[oops")
+    with pytest.raises(InvalidJob, match="'u'"):
         board.load_progress(good)
 
 

@@ -4,7 +4,9 @@
 -- Key layout of one board (P = "jb:{<namespace>}:"; the braces are a hash tag,
 -- so every key of a board lives in one cluster slot):
 --   P.."job:"..id        hash    one job, fields listed below
---   P.."progress:"..id   hash    atom name -> JSON progress record
+--   P.."progress:"..id   hash    atom name -> JSON progress record, of a job posted before
+--                                the records moved into the job's hash (read, expired with
+--                                its job and purged with it, never written)
 --   P.."waiting:"..flow  zset    waiting jobs of a flow, score rank * 2^44 + seq
 --   P.."flows"           set     flows that have waiting jobs
 --   P.."leases"          zset    claimed jobs, score = lease end (board seconds)
@@ -41,7 +43,9 @@
 --   channel P.."events:o:"..owner  the same for a job `owner` holds (or held: claimed, expired,
 --                                cancel_requested, finished, abandoned): its conductor
 --                                subscribes to this one only, so an idle conductor hears
---                                nothing of other conductors' jobs
+--                                nothing of other conductors' jobs; the changes the owner
+--                                makes itself (its claims, its own finishes) are not sent
+--                                here: it learns of them from the scripts' replies
 --   channel P.."events:board"    the board's own notices (halted, reset): every client
 --   Observers (watch, wait_for) subscribe to P.."events" and keep the board's field
 --   observed_until ahead of the board time (observe.lua), so that owners' events reach it
@@ -51,6 +55,9 @@
 --   created_at updated_at attempts max_attempts owner token claimed_at
 --   lease_expires_at cancel_requested finished_at result last_error
 --   key not_before parent (producers' fields; empty or absent when unused)
+--   progress_in_job ("1": the job keeps its progress records itself; absent on jobs
+--   posted before, whose records may be in P.."progress:"..id)
+--   "progress:"..atom    one atom's JSON progress record (PROGRESS below)
 -- Empty strings stand for "none". Board time is the server's TIME in seconds.
 --
 -- Every script but hello and reset is wrapped by jobboard/redis/session.py: the
@@ -66,6 +73,10 @@
 --   POISON <reason> | CORRUPT <field> | IDLE (nothing to abandon) |
 --   RECHECK (check the board first: hello) | HALTED <reason> |
 --   SETTLING <seconds> (no claims yet: the server restarted just now)
+
+-- The prefix of the job hash fields holding progress records: one key per job, so that
+-- a save writes one hash and a finish expires one key.
+local PROGRESS = 'progress:'
 
 -- The states a job hash may hold.
 local KNOWN_STATES = {waiting = true, scheduled = true, claimed = true, complete = true,
@@ -104,11 +115,19 @@ end
 -- Publish one change of job `id` (see the channels above): on the channel of `holder`,
 -- the owner whose claim it concerns, when there is one, and on P.."events" too while an
 -- observer follows every event (the board's observed_until, read by guard(), is ahead).
-local function emit(P, kind, id, data, holder)
+-- `told`: the holder made this change itself and learns of it from the reply (its own
+-- claim, its own fenced finish), so its channel is skipped: only observers hear of it.
+local function emit(P, kind, id, data, holder, told)
+  local unobserved = NOW and OBSERVED and OBSERVED <= NOW
+  if told and unobserved then
+    return
+  end
   local message = cjson.encode({kind = kind, job = id, data = data})
   if holder and holder ~= '' then
-    redis.call('PUBLISH', P .. 'events:o:' .. holder, message)
-    if NOW and OBSERVED and OBSERVED <= NOW then
+    if not told then
+      redis.call('PUBLISH', P .. 'events:o:' .. holder, message)
+    end
+    if unobserved then
       return  -- nobody observes (a script that did not read the marker publishes both)
     end
   end
@@ -373,12 +392,15 @@ local function load_job(key)
   return job
 end
 
--- A job table as a flat list of fields and values (a script's reply).
+-- A job table as a flat list of fields and values (a script's reply), without its
+-- progress records (load_progress reads those).
 local function flat_job(job)
   local out = {}
   for name, value in pairs(job) do
-    out[#out + 1] = name
-    out[#out + 1] = value
+    if string.sub(name, 1, #PROGRESS) ~= PROGRESS then
+      out[#out + 1] = name
+      out[#out + 1] = value
+    end
   end
   return out
 end
@@ -475,14 +497,17 @@ local function finish(P, id, state, t, retention, extra, job)
   end
   redis.call('HSET', key, unpack(changed))
   redis.call('ZREM', P .. 'leases', id)
-  if math.floor(t * 1000000) % 16 == 0 then
-    -- Lazy trim, about one finish in 16: readers skip entries whose job expired.
+  if math.floor(t * 1000000) % 64 == 0 then
+    -- Lazy trim, about one finish in 64 (each takes every entry due by then): readers
+    -- skip entries whose job expired, and purge trims first.
     redis.call('ZREMRANGEBYSCORE', P .. 'finished', '-inf', fmt(t))
   end
   redis.call('ZADD', P .. 'finished', fmt(t + retention), id)
   local ms = string.format('%d', math.max(1, math.ceil(retention * 1000)))
   redis.call('PEXPIRE', key, ms)
-  redis.call('PEXPIRE', P .. 'progress:' .. id, ms)
+  if not (job and job.progress_in_job) then
+    redis.call('PEXPIRE', P .. 'progress:' .. id, ms)  -- a job from before: its own key
+  end
   -- Producers' links: the dedupe key expires with the job; the parent's index keeps
   -- the child until its retention ends, and expires once no child is unfinished.
   local link
@@ -545,7 +570,7 @@ local function take(P, id, who, lease, retention, t)
   redis.call('ZADD', P .. 'leases', ends, id)
   lower(P, 'reap_at', t + lease)
   count(P, 'claimed')
-  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends}, who)
+  emit(P, 'claimed', id, {token = token, owner = who, flow = f[4], ends = ends}, who, true)
   for i = 1, #changed, 2 do
     job[changed[i]] = changed[i + 1]
   end

@@ -36,7 +36,7 @@ redis.call('HSET', key, 'id', id, 'name', name, 'flow', flow, 'store', ARGV[5],
   'details', ARGV[6], 'priority', ARGV[7], 'score', score, 'seq', seq, 'state', state,
   'created_at', t, 'updated_at', t, 'attempts', 0, 'max_attempts', ARGV[9], 'owner', '',
   'token', 0, 'cancel_requested', 0, 'key', dedupe, 'not_before', due and fmt(due) or '',
-  'parent', parent)
+  'parent', parent, 'progress_in_job', 1)
 if state == 'scheduled' then
   redis.call('ZADD', P .. 'scheduled', fmt(due), id)
   lower(P, 'due_at', due)

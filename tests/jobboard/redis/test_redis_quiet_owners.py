@@ -43,14 +43,21 @@ def test_an_owner_hears_only_the_events_of_its_own_claims(redis_board_factory, m
         job = busy.post(f"j{n}", "f")
         claim = busy.claim(job, other)
         busy.consume(claim, other, claim.token)
-    # Its own claim is heard of: the cancel request reaches it without a read.
+    # Its own claim is known from the reply (no event is sent for it), and the cancel
+    # request reaches it without a read; then its own consume sends no event either.
     job = busy.post("mine", "f")
     claim = idle.claim_next(mine, ["f"])
     assert claim is not None and claim.job_id == job.id
     busy.cancel(job)
     wait_until(lambda: idle.cancel_requested(job))
+    idle.consume(claim, mine, claim.token)
+    later = busy.post("later", "f")
+    assert idle.claim_next(mine, ["f"]) is not None
+    busy.cancel(later)  # a later event to it: every earlier one is in once this is
+    wait_until(lambda: idle.cancel_requested(later))
     kinds = [event.split('"kind":"')[1].split('"')[0] for event in heard]
-    assert kinds == ["claimed", "cancel_requested"]  # nothing of the other five jobs
+    # Nothing of its own claims and consume, nor of the other five jobs.
+    assert kinds == ["cancel_requested", "cancel_requested"]
 
 
 def test_an_observer_still_hears_every_event(redis_board_factory):
