@@ -85,6 +85,10 @@ class ZkConsumeNext(ZkClaims):
                     self._verify_claim(job_id)
                     self._refused(job_id, next_id, ops[err.index], err, len(finish_ops))
                     return None
+                if isinstance(err, errors.InvalidJob):  # too big with the claim: not sent
+                    with self._lock:
+                        self._view.push(next_id)
+                    return None
                 raise
             consumed.append(self._finished(job_id, done))
             self._emit(end.published(fence.token, current.flow))

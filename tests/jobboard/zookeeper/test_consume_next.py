@@ -159,3 +159,36 @@ def test_a_lost_answer_neither_consumes_twice_nor_loses_the_claim(
     assert board.held_claim(second) is not None
     assert board.get(second).owner == who and board.get(second).token == out.claim.token
     assert board.consume(second, who, out.claim.token).state is JobState.COMPLETE
+
+
+def test_a_pair_over_the_request_limit_takes_the_two_steps(zookeeper_board_factory, monkeypatch):
+    # Given a board whose pair would be over ZooKeeper's request limit while the
+    # consume alone is not (the claim's few hundred bytes tip it over)
+    board = zookeeper_board_factory()
+    who = unique_owner("w")
+    first, second = board.post("one", "f"), board.post("two", "f")
+    claim = board.claim(first, who)
+    sizes: list[int] = []
+    transact = board._transact
+
+    def measured(ops: list[Any], after: Any = None) -> list[Any]:
+        size = sum(len(op[2]) for op in ops if op[0] in ("create", "set"))
+        sizes.append(size)
+        if touches(ops, "done", first.id) and touches(ops, "claims", second.id):
+            monkeypatch.setattr(board, "REQUEST_LIMIT", size - 1)
+        try:
+            return transact(ops, after)
+        finally:
+            monkeypatch.setattr(board, "REQUEST_LIMIT", ZookeeperBoard.REQUEST_LIMIT)
+
+    monkeypatch.setattr(board, "_transact", measured)
+
+    # When its owner consumes and claims next
+    out = board.consume_and_claim_next(first, who, claim.token, result="r", flows=["f"])
+
+    # Then the pair was not sent; the consume and the claim went through one after
+    # the other
+    assert len(sizes) == 3
+    assert out.job.state is JobState.COMPLETE and board.counters().get("consumed") == 1
+    assert out.claim is not None and out.claim.job_id == second.id
+    assert board.get(second).owner == who
