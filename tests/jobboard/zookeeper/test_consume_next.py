@@ -192,3 +192,27 @@ def test_a_pair_over_the_request_limit_takes_the_two_steps(zookeeper_board_facto
     assert out.job.state is JobState.COMPLETE and board.counters().get("consumed") == 1
     assert out.claim is not None and out.claim.job_id == second.id
     assert board.get(second).owner == who
+
+
+@pytest.mark.parametrize("lease", [30.0, None], ids=["leased", "session-bound"])
+def test_a_leased_pair_takes_the_board_out_of_the_queues(
+    zookeeper_board_factory, monkeypatch, lease
+):
+    # Given a board first in the queue of idle boards for flow "g", holding a job
+    # of flow "f" with another one waiting
+    board = zookeeper_board_factory()
+    who = unique_owner("w")
+    assert board.wait(timeout=0.05, flows=["g"]) is False
+    assert board._places and not board._queued_behind(frozenset({"g"}))
+    first, second = board.post("one", "f"), board.post("two", "f")
+    claim = board.claim(first, who)
+    assert board._places  # busy, and no job of "g" waits: it keeps its place
+    sent = spy_transactions(board, monkeypatch)
+
+    # When it consumes and claims the next job of "f" in one transaction
+    out = board.consume_and_claim_next(first, who, claim.token, flows=["f"], lease=lease)
+
+    # Then a leased claim took it out of every queue; a session-bound one did not
+    assert len(sent) == 1
+    assert out.claim is not None and out.claim.job_id == second.id and out.claim.lease == lease
+    assert bool(board._places) is (lease is None)
