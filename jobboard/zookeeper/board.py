@@ -28,6 +28,7 @@ layer using the ones below it:
 * ``writes``: fences and fenced writes (progress, finish, abandon, cancel);
 * ``leases``: renewing leases, waiting for work and for other owners' leases to lapse;
 * ``claims``: claiming (and trashing poison and unreadable jobs);
+* ``consumenext``: ``consume_and_claim_next`` as one transaction;
 * ``producers``: dedupe keys, ``wait_for`` watches, children, the record store;
 * this module: the board's tunables, state and life cycle, posting, listing
   and retention.

@@ -55,6 +55,44 @@ class _Adopt(Exception):
         self.claim, self.stat = claim, stat
 
 
+class _Pending:
+    """A claim's transaction being sent: its operations, the records it writes, and
+    the reads sent behind it (the job's content when not cached, the watching read
+    of the new claim node)."""
+
+    def __init__(
+        self,
+        board: ZkClaims,
+        job_id: str,
+        who: str,
+        lease: float | None,
+        fresh: bool,
+        new_state: dict[str, Any],
+        claim_data: dict[str, Any],
+        ops: list[tuple[Any, ...]],
+    ) -> None:
+        self.board, self.job_id, self.who, self.lease, self.fresh = board, job_id, who, lease, fresh
+        self.new_state, self.claim_data, self.ops = new_state, claim_data, ops
+        self.state_op = len(ops) - 1
+        self.static: dict[str, Any] | None = None
+        self.static_read: Any = None
+        self.verify: list[Any] = []
+        self.sent = 0.0
+
+    def prepare(self, static: dict[str, Any] | None) -> None:
+        """Just before the transaction is sent: read the job's content when not cached
+        (the transaction checks the node, which never changes), note the time."""
+        self.static = static
+        if static is None:
+            self.static_read = self.board.client.get_async(self.board._path("jobs", self.job_id))
+        self.sent = time.time()
+
+    def send(self) -> Any:
+        """The watching read of the claim node, sent behind the transaction (see the
+        ``after`` of ``_transact``)."""
+        return self.board._watch_claim(self.job_id, self.verify)
+
+
 class ZkClaims(ZkLeases):
     """Claims (session-bound, optionally leased)."""
 
@@ -101,16 +139,10 @@ class ZkClaims(ZkLeases):
         now = time.monotonic()
         with self._lock:
             idle = self._view.best(flows, pop=False) is None
-        scan = idle or now - self._last_lease_check >= self.LEASE_CHECK_INTERVAL
-        if scan:
-            self._last_lease_check = now
-        self._reap_lapsed(flows, scan)  # a lapsed job waits again, in its place
+        self._reap_before_claim(flows, idle, now)
         while True:
             with self._lock:
-                if time.monotonic() < self._contended_until:
-                    job_id = self._view.spread(flows, self.CLAIM_SPREAD)
-                else:
-                    job_id = self._view.best(flows, pop=True)
+                job_id = self._next_in_view(flows)
             if job_id is None:
                 return None
             if job_id in tried:
@@ -130,6 +162,22 @@ class ZkClaims(ZkLeases):
             if claim is not None:
                 self._took(flows, length)
                 return claim
+
+    def _reap_before_claim(self, flows: frozenset[str] | None, idle: bool, now: float) -> None:
+        """Reap lapsed leases before a claim, so that their jobs wait again in their
+        place: every known claim is looked at when idle, else every
+        ``LEASE_CHECK_INTERVAL`` (see ``_reap_lapsed``)."""
+        scan = idle or now - self._last_lease_check >= self.LEASE_CHECK_INTERVAL
+        if scan:
+            self._last_lease_check = now
+        self._reap_lapsed(flows, scan)
+
+    def _next_in_view(self, flows: frozenset[str] | None) -> str | None:
+        """Pop the job to try next (lock held): the best, or for a while after a lost
+        race one of the ``CLAIM_SPREAD`` best."""
+        if time.monotonic() < self._contended_until:
+            return self._view.spread(flows, self.CLAIM_SPREAD)
+        return self._view.best(flows, pop=True)
 
     def _claim_id(
         self, job_id: str, who: str, lease: float | None, uncertain: bool, probe: bool = True
@@ -164,76 +212,95 @@ class ZkClaims(ZkLeases):
                 # claim), or the state moved; read both again and decide anew
                 state, state_version, lapsed_version = self._reread(job_id, who, uncertain)
                 continue
-            now = time.time()
-            token = (state or {}).get("token", 0) + 1
-            new_state = {
-                **(state or {}),
-                "token": token,
-                "attempts": attempts + 1,
-                "owner": who,
-                "claimed_at": now,
-                "updated_at": now,
-                "released_by": None,
-                "forced": False,
-            }
-            claim_data = {"owner": who, "token": token, "lease": lease, "claimed_at": now}
-            ops: list[tuple[Any, ...]] = [("check", self._path("jobs", job_id), -1)]
-            if lapsed_version is not None:
-                ops.append(("delete", self._path("claims", job_id), lapsed_version))
-            ops.append(("create", self._path("claims", job_id), dump(claim_data), True))
-            if state_version is None:
-                ops.append(("create", self._path("state", job_id), dump(new_state), False))
-            else:
-                ops.append(("set", self._path("state", job_id), dump(new_state), state_version))
-            static_read = (
-                None if static is not None else self.client.get_async(self._path("jobs", job_id))
-            )
-            verify: list[Any] = []
-            state_op = len(ops) - 1
-            sent = time.time()
+            pending = self._claim_write(job_id, who, lease, state, state_version, lapsed_version)
+            pending.prepare(static)
             try:
-                results = self._transact(
-                    ops + self._counted("claimed"),
-                    functools.partial(self._watch_claim, job_id, verify),
-                )
+                results = self._transact(pending.ops + self._counted("claimed"), pending.send)
             except Refused as refused:
-                op = ops[refused.index]
+                op = pending.ops[refused.index]
                 if op[0] == "check":
                     self._job_gone(job_id, probe)
                 if op[0] == "create" and op[1] == self._path("claims", job_id):
                     if not probe and not uncertain:  # claim_next: just try the next job
-                        self._contended_until = time.monotonic() + self.CONTENTION_MEMORY
-                        self._local("claims", job_id, True)
+                        self._contended(job_id)
                         raise errors.UnclaimableJob(f"job {job_id!r} is claimed") from None
                 try:
                     state, state_version, lapsed_version = self._reread(job_id, who, uncertain)
                 except _Adopt as adopt:
                     return self._adopt_claim(job_id, adopt.claim, adopt.stat, who, started)
                 continue
-            if static_read is not None:  # job nodes never change: the transaction checked it
-                static = read_static(static_read.get(timeout=self.session_timeout)[0], job_id)
-            assert static is not None
-            new_version = results[state_op].version if state_version is not None else 0
-            problem = unreadable(static)
-            if problem is not None:  # ours now: trash it under our own claim
-                fence = Fence(who, token, new_version, 0, static, new_state)
-                self._trash_as_claimant(job_id, fence, problem)
-                return None
-            return self._claimed(
-                job_id,
-                static,
-                new_state,
-                new_version,
-                claim_data,
-                who,
-                lease,
-                started,
-                state is None,
-                verify=verify[0] if verify else None,
-                # the claim node's mtime (when its lease starts) is no earlier than this
-                lease_end=None if lease is None else sent + self._time.low + lease,
-            )
+            return self._claim_landed(pending, results[pending.state_op], started)
         raise errors.UnclaimableJob(f"job {job_id!r}: too much contention, try again")
+
+    def _contended(self, job_id: str) -> None:
+        """Another board took the job we tried: spread our next tries for a while."""
+        self._contended_until = time.monotonic() + self.CONTENTION_MEMORY
+        self._local("claims", job_id, True)
+
+    def _claim_write(
+        self,
+        job_id: str,
+        who: str,
+        lease: float | None,
+        state: dict[str, Any] | None,
+        state_version: int | None,
+        lapsed_version: int | None,
+    ) -> _Pending:
+        """The operations of a claim of a job whose state (and version) is known: the
+        job exists, the claim node is created (replacing a lapsed one), the state
+        moves to the next token under its version. Not counted."""
+        now = time.time()
+        token = (state or {}).get("token", 0) + 1
+        new_state = {
+            **(state or {}),
+            "token": token,
+            "attempts": (state or {}).get("attempts", 0) + 1,
+            "owner": who,
+            "claimed_at": now,
+            "updated_at": now,
+            "released_by": None,
+            "forced": False,
+        }
+        claim_data = {"owner": who, "token": token, "lease": lease, "claimed_at": now}
+        ops: list[tuple[Any, ...]] = [("check", self._path("jobs", job_id), -1)]
+        if lapsed_version is not None:
+            ops.append(("delete", self._path("claims", job_id), lapsed_version))
+        ops.append(("create", self._path("claims", job_id), dump(claim_data), True))
+        if state_version is None:
+            ops.append(("create", self._path("state", job_id), dump(new_state), False))
+        else:
+            ops.append(("set", self._path("state", job_id), dump(new_state), state_version))
+        return _Pending(self, job_id, who, lease, state is None, new_state, claim_data, ops)
+
+    def _claim_landed(self, pending: _Pending, state_result: Any, started: float) -> Claim | None:
+        """A claim's transaction went through (``state_result``: its state write's
+        answer): record it, or trash the job under our claim when its record does
+        not read (None)."""
+        job_id, who, lease = pending.job_id, pending.who, pending.lease
+        static = pending.static
+        if pending.static_read is not None:  # job nodes never change: the transaction checked it
+            static = read_static(pending.static_read.get(timeout=self.session_timeout)[0], job_id)
+        assert static is not None
+        new_version = 0 if pending.fresh else state_result.version
+        problem = unreadable(static)
+        if problem is not None:  # ours now: trash it under our own claim
+            fence = Fence(who, pending.new_state["token"], new_version, 0, static, pending.new_state)
+            self._trash_as_claimant(job_id, fence, problem)
+            return None
+        return self._claimed(
+            job_id,
+            static,
+            pending.new_state,
+            new_version,
+            pending.claim_data,
+            who,
+            lease,
+            started,
+            pending.fresh,
+            verify=pending.verify[0] if pending.verify else None,
+            # the claim node's mtime (when its lease starts) is no earlier than this
+            lease_end=None if lease is None else pending.sent + self._time.low + lease,
+        )
 
     def _reread(
         self, job_id: str, who: str, uncertain: bool

@@ -45,14 +45,14 @@ from kazoo.protocol.states import EventType
 from jobboard import errors
 from jobboard.changes import NewJob
 from jobboard.model import Job
-from jobboard.zookeeper.claims import ZkClaims
+from jobboard.zookeeper.consumenext import ZkConsumeNext
 from jobboard.zookeeper.nodes import load, parse_id
 from jobboard.zookeeper.session import Refused, log
 
 __all__ = ["ZkProducers"]
 
 
-class ZkProducers(ZkClaims):
+class ZkProducers(ZkConsumeNext):
     """Dedupe keys, ``wait_for`` watches, children and the record store."""
 
     #: Seconds a reader waits for a just-taken key to be given its job's id.

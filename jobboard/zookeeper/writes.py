@@ -71,16 +71,24 @@ class ZkWrites(ZkProgress):
         lease counting as lapsed as soon as the server's time may have passed
         its end (no transaction can read the server's clock).
         """
-        fence = self._fences.get(job_id)
-        held = self._held.get(job_id)
-        if not force and fence is not None and held is not None and fence.token == token:
-            if fence.owner != who:
-                raise errors.NotOwner(f"job {job_id!r} is owned by {fence.owner!r}, not {who!r}")
-            if self._local_clock() < held.deadline and self._lease_runs(fence):
-                return fence, None
+        fence = None if force else self._own_fence(job_id, who, token)
+        if fence is not None:
+            return fence, None
         snap = self._snapshot(job_id)
         self._check(snap, who, token, force)
         return self._fence_of(snap), snap
+
+    def _own_fence(self, job_id: str, who: str, token: int | None) -> Fence | None:
+        """The fence of our own claim on the job when ``token`` is its token and its
+        lease surely runs (no read needed); None when it must be read."""
+        fence = self._fences.get(job_id)
+        held = self._held.get(job_id)
+        if fence is not None and held is not None and fence.token == token:
+            if fence.owner != who:
+                raise errors.NotOwner(f"job {job_id!r} is owned by {fence.owner!r}, not {who!r}")
+            if self._local_clock() < held.deadline and self._lease_runs(fence):
+                return fence
+        return None
 
     def _lease_runs(self, fence: Fence) -> bool:
         """Whether our claim's lease (if any) surely still runs by the server's time."""
@@ -216,6 +224,28 @@ class ZkWrites(ZkProgress):
     ) -> Job | None:
         """Move an active job to ``done/`` in one transaction (with the last progress
         records, if any); None if it was refused."""
+        ops, done = self._finish_ops(job_id, fence, done, cancel, poison, progress)
+        try:
+            if fence.owner is not None and job_id in self._held:
+                self._drop_own_claim(job_id, ops)
+            else:
+                self._transact(ops)
+        except Refused as refused:
+            self._finish_refused(job_id, ops[refused.index], refused)
+            return None
+        return self._finished(job_id, done)
+
+    def _finish_ops(
+        self,
+        job_id: str,
+        fence: Fence,
+        done: dict[str, Any],
+        cancel: bool,
+        poison: bool = False,
+        progress: Mapping[str, str] | None = None,
+    ) -> tuple[list[tuple[Any, ...]], dict[str, Any]]:
+        """The operations that move an active job to ``done/`` under ``fence`` (counted,
+        with the last progress records), and the done record they write."""
         ops: list[tuple[Any, ...]] = self._progress_ops(job_id, progress) if progress else []
         claim_path = self._path("claims", job_id)
         if fence.claim_version is not None:
@@ -233,18 +263,18 @@ class ZkWrites(ZkProgress):
         ops += self._counted(FINISH_EVENTS[JobState(done["state"])])
         if poison:
             ops += self._counted("poison")
-        try:
-            if fence.owner is not None and job_id in self._held:
-                self._drop_own_claim(job_id, ops)
-            else:
-                self._transact(ops)
-        except Refused as refused:
-            op = ops[refused.index]
-            if op[1] == self._path("cancel", job_id):
-                self._local("cancel", job_id, False)
-            elif op[1].startswith(self._path("progress", job_id)):
-                self._learn_progress(job_id, op, op[1].rpartition("/")[2], refused.error)
-            return None
+        return ops, done
+
+    def _finish_refused(self, job_id: str, op: tuple[Any, ...], refused: Refused) -> None:
+        """What a refused finishing transaction tells (``op`` failed) about the job."""
+        if op[1] == self._path("cancel", job_id):
+            self._local("cancel", job_id, False)
+        elif op[1].startswith(self._path("progress", job_id)):
+            self._learn_progress(job_id, op, op[1].rpartition("/")[2], refused.error)
+
+    def _finished(self, job_id: str, done: dict[str, Any]) -> Job:
+        """A finishing transaction went through: the job is gone from the view (our own
+        write: no read) and our claim on it forgotten."""
         with self._lock:
             self._forget_caches(job_id)
         for kind in VIEW_KINDS:
