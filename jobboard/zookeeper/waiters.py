@@ -43,9 +43,9 @@ from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType
 
+from jobboard.zookeeper.cancel import ZkCancel
 from jobboard.zookeeper.nodes import VIEW_KINDS
 from jobboard.zookeeper.session import log
-from jobboard.zookeeper.writes import ZkWrites
 
 #: The name of a waiter node (``w-`` and ZooKeeper's 10-digit sequence).
 WAITER_RE = re.compile(r"^w-\d{10}$")
@@ -74,7 +74,7 @@ def queue_key(flows: frozenset[str] | None) -> str:
     return f"f{digest}"
 
 
-class ZkWaiters(ZkWrites):
+class ZkWaiters(ZkCancel):
     """Queues of idle boards: one wakes per change (see the module docstring)."""
 
     _places: dict[str, Place]

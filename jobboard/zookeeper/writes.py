@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
 from jobboard import errors
 from jobboard.changes import Ending, Release
-from jobboard.model import BoardEvent, Job, JobRef, JobState
+from jobboard.model import Job, JobState
 from jobboard.zookeeper.nodes import (
     FINISH_EVENTS,
     RAW,
@@ -404,53 +403,3 @@ class ZkWrites(ZkProgress):
         found = self._gather([("get", self._path("state", job_id))])[0]
         state = read_state(found[0], job_id) if found else None
         return bool(state and state.get("released_by") == who and state.get("token") == token)
-
-    # -- cancelling ---------------------------------------------------------------
-
-    def cancel(self, job: JobRef) -> Job:
-        job_id = self._require_id(job)
-
-        def attempt(uncertain: bool) -> Job:
-            for _ in range(self.MAX_ROUNDS):
-                snap = self._snapshot(job_id)
-                current = self._job(snap)
-                if current.state.finished:
-                    if uncertain and current.state is JobState.CANCELLED:
-                        return current
-                    raise errors.InvalidState(
-                        f"job {job_id!r} is already {current.state.value}; nothing to cancel"
-                    )
-                if current.state is JobState.CLAIMED:
-                    if snap.cancel:
-                        return current
-                    assert snap.claim_stat is not None
-                    try:
-                        self._transact(
-                            [
-                                ("check", self._path("claims", job_id), snap.claim_stat.version),
-                                (
-                                    "create",
-                                    self._path("cancel", job_id),
-                                    dump({"at": time.time()}),
-                                    False,
-                                ),
-                            ]
-                        )
-                    except Refused:
-                        continue
-                    self._local("cancel", job_id, True)
-                    if job_id in self._held:
-                        self._mark_cancel(job_id)
-                    self._emit(BoardEvent("cancel_requested", job_id, {"token": current.token}))
-                    return replace(current, cancel_requested=True)
-                fence = self._fence_of(snap)
-                reason = "cancelled before it started"
-                end = Ending(job_id, "cancel", None, JobState.CANCELLED, False, None, reason, "")
-                done = finish_record(current, end)
-                done_job = self._commit_finish(job_id, fence, done, snap.cancel)
-                if done_job is not None:
-                    self._emit(BoardEvent("cancelled", job_id, {"token": current.token}))
-                    return done_job
-            raise errors.BoardUnavailable(f"job {job_id!r}: cancel kept racing other writers")
-
-        return self._retrying(f"cancel {job_id}", attempt)
