@@ -45,7 +45,7 @@ class RedisReads(RedisEvents):
 
         raw, now = self._call("get", job_id, read, safe=True)
         if not raw:
-            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
         return decode_job(job_id, raw, server_time(now))
 
     def _list_jobs(self, wanted: frozenset[JobState], flow: str | None, fresh: bool) -> list[Job]:
@@ -131,7 +131,7 @@ class RedisReads(RedisEvents):
 
         fields, older = self._call("load_progress", job_id, read, safe=True)
         if not fields:
-            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
         records = {text(atom): text(record) for atom, record in older.items()}
         for name, record in fields.items():
             field = text(name)

@@ -339,7 +339,7 @@ class ZkClaims(ZkLeases):
             raise errors.UnclaimableJob(f"job {job_id!r} is no longer waiting")
         done = self._gather([("exists", self._path("done", job_id))])[0]
         if done is None:
-            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
         raise errors.UnclaimableJob(f"job {job_id!r} is finished; it cannot be claimed")
 
     def _adopt_claim(

@@ -102,7 +102,7 @@ def id_parts(job_id: str) -> tuple[int, str, int]:
     """(rank, flow, seq) of a job id known to be ours (one the local view listed)."""
     parts = parse_id(job_id)
     if parts is None:
-        raise errors.JobNotFound(f"not a job id of this board: {job_id!r}")
+        raise errors.JobNotFound(f"not a job id of this board: {errors.shown(job_id)}")
     return parts
 
 

@@ -75,7 +75,7 @@ class ZkProgress(ZkView):
                 ]
             )
             if jobs is None and done is None:
-                raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+                raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
             names = [n for n in names or [] if n.startswith("a")]
             found = self._gather([("get", self._path("progress", job_id, n)) for n in names])
             records = {

@@ -330,7 +330,7 @@ class ZkView(ZkPauses):
     def _require_id(self, job: JobRef) -> str:
         job_id = self._job_id(job)
         if parse_id(job_id) is None:
-            raise errors.JobNotFound(f"no job {job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(job_id)} on board {self.name!r}")
         return job_id
 
     def _snapshot(self, job_id: str) -> Snapshot:
@@ -373,7 +373,7 @@ class ZkView(ZkPauses):
         if snap.done is not None:
             return snap.done
         if snap.static is None:
-            raise errors.JobNotFound(f"no job {snap.job_id!r} on board {self.name!r}")
+            raise errors.JobNotFound(f"no job {errors.shown(snap.job_id)} on board {self.name!r}")
         now = self._time.now() if now is None else now
         return active_job(
             snap.job_id, snap.static, snap.state, snap.claim, snap.claim_stat, snap.cancel, now

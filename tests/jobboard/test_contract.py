@@ -42,6 +42,15 @@ def test_post_get_iterjobs_round_trip(board):
         board.get("no-such-job")
 
 
+
+def test_an_unknown_id_is_echoed_capped(board):
+    # An id of any length a caller sends comes back cut short in the error
+    long_id = "x" * 5000
+    for call in (board.get, board.load_progress):
+        with pytest.raises(JobNotFound) as caught:
+            call(long_id)
+        assert len(str(caught.value)) < 300, call
+
 def test_priority_then_fifo_order(board):
     low = board.post("low", "f", priority="low")
     n1 = board.post("n1", "f")
