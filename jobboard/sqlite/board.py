@@ -183,6 +183,8 @@ class SqliteBoard(SqliteProducers):
         self._kick.set()
         with self._changed:
             self._changed.notify_all()
+        if self._queue is not None:
+            self._queue.close()
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(5)

@@ -1,0 +1,159 @@
+"""Queues of idle SQLite boards on one host, so that a write wakes one of them.
+
+Without them every idle board of the host arms inotify on the database and
+wakes on every commit of any process (a thundering herd: a job makes several
+commits, and every idle conductor reads and queries after each). Instead, a
+board whose ``wait`` finds no work takes its place in the queue of its
+namespace and flows: an exclusive ``flock`` on a lock file beside the database
+(``<db>-waiters-<key>``), asked for by a small thread of the board that blocks
+in the kernel until it gets it. Only the board holding the lock (the *head*)
+arms inotify and wakes on writes; the others sleep in ``flock`` and, as a
+fallback for a head that is frozen, look at the board with one cheap query
+every :attr:`~jobboard.sqlite.watcher.SqliteWatcher.QUEUED_POLL`.
+
+The turn passes on (the kernel gives the lock to a waiting board at once):
+
+* when the head claims a job (every SQLite claim has a lease, and a silent
+  owner at the head must not keep the others from reaping its lapsed lease);
+  it takes a place again when it next waits;
+* on ``stop_waiting`` and ``close``;
+* when the head's process dies (the kernel drops its locks).
+
+A place given up while still queued keeps its thread blocked in ``flock``
+(it cannot be interrupted): taken again, it is the same place; otherwise the
+thread lets the lock go as soon as it gets it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Collection
+
+from jobboard.sqlite.store import log
+
+__all__ = ["WaitQueue", "queue_key"]
+
+
+def queue_key(namespace: str, flows: Collection[str] | None) -> str:
+    """The queue of the boards of ``namespace`` waiting for ``flows`` (all when None)."""
+    text = namespace + "\0" + ("*" if flows is None else "\n".join(sorted(set(flows))))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+class _Place:
+    """One place in one queue: the lock file and the thread that waits for it."""
+
+    def __init__(self, path: str, on_head: Callable[[], None]) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.cond = threading.Condition()
+        self.wanted = True
+        self.head = False
+        self.closed = False
+        self._on_head = on_head
+        self.thread = threading.Thread(target=self._run, name="sqlite-board-queue", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while not self.wanted and not self.closed:
+                        self.cond.wait()
+                    if self.closed:
+                        return
+                fcntl.flock(self.fd, fcntl.LOCK_EX)  # blocks until the boards before us leave
+                with self.cond:
+                    if not self.wanted or self.closed:
+                        fcntl.flock(self.fd, fcntl.LOCK_UN)
+                        continue
+                    self.head = True
+                try:
+                    self._on_head()
+                except Exception:  # the board's callback must not lose the place
+                    log.exception("sqlite board queue: head callback failed")
+                with self.cond:
+                    while self.head and not self.closed:
+                        self.cond.wait()
+        except OSError:
+            log.warning("sqlite board queue failed: this board wakes on every write", exc_info=True)
+            with self.cond:
+                self.closed, self.head = True, False
+        finally:
+            os.close(self.fd)
+
+    def join(self) -> None:
+        with self.cond:
+            self.wanted = True
+            self.cond.notify_all()
+
+    def leave(self, close: bool = False) -> None:
+        """Give the place up (the lock at once if held); ``close`` ends the thread too."""
+        with self.cond:
+            self.wanted = False
+            self.closed = self.closed or close
+            if self.head:
+                self.head = False
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            self.cond.notify_all()
+
+
+class WaitQueue:
+    """A board's place in the queues of idle boards of its database file."""
+
+    def __init__(self, db_path: str, on_head: Callable[[], None]) -> None:
+        self._base = os.path.realpath(db_path) + "-waiters-"
+        self._on_head = on_head
+        self._lock = threading.Lock()
+        self._places: dict[str, _Place] = {}
+        self._current: str | None = None
+        self.failed = False
+
+    def join(self, key: str) -> bool:
+        """Take a place in queue ``key`` (leaving any other); False if queues cannot work."""
+        with self._lock:
+            if self.failed:
+                return False
+            if self._current is not None and self._current != key:
+                self._places[self._current].leave()
+            self._current = key
+            place = self._places.get(key)
+            if place is not None and not place.closed:
+                place.join()
+                return True
+            try:
+                self._places[key] = _Place(self._base + key, self._on_head)
+            except OSError as err:
+                log.info("sqlite board queue unavailable (%s): idle boards all wake", err)
+                self.failed = True
+                self._current = None
+                return False
+            return True
+
+    def is_head(self) -> bool:
+        """Whether this board holds its place at the head of its queue (or has none)."""
+        with self._lock:
+            if self._current is None:
+                return True
+            place = self._places[self._current]
+            return place.head or place.closed
+
+    def queued(self) -> bool:
+        """Whether this board waits behind another (it must not arm inotify)."""
+        return not self.is_head()
+
+    def leave(self) -> None:
+        """Give up the current place (the lock at once): the next board in line wakes."""
+        with self._lock:
+            key, self._current = self._current, None
+            if key is not None:
+                self._places[key].leave()
+
+    def close(self) -> None:
+        with self._lock:
+            places, self._places, self._current = self._places, {}, None
+            self.failed = True
+        for place in places.values():
+            place.leave(close=True)
