@@ -44,17 +44,46 @@ def queue_key(namespace: str, flows: Collection[str] | None) -> str:
 
 
 class _Place:
-    """One place in one queue: the lock file and the thread that waits for it."""
+    """One place in one queue: two lock files and the thread that waits for them.
 
-    def __init__(self, path: str, on_head: Callable[[], None]) -> None:
+    ``<key>-line`` holds the board next in line (the *deputy*), ``<key>`` the head:
+    a board takes the line lock, then the head lock, then lets the line lock go.
+    Only the deputy waits on the head lock, so a hand-over wakes one thread.
+    """
+
+    def __init__(self, path: str, on_head: Callable[[], None], on_deputy: Callable[[], None]) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.line_fd = os.open(path + "-line", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            os.close(self.fd)
+            raise
         self.cond = threading.Condition()
         self.wanted = True
-        self.head = False
+        #: "line" (behind the deputy), "deputy" (next in line), "head", or None.
+        self.stage: str | None = None
         self.closed = False
         self._on_head = on_head
+        self._on_deputy = on_deputy
         self.thread = threading.Thread(target=self._run, name="sqlite-board-queue", daemon=True)
         self.thread.start()
+
+    def _call(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:  # the board's callback must not lose the place
+            log.exception("sqlite board queue: callback failed")
+
+    def _take(self, fd: int, stage: str) -> bool:
+        """Block for the lock ``fd``; True if still wanted (then ``stage``), else let it go."""
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self.cond:
+            if self.wanted and not self.closed:
+                self.stage = stage
+                return True
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self.stage = None
+            return False
 
     def _run(self) -> None:
         try:
@@ -64,25 +93,25 @@ class _Place:
                         self.cond.wait()
                     if self.closed:
                         return
-                fcntl.flock(self.fd, fcntl.LOCK_EX)  # blocks until the boards before us leave
+                    self.stage = "line"
+                if not self._take(self.line_fd, "deputy"):
+                    continue
+                self._call(self._on_deputy)  # its waiters look more often from now on
+                head = self._take(self.fd, "head")
+                fcntl.flock(self.line_fd, fcntl.LOCK_UN)  # the next board becomes deputy
+                if not head:
+                    continue
+                self._call(self._on_head)
                 with self.cond:
-                    if not self.wanted or self.closed:
-                        fcntl.flock(self.fd, fcntl.LOCK_UN)
-                        continue
-                    self.head = True
-                try:
-                    self._on_head()
-                except Exception:  # the board's callback must not lose the place
-                    log.exception("sqlite board queue: head callback failed")
-                with self.cond:
-                    while self.head and not self.closed:
+                    while self.stage == "head" and not self.closed:
                         self.cond.wait()
         except OSError:
             log.warning("sqlite board queue failed: this board wakes on every write", exc_info=True)
             with self.cond:
-                self.closed, self.head = True, False
+                self.closed, self.stage = True, None
         finally:
             os.close(self.fd)
+            os.close(self.line_fd)
 
     def join(self) -> None:
         with self.cond:
@@ -90,22 +119,27 @@ class _Place:
             self.cond.notify_all()
 
     def leave(self, close: bool = False) -> None:
-        """Give the place up (the lock at once if held); ``close`` ends the thread too."""
+        """Give the place up (its locks at once if held); ``close`` ends the thread too."""
         with self.cond:
             self.wanted = False
             self.closed = self.closed or close
-            if self.head:
-                self.head = False
+            if self.stage == "head":
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
+            elif self.stage == "deputy":  # still blocked on the head lock: let it go when got
+                fcntl.flock(self.line_fd, fcntl.LOCK_UN)
+            self.stage = None
             self.cond.notify_all()
 
 
 class WaitQueue:
     """A board's place in the queues of idle boards of its database file."""
 
-    def __init__(self, db_path: str, on_head: Callable[[], None]) -> None:
+    def __init__(
+        self, db_path: str, on_head: Callable[[], None], on_deputy: Callable[[], None]
+    ) -> None:
         self._base = os.path.realpath(db_path) + "-waiters-"
         self._on_head = on_head
+        self._on_deputy = on_deputy
         self._lock = threading.Lock()
         self._places: dict[str, _Place] = {}
         self._current: str | None = None
@@ -124,7 +158,7 @@ class WaitQueue:
                 place.join()
                 return True
             try:
-                self._places[key] = _Place(self._base + key, self._on_head)
+                self._places[key] = _Place(self._base + key, self._on_head, self._on_deputy)
             except OSError as err:
                 log.info("sqlite board queue unavailable (%s): idle boards all wake", err)
                 self.failed = True
@@ -132,17 +166,16 @@ class WaitQueue:
                 return False
             return True
 
-    def is_head(self) -> bool:
-        """Whether this board holds its place at the head of its queue (or has none)."""
+    def stage(self) -> str | None:
+        """None when this board heads its queue (or has no place, or queues failed);
+        "deputy" when it is next in line, else "line"."""
         with self._lock:
             if self._current is None:
-                return True
+                return None
             place = self._places[self._current]
-            return place.head or place.closed
-
-    def queued(self) -> bool:
-        """Whether this board waits behind another (it must not arm inotify)."""
-        return not self.is_head()
+            if place.closed or place.stage == "head":
+                return None
+            return "line" if place.stage in ("line", None) else "deputy"
 
     def leave(self) -> None:
         """Give up the current place (the lock at once): the next board in line wakes."""

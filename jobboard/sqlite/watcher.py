@@ -59,9 +59,12 @@ class SqliteWatcher(SqliteStore):
     #: reads in a burst of writes), and the re-read after a wake-up that found no commit
     #: yet (a commit's first write wakes the watcher before the commit is visible).
     PUSHED_GAP: ClassVar[float] = 0.002
-    #: Longest sleep of a waiter queued behind another idle board (:mod:`jobboard.sqlite.queue`)
-    #: before it looks at the board itself: bounds how long a frozen head delays a job.
+    #: Longest sleep of a waiter next in line behind the head of its queue of idle boards
+    #: (:mod:`jobboard.sqlite.queue`) before it looks at the board itself: bounds how long
+    #: a frozen head delays a job.
     QUEUED_POLL: ClassVar[float] = 1.0
+    #: The same for a waiter further back (it matters only if the next in line froze too).
+    QUEUED_SLOW_POLL: ClassVar[float] = 10.0
     #: Factor by which the poll's sleep grows after each quiet poll.
     POLL_GROWTH: ClassVar[float] = 1.5
     #: Most held claims re-read by one watcher query (SQLite's parameter limit is far above).
@@ -115,7 +118,7 @@ class SqliteWatcher(SqliteStore):
                     if self._interrupted:
                         self._interrupted = False
                         return False
-                queued = self._queued()
+                stage = self._stage()
                 self.wait_looks += 1
                 ready, next_expiry = self._read(
                     "wait", lambda conn, now: self._waiting_state(conn, now, wanted)
@@ -125,10 +128,11 @@ class SqliteWatcher(SqliteStore):
                 pause = None if deadline is None else deadline - time.monotonic()
                 if pause is not None and pause <= 0:
                     return False
-                if not queued and self._join_queue(wanted):
-                    queued = self._queued()  # a new place: the head is told when it gets there
-                if queued:  # behind another idle board: look now and then, in case it froze
-                    pause = self.QUEUED_POLL if pause is None else min(pause, self.QUEUED_POLL)
+                if stage is None and self._join_queue(wanted):
+                    stage = self._stage()  # a new place: the head is told when it gets there
+                if stage is not None:  # behind another idle board: look now and then
+                    poll = self.QUEUED_POLL if stage == "deputy" else self.QUEUED_SLOW_POLL
+                    pause = poll if pause is None else min(pause, poll)
                 elif next_expiry is not None:  # an expiring lease makes a job waiting, silently
                     until_expiry = max(0.0, next_expiry - time.time()) + self.POLL_MIN
                     pause = until_expiry if pause is None else min(pause, until_expiry)
@@ -142,10 +146,11 @@ class SqliteWatcher(SqliteStore):
                 if self._waiters == 0:  # a busy process need not hear of every write
                     wakeup.disarm(self._push)
 
-    def _queued(self) -> bool:
-        """Whether this board waits behind another idle board of the host (no inotify)."""
+    def _stage(self) -> str | None:
+        """None if this board heads its queue of idle boards (or has none), else
+        "deputy" (next in line) or "line": it waits behind another (no inotify)."""
         queue = self._queue
-        return queue is not None and queue.queued()
+        return None if queue is None else queue.stage()
 
     def _join_queue(self, flows: list[str] | None) -> bool:
         """Take (or keep) this board's place in the queue of idle boards for ``flows``.
@@ -159,7 +164,7 @@ class SqliteWatcher(SqliteStore):
             if self._state != "open":
                 return False
             if self._queue is None:
-                self._queue = WaitQueue(self.path, self._on_head)
+                self._queue = WaitQueue(self.path, self._on_head, self._bump)
             queue = self._queue
         return queue.join(queue_key(self.namespace, flows))
 
@@ -234,7 +239,7 @@ class SqliteWatcher(SqliteStore):
 
     def _push_wanted(self) -> bool:
         """Whether a thread waits for jobs and this board is not queued behind another."""
-        return self._waiters > 0 and not self._queued()
+        return self._waiters > 0 and self._stage() is None
 
     def _on_written(self) -> None:
         """inotify saw a write to the board's files (any process): wake the waiters,
