@@ -30,6 +30,7 @@ import fcntl
 import hashlib
 import os
 import threading
+import weakref
 from collections.abc import Callable, Collection
 
 from jobboard.sqlite.store import log
@@ -123,12 +124,25 @@ class _Place:
         with self.cond:
             self.wanted = False
             self.closed = self.closed or close
-            if self.stage == "head":
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            elif self.stage == "deputy":  # still blocked on the head lock: let it go when got
-                fcntl.flock(self.line_fd, fcntl.LOCK_UN)
+            try:
+                if self.stage == "head":
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+                elif self.stage == "deputy":  # still blocked on the head lock: let it go when got
+                    fcntl.flock(self.line_fd, fcntl.LOCK_UN)
+            except OSError:  # closed under us (a forked child): nothing is held
+                pass
             self.stage = None
             self.cond.notify_all()
+
+    def after_fork(self) -> None:
+        """In a forked child: the locks are the parent's, the thread is gone."""
+        self.cond = threading.Condition()
+        self.closed, self.wanted, self.stage = True, False, None
+        for fd in (self.fd, self.line_fd):
+            try:
+                os.close(fd)  # the parent's lock stays: it holds the file open too
+            except OSError:
+                pass
 
 
 class WaitQueue:
@@ -144,6 +158,7 @@ class WaitQueue:
         self._places: dict[str, _Place] = {}
         self._current: str | None = None
         self.failed = False
+        _QUEUES.add(self)
 
     def join(self, key: str) -> bool:
         """Take a place in queue ``key`` (leaving any other); False if queues cannot work."""
@@ -154,7 +169,10 @@ class WaitQueue:
                 self._places[self._current].leave()
             self._current = key
             place = self._places.get(key)
-            if place is not None and not place.closed:
+            if place is not None:
+                if place.closed:  # its thread failed: wake on every write from now on
+                    self.failed, self._current = True, None
+                    return False
                 place.join()
                 return True
             try:
@@ -190,3 +208,23 @@ class WaitQueue:
             self.failed = True
         for place in places.values():
             place.leave(close=True)
+
+    def after_fork(self) -> None:
+        """In a forked child: give up every place without touching the parent's locks."""
+        self._lock = threading.Lock()
+        places, self._places, self._current = self._places, {}, None
+        self.failed = True
+        for place in places.values():
+            place.after_fork()
+
+
+_QUEUES: weakref.WeakSet[WaitQueue] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_QUEUES):
+        queue.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

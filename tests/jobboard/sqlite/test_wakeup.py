@@ -105,3 +105,20 @@ def test_waiting_boards_share_one_watch_dropped_when_nobody_waits(tmp_path: Path
     finally:
         for board in boards:
             board.close()
+
+
+def test_interrupt_wait_ends_a_blocked_wait_and_the_next_one(tmp_path: Path):
+    board = _slow_board(sqlite_url(tmp_path / "board.db"))
+    try:
+        assert board.WAIT_INTERRUPTIBLE
+        waiter, seen = _waiting(board)
+        board.interrupt_wait()
+        waiter.join(30)
+        assert seen == [False]
+        # An interrupt nobody was waiting for ends the next wait (a stop racing the claim loop).
+        board.interrupt_wait()
+        assert board.wait(timeout=30) is False
+        board.post("j", "flow-a")
+        assert board.wait(timeout=30) is True  # the interrupt was used up
+    finally:
+        board.close()
