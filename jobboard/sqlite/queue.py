@@ -4,12 +4,15 @@ Without them every idle board of the host arms inotify on the database and
 wakes on every commit of any process (a thundering herd: a job makes several
 commits, and every idle conductor reads and queries after each). Instead, a
 board whose ``wait`` finds no work takes its place in the queue of its
-namespace and flows: an exclusive ``flock`` on a lock file beside the database
-(``<db>-waiters-<key>``), asked for by a small thread of the board that blocks
-in the kernel until it gets it. Only the board holding the lock (the *head*)
-arms inotify and wakes on writes; the others sleep in ``flock`` and, as a
-fallback for a head that is frozen, look at the board with one cheap query
-every :attr:`~jobboard.sqlite.watcher.SqliteWatcher.QUEUED_POLL`.
+namespace and flows: an exclusive ``flock`` on two lock files beside the
+database (``<db>-waiters-<key>-line``, then ``<db>-waiters-<key>``), asked for
+by a small thread of the board that blocks in the kernel until it gets them.
+Only the board holding the second lock (the *head*) arms inotify and wakes on
+writes; the others sleep in ``flock`` and, as a fallback for a head that is
+frozen, look at the board with one cheap query now and then: the next in line
+(the *deputy*, holding the line lock) every
+:attr:`~jobboard.sqlite.watcher.SqliteWatcher.QUEUED_POLL`, the others every
+:attr:`~jobboard.sqlite.watcher.SqliteWatcher.QUEUED_SLOW_POLL`.
 
 The turn passes on (the kernel gives the lock to a waiting board at once):
 
