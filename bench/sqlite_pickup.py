@@ -30,10 +30,12 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from conductor_throughput import FLOWS, cpu_seconds  # noqa: E402
+from common import cpu_seconds  # noqa: E402
 
 import jobboard  # noqa: E402
 from jobboard import JobState  # noqa: E402
+
+FLOWS = "conductor.examples.noop_flows"
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -39,7 +39,9 @@ and re-reads the rows of held claims, so a cancel request or a claim taken away
 by another process (a forced abandon, a trash) reaches :meth:`claim_status`
 and :meth:`cancel_requested` as local calls, with the poll's latency (at most
 ``POLL_MAX`` after the other commit). Writes of this board wake its own
-waiters at once.
+waiters at once. Idle boards of one host queue on lock files beside the
+database (:mod:`jobboard.sqlite.queue`): only the head of a queue arms inotify,
+so a commit wakes one idle board, not all.
 """
 
 from __future__ import annotations
@@ -183,6 +185,8 @@ class SqliteBoard(SqliteProducers):
         self._kick.set()
         with self._changed:
             self._changed.notify_all()
+        if self._queue is not None:
+            self._queue.close()
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(5)

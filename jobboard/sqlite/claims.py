@@ -94,6 +94,7 @@ class SqliteClaims(SqliteWrites):
 
     def _start_claim(self, claim: Claim, events: list[BoardEvent]) -> Claim:
         """Publish a claim's events in an order that leaves the new claim owned locally."""
+        self._leave_queue()  # a leased claim: a frozen owner must not hold the others' wake-ups
         self._publish(e for e in events if e.kind != "claimed")
         with self._track_lock:
             self._track(claim)

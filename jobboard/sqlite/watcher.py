@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from jobboard import errors
 from jobboard.model import BoardEvent, Claim, JobState
 from jobboard.sqlite import wakeup
+from jobboard.sqlite.queue import WaitQueue, queue_key
 from jobboard.sqlite.schema import (
     SQL_BEST_ANY,
     SQL_BEST_OF_FLOW,
@@ -58,6 +59,12 @@ class SqliteWatcher(SqliteStore):
     #: reads in a burst of writes), and the re-read after a wake-up that found no commit
     #: yet (a commit's first write wakes the watcher before the commit is visible).
     PUSHED_GAP: ClassVar[float] = 0.002
+    #: Longest sleep of a waiter next in line behind the head of its queue of idle boards
+    #: (:mod:`jobboard.sqlite.queue`) before it looks at the board itself: bounds how long
+    #: a frozen head delays a job.
+    QUEUED_POLL: ClassVar[float] = 1.0
+    #: The same for a waiter further back (it matters only if the next in line froze too).
+    QUEUED_SLOW_POLL: ClassVar[float] = 10.0
     #: Factor by which the poll's sleep grows after each quiet poll.
     POLL_GROWTH: ClassVar[float] = 1.5
     #: Most held claims re-read by one watcher query (SQLite's parameter limit is far above).
@@ -72,6 +79,17 @@ class SqliteWatcher(SqliteStore):
     _ending: set[str]
     polls: int
     _push: wakeup.Subscription | None = None
+    #: This board's place in the queues of idle boards (None: every waiter arms inotify).
+    _queue: WaitQueue | None = None
+    #: Set when the board became head of its queue: the watcher arms, then waiters look.
+    _new_head: bool = False
+    #: ``wait`` ends (False) when :meth:`interrupt_wait` is called: an idle conductor
+    #: need not wake every second to look at its stop flag.
+    WAIT_INTERRUPTIBLE: ClassVar[bool] = True
+    #: An interrupt not yet seen by a ``wait`` (one that starts later still sees it).
+    _interrupted: bool = False
+    #: Number of looks at the board by waiting threads (tests bound it: one board wakes per post).
+    wait_looks: int = 0
     #: Whether inotify has woken this board's watcher while a thread waited (else it polls).
     pushed: bool = False
 
@@ -97,6 +115,11 @@ class SqliteWatcher(SqliteStore):
             while True:
                 with self._changed:
                     seen = self._generation
+                    if self._interrupted:
+                        self._interrupted = False
+                        return False
+                stage = self._stage()
+                self.wait_looks += 1
                 ready, next_expiry = self._read(
                     "wait", lambda conn, now: self._waiting_state(conn, now, wanted)
                 )
@@ -105,7 +128,12 @@ class SqliteWatcher(SqliteStore):
                 pause = None if deadline is None else deadline - time.monotonic()
                 if pause is not None and pause <= 0:
                     return False
-                if next_expiry is not None:  # an expiring lease makes a job waiting, silently
+                if stage is None and self._join_queue(wanted):
+                    stage = self._stage()  # a new place: the head is told when it gets there
+                if stage is not None:  # behind another idle board: look now and then
+                    poll = self.QUEUED_POLL if stage == "deputy" else self.QUEUED_SLOW_POLL
+                    pause = poll if pause is None else min(pause, poll)
+                elif next_expiry is not None:  # an expiring lease makes a job waiting, silently
                     until_expiry = max(0.0, next_expiry - time.time()) + self.POLL_MIN
                     pause = until_expiry if pause is None else min(pause, until_expiry)
                 with self._changed:
@@ -118,9 +146,51 @@ class SqliteWatcher(SqliteStore):
                 if self._waiters == 0:  # a busy process need not hear of every write
                     wakeup.disarm(self._push)
 
+    def _stage(self) -> str | None:
+        """None if this board heads its queue of idle boards (or has none), else
+        "deputy" (next in line) or "line": it waits behind another (no inotify)."""
+        queue = self._queue
+        return None if queue is None else queue.stage()
+
+    def _join_queue(self, flows: list[str] | None) -> bool:
+        """Take (or keep) this board's place in the queue of idle boards for ``flows``.
+
+        False when there are no queues (a private database, or lock files that
+        cannot be made): then this board wakes on every write, as a head does.
+        """
+        if self.in_memory:
+            return False
+        with self._pool_lock:
+            if self._state != "open":
+                return False
+            if self._queue is None:
+                self._queue = WaitQueue(self.path, self._on_head, self._bump)
+            queue = self._queue
+        return queue.join(queue_key(self.namespace, flows))
+
+    def _on_head(self) -> None:
+        """This board reached the head of its queue: arm inotify, then look at the board."""
+        self._new_head = True
+        self._kick_watcher()
+
+    def _leave_queue(self) -> None:
+        """Give up this board's place in its queue (the next board in line wakes at once)."""
+        queue = self._queue
+        if queue is not None:
+            queue.leave()
+
+    def stop_waiting(self) -> None:
+        self._leave_queue()
+
+    def interrupt_wait(self) -> None:
+        """End this board's blocked waits (False) soon; a wait starting later ends too."""
+        with self._changed:
+            self._interrupted = True
+            self._changed.notify_all()
+
     def _changed_since(self, seen: int) -> bool:
-        """Whether a change was seen after generation ``seen`` (or the board closed)."""
-        return self._generation != seen or self._state == "closed"
+        """Whether a change was seen after generation ``seen``, an interrupt, or the end."""
+        return self._generation != seen or self._interrupted or self._state == "closed"
 
     def _waiting_state(
         self, conn: sqlite3.Connection, now: float, flows: list[str] | None
@@ -165,7 +235,11 @@ class SqliteWatcher(SqliteStore):
         self._kick.set()
 
     def _watch_wanted(self) -> bool:
-        return self._waiters > 0 or self._holds_live_claims()
+        return self._push_wanted() or self._holds_live_claims()
+
+    def _push_wanted(self) -> bool:
+        """Whether a thread waits for jobs and this board is not queued behind another."""
+        return self._waiters > 0 and self._stage() is None
 
     def _on_written(self) -> None:
         """inotify saw a write to the board's files (any process): wake the waiters,
@@ -201,7 +275,7 @@ class SqliteWatcher(SqliteStore):
                         last, interval = None, self.POLL_MIN
                         continue
                     armed = sub is not None and sub.wd >= 0
-                    if sub is not None and armed != (self._waiters > 0):
+                    if sub is not None and armed != self._push_wanted():
                         if armed:
                             wakeup.disarm(sub)
                             armed = False
@@ -217,11 +291,12 @@ class SqliteWatcher(SqliteStore):
                     read_at = time.monotonic()
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     self.polls += 1
-                    if version != last:
+                    new_head, self._new_head = self._new_head, False
+                    if version != last or new_head:
                         # Resumed (last is None) or changed: waiters look again (a change
                         # may have come before this read), held claims are re-read.
                         self._bump()
-                        if last is not None:
+                        if last is not None and version != last:
                             interval = self.POLL_MIN
                         if self._holds_live_claims():
                             self._check_held(conn)

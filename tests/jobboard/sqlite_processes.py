@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,13 @@ class BoardProcess:
 # -- the child side -----------------------------------------------------------
 
 
+_SAY = threading.Lock()
+
+
 def _say(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
+    with _SAY:  # lines of several threads never mix
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
 
 
 def _race(board: jobboard.JobBoard, args: argparse.Namespace) -> None:
@@ -152,7 +158,47 @@ def _owner(board: jobboard.JobBoard, args: argparse.Namespace) -> None:
     _say(event="timeout")
 
 
-ROLES = {"race": _race, "churn": _churn, "waiter": _waiter, "owner": _owner}
+def _idler(board: jobboard.JobBoard, args: argparse.Namespace) -> None:
+    """An idle conductor's loop: claim a job of ``args.flow`` or wait; print every claim
+    and every time this board reaches the head of its queue of idle boards.
+
+    Consumes each job at once, or with ``--hold`` keeps it (renewing nothing) and
+    claims no more. Stdin: ``report`` prints the board's count of looks at the board.
+    """
+    board.QUEUED_POLL = args.queued_poll  # type: ignore[attr-defined]
+    on_head = board._on_head  # type: ignore[attr-defined]
+
+    def told_head() -> None:
+        _say(event="head", pid=os.getpid())
+        on_head()
+
+    board._on_head = told_head  # type: ignore[attr-defined]
+
+    def commands() -> None:
+        for line in sys.stdin:
+            if line.strip() == "report":
+                _say(event="report", looks=board.wait_looks)  # type: ignore[attr-defined]
+
+    threading.Thread(target=commands, daemon=True).start()
+    who = unique_owner("idler")
+    deadline = time.monotonic() + args.seconds
+    idle = False
+    while time.monotonic() < deadline:
+        claim = board.claim_next(who, [args.flow], lease=args.lease)
+        if claim is None:
+            if not idle:
+                idle = True
+                _say(event="idle", pid=os.getpid())
+            board.wait(timeout=args.seconds, flows=[args.flow])
+            continue
+        _say(event="claim", job=claim.job_id, pid=os.getpid())
+        if args.hold:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return
+        board.consume(claim.job_id, who, claim.token)
+
+
+ROLES = {"race": _race, "churn": _churn, "waiter": _waiter, "owner": _owner, "idler": _idler}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--flow", default="f")
+    parser.add_argument("--queued-poll", type=float, default=1.0)
+    parser.add_argument("--hold", action="store_true")
     args = parser.parse_args(argv)
     board = jobboard.connect(sqlite_url(args.path), namespace=args.namespace)
     try:

@@ -24,8 +24,10 @@ from tests.helpers import wait_until
 SLOW_POLL = 120.0
 
 
-def _post_from_another_process(url: str) -> None:
-    code = f"import jobboard; b = jobboard.connect({url!r}); b.post('j', 'flow-a'); b.close()"
+def _post_from_another_process(*urls: str) -> None:
+    code = "import jobboard\n" + "".join(
+        f"b = jobboard.connect({url!r}); b.post('j', 'flow-a'); b.close()\n" for url in urls
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -77,9 +79,10 @@ def test_without_inotify_the_board_polls(tmp_path: Path, monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
 def test_waiting_boards_share_one_watch_dropped_when_nobody_waits(tmp_path: Path):
-    url = sqlite_url(tmp_path / "board.db")
+    # Three namespaces: each board heads its own queue of idle boards, so each arms.
+    urls = [sqlite_url(tmp_path / "board.db", namespace=f"ns{i}") for i in range(3)]
     directory = str(tmp_path.resolve()).encode()
-    boards = [_slow_board(url) for _ in range(3)]
+    boards = [_slow_board(url) for url in urls]
 
     def watching() -> list[int]:
         return [
@@ -93,7 +96,7 @@ def test_waiting_boards_share_one_watch_dropped_when_nobody_waits(tmp_path: Path
         waiting = [_waiting(board) for board in boards]
         wait_until(lambda: all(b.pushed for b in boards), message="every waiter armed")
         assert len(watching()) == 3 and len(set(watching())) == 1  # one kernel watch
-        _post_from_another_process(url)
+        _post_from_another_process(*urls)
         for waiter, seen in waiting:
             waiter.join(30)
             assert seen == [True]
@@ -102,3 +105,20 @@ def test_waiting_boards_share_one_watch_dropped_when_nobody_waits(tmp_path: Path
     finally:
         for board in boards:
             board.close()
+
+
+def test_interrupt_wait_ends_a_blocked_wait_and_the_next_one(tmp_path: Path):
+    board = _slow_board(sqlite_url(tmp_path / "board.db"))
+    try:
+        assert board.WAIT_INTERRUPTIBLE
+        waiter, seen = _waiting(board)
+        board.interrupt_wait()
+        waiter.join(30)
+        assert seen == [False]
+        # An interrupt nobody was waiting for ends the next wait (a stop racing the claim loop).
+        board.interrupt_wait()
+        assert board.wait(timeout=30) is False
+        board.post("j", "flow-a")
+        assert board.wait(timeout=30) is True  # the interrupt was used up
+    finally:
+        board.close()
