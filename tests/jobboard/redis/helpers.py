@@ -22,6 +22,20 @@ from tests.servers import RedisServer
 ACL_USER, ACL_PASSWORD = "conductor", "worker-pw"
 
 
+def count_calls(board: Any, monkeypatch: pytest.MonkeyPatch, *names: str) -> dict[str, int]:
+    """Count the calls of some of ``board``'s methods (the counts fill in as they come)."""
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        original = getattr(board, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(board, name, counted)
+    return calls
+
+
 def namespace() -> str:
     """A fresh namespace for one test."""
     return f"t{uuid.uuid4().hex[:12]}"

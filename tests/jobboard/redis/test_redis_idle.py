@@ -14,7 +14,7 @@ from jobboard import JobState, unique_owner
 from jobboard.redis.idle import IdleKnowledge
 from tests.flows_for_tests import FLOWS
 from tests.helpers import wait_until
-from tests.jobboard.redis.helpers import counting_round_trips
+from tests.jobboard.redis.helpers import count_calls, counting_round_trips
 
 pytestmark = pytest.mark.redis
 
@@ -120,15 +120,7 @@ def test_idle_knowledge_is_voided_by_wakes_and_shortened_by_claims():
 
 def test_an_idle_conductor_does_not_claim_after_every_wait(redis_board_factory, monkeypatch):
     board = redis_board_factory(lease=5)
-    calls = {"claim_next": 0, "wait": 0}
-    for name in calls:
-        original = getattr(board, name)
-
-        def counted(*args, _name=name, _original=original, **kwargs):
-            calls[_name] += 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(board, name, counted)
+    calls = count_calls(board, monkeypatch, "claim_next", "wait")
     conductor = Conductor("idle", board, FLOWS)
     conductor.IDLE_WAIT = conductor.LONG_IDLE_WAIT = 0.02  # many wait timeouts in little time
     runner = threading.Thread(target=conductor.run)

@@ -13,7 +13,7 @@ from conductor.conductor import Conductor
 from jobboard import JobState, schedules, unique_owner
 from tests.flows_for_tests import FLOWS
 from tests.helpers import wait_until
-from tests.jobboard.redis.helpers import counting_round_trips
+from tests.jobboard.redis.helpers import count_calls, counting_round_trips
 
 pytestmark = pytest.mark.redis
 
@@ -133,15 +133,7 @@ def test_a_waiter_hears_of_a_dead_owners_lease_from_the_heartbeat(redis_board_fa
 def test_an_idle_conductor_sends_only_its_heartbeat(redis_board_factory, monkeypatch):
     board = redis_board_factory(lease=0.3)  # a heartbeat every 0.3 s
     operator = redis_board_factory()
-    calls = {"register_entity": 0, "paused_flows": 0, "get_schedules": 0}
-    for name in calls:
-        original = getattr(board, name)
-
-        def counted(*args, _name=name, _original=original, **kwargs):
-            calls[_name] += 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(board, name, counted)
+    calls = count_calls(board, monkeypatch, "register_entity", "paused_flows", "get_schedules")
     conductor = Conductor("idle", board, FLOWS)
     runner = threading.Thread(target=conductor.run)
     runner.start()
