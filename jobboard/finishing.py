@@ -78,6 +78,8 @@ class Finishing(BoardChecks, abc.ABC):
         steps run one after the other; a claim step that fails after the consume
         went through is told in :attr:`ConsumedNext.claim_error`, not raised.
         """
+        if lease is not None:
+            self._lease_for(lease)  # a bad lease is refused before anything is written
         end, records = self._consuming(job, who, token, result, progress)
         if isinstance(flows, str):
             flows = [flows]

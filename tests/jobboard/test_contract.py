@@ -338,6 +338,20 @@ def test_consume_and_claim_next_refused_claims_nothing(board):
     assert out.claim is not None and out.claim.job_id == waiting.id
 
 
+
+@pytest.mark.parametrize("lease", [-1, 0, float("nan"), 1e9])
+def test_consume_and_claim_next_refuses_a_bad_lease_before_writing(board, lease):
+    # Given an owned job
+    job = board.post("j", "f")
+    claim = board.claim(job, unique_owner("a"))
+    # When its owner asks for the next claim with a lease out of bounds
+    with pytest.raises(InvalidJob) as caught:
+        board.consume_and_claim_next(job, claim.owner, claim.token, lease=lease)
+    # Then the error names the field, and the job is still the owner's, unfinished
+    assert caught.value.field == "lease"
+    assert board.get(job).state is JobState.CLAIMED
+    assert board.get(job).owner == claim.owner
+
 def test_consume_fail_trash_finish_the_job(board):
     who = unique_owner("a")
     outcomes = {}
